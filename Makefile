@@ -1,0 +1,28 @@
+# TinyMath. `make run` answers problems with the C runner; `make test` sets up .venv and runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: help test venv clean
+
+help:
+	@echo "make run      answer a few problems with the shipped model (C, no Python needed)"
+	@echo "make test     create .venv, install everything, run the whole test suite"
+
+# The virtual environment is rebuilt when the project's install files change.
+$(VENV)/.installed: pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: a bare `torch` requirement could pull a multi-gigabyte CUDA build
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -e ".[train,test,report]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest tests
+
+clean:
+	rm -rf build dist *.egg-info $(VENV)

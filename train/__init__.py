@@ -1,0 +1,1 @@
+"""Training: the Llama model in torch, the training loop, size sweeps (needs torch)."""

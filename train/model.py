@@ -1,0 +1,262 @@
+"""A tiny Llama in PyTorch, laid out as llama2.c's model so its weights export unchanged.
+
+Token embedding; n_layers x (RMSNorm, grouped-query attention with rotary position
+embeddings, RMSNorm, SwiGLU feed-forward); final RMSNorm; classifier tied to the
+embedding or not. Parameter names follow llama2.c's `model.py` (tok_embeddings,
+layers.N.attention.wq, ..., norm, output), which the exporters rely on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class ModelConfig:
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    n_kv_heads: int = 4
+    hidden_dim: int = 176
+    vocab_size: int = 32
+    max_seq_len: int = 32
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    tied: bool = True
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field that makes no sense."""
+        for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "vocab_size", "max_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"model config: {name} must be a positive integer, got {value!r}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"model config: n_heads ({self.n_heads}) must divide dim ({self.dim})")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"model config: n_kv_heads ({self.n_kv_heads}) must divide n_heads ({self.n_heads})")
+        if (self.dim // self.n_heads) % 2:
+            raise ValueError(f"model config: head size dim/n_heads ({self.dim // self.n_heads}) must be even for RoPE")
+        if not self.norm_eps > 0:
+            raise ValueError(f"model config: norm_eps must be > 0, got {self.norm_eps}")
+        if not self.rope_theta > 0:
+            raise ValueError(f"model config: rope_theta must be > 0, got {self.rope_theta}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def n_params(self) -> int:
+        """Exact count of trained parameters (a tied classifier is counted once)."""
+        d, h, kv = self.dim, self.hidden_dim, self.n_kv_heads * self.head_dim
+        per_layer = 2 * d + d * d + 2 * d * kv + d * d + 3 * d * h
+        total = self.vocab_size * d + self.n_layers * per_layer + d
+        return total if self.tied else total + self.vocab_size * d
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"model config: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def for_params(cls, target: int, vocab_size: int, max_seq_len: int, n_layers: int | None = None,
+                   head_dim: int = 8, tied: bool = True) -> "ModelConfig":
+        """The shape whose parameter count is nearest `target`, by a stated rule.
+
+        Rule: heads of `head_dim` (8) channels, n_kv_heads = n_heads, hidden_dim =
+        the multiple of 4 nearest 8/3 * dim (llama's SwiGLU ratio), and n_layers
+        = 1 below 5K params, 2 below 200K, 4 below 2M, else 6, unless given. dim is
+        searched over multiples of head_dim.
+        """
+        if target <= 0:
+            raise ValueError(f"target parameter count must be positive, got {target}")
+        if n_layers is None:
+            n_layers = 1 if target < 5_000 else 2 if target < 200_000 else 4 if target < 2_000_000 else 6
+        best: ModelConfig | None = None
+        for dim in range(head_dim, 4097, head_dim):
+            hidden = max(4, int(round(dim * 8 / 3 / 4)) * 4)
+            cfg = cls(dim=dim, n_layers=n_layers, n_heads=dim // head_dim, n_kv_heads=dim // head_dim,
+                      hidden_dim=hidden, vocab_size=vocab_size, max_seq_len=max_seq_len, tied=tied)
+            if best is None or abs(cfg.n_params() - target) < abs(best.n_params() - target):
+                best = cfg
+            if cfg.n_params() > target:
+                break
+        assert best is not None
+        return best
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of shape (max_seq_len, head_dim/2), llama2.c's frequencies."""
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
+    angles = torch.outer(torch.arange(max_seq_len).float(), freqs)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (0,1), (2,3), ... of each head: llama2.c's interleaved convention.
+
+    x: (batch, seq, heads, head_dim); cos, sin: (seq, head_dim/2).
+    """
+    xf = x.float().reshape(*x.shape[:-1], -1, 2)
+    re, im = xf[..., 0], xf[..., 1]
+    c, s = cos[None, :, None, :], sin[None, :, None, :]
+    out = torch.stack((re * c - im * s, re * s + im * c), dim=-1)
+    return out.flatten(-2).type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: tuple[torch.Tensor, torch.Tensor] | None = None, pos: int = 0) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.wq(x).view(b, t, self.n_heads, self.head_dim)
+        k = self.wk(x).view(b, t, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(b, t, self.n_kv_heads, self.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:  # write this step's keys/values, attend over everything so far
+            cache[0][:, pos:pos + t], cache[1][:, pos:pos + t] = k, v
+            k, v = cache[0][:, :pos + t], cache[1][:, :pos + t]
+        rep = self.n_heads // self.n_kv_heads
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if rep > 1:
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        # causal within the new tokens; all cached positions are in the past
+        mask = None
+        if t > 1:
+            mask = torch.ones(t, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=k.shape[2] - t)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.wo(y.transpose(1, 2).reshape(b, t, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.w1 = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
+        self.w2 = nn.Linear(cfg.hidden_dim, cfg.dim, bias=False)
+        self.w3 = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attention = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.feed_forward = FeedForward(cfg)
+
+    def forward(self, x, cos, sin, cache=None, pos=0):
+        x = x + self.attention(self.attention_norm(x), cos, sin, cache, pos)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tied:
+            self.output.weight = self.tok_embeddings.weight
+        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        # GPT-2 style scaled init of the residual projections
+        for name, p in self.named_parameters():
+            if name.endswith("wo.weight") or name.endswith("w2.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, tokens: torch.Tensor, caches: list | None = None, pos: int = 0) -> torch.Tensor:
+        """Logits (batch, seq, vocab) for tokens (batch, seq) starting at position `pos`."""
+        t = tokens.shape[1]
+        if pos + t > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {pos + t} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
+        cos, sin = self.rope_cos[pos:pos + t], self.rope_sin[pos:pos + t]
+        h = self.tok_embeddings(tokens)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, cos, sin, None if caches is None else caches[i], pos)
+        return self.output(self.norm(h))
+
+    def new_caches(self, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        c = self.cfg
+        shape = (batch, c.max_seq_len, c.n_kv_heads, c.head_dim)
+        dev, dt = self.tok_embeddings.weight.device, self.tok_embeddings.weight.dtype
+        return [(torch.zeros(shape, device=dev, dtype=dt), torch.zeros(shape, device=dev, dtype=dt))
+                for _ in range(c.n_layers)]
+
+    @torch.no_grad()
+    def generate_greedy(self, prompts: list[list[int]], max_new: int, stop: int) -> list[list[int]]:
+        """Greedy continuation of each prompt (token ids, BOS included) with a KV cache.
+
+        Prompts of different lengths are left-aligned; each sequence is fed its own
+        prompt tokens until they run out, then its own argmax. Generation of a
+        sequence ends at `stop` (not included in the result) or after max_new tokens.
+        """
+        b = len(prompts)
+        lens = torch.tensor([len(p) for p in prompts])
+        if b == 0:
+            return []
+        total = min(int(lens.max()) + max_new, self.cfg.max_seq_len)
+        dev = self.tok_embeddings.weight.device
+        buf = torch.zeros(b, total, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            buf[i, : len(p)] = torch.tensor(p)
+        buf = buf.to(dev)
+        lens_d = lens.to(dev)
+        done = torch.zeros(b, dtype=torch.bool, device=dev)
+        caches = self.new_caches(b)
+        start = int(lens.min())
+        logits = self(buf[:, :start], caches, 0)[:, -1]
+        for pos in range(start, total):
+            nxt = logits.argmax(-1)
+            in_prompt = pos < lens_d
+            tok = torch.where(in_prompt, buf[:, pos], nxt)
+            done |= (~in_prompt) & (tok == stop)
+            buf[:, pos] = torch.where(done & ~in_prompt, torch.full_like(tok, stop), tok)
+            if bool(done.all()) or pos + 1 == total:
+                break
+            logits = self(buf[:, pos:pos + 1], caches, pos)[:, -1]
+        out = []
+        for i, p in enumerate(prompts):
+            gen = buf[i, len(p):].tolist()
+            out.append(gen[: gen.index(stop)] if stop in gen else gen[:max_new])
+        return out
