@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: a bare `torch` requirement could pull a multi-gigabyte CUDA build
 	$(PY) -m pip install -q torch==$(TORCH_VERSION)
-	$(PY) -m pip install -q -e ".[train,test,report]"
+	$(PY) -m pip install -q -e ".[train,test,report,dmmath]"
 	touch $@
 
 venv: $(VENV)/.installed

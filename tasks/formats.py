@@ -1,0 +1,141 @@
+"""Answer formats: how a problem and its result are written as text, and read back.
+
+The format is one of the strongest levers on how small a model can be, so each
+is a first-class option:
+
+- classic   `24 + 82 = 106.00`, `27 / 86 = 0.31`: the original TinyMath data set's
+            rule, f"{result:.2f}" with quotients first rounded by round(a / b, 2),
+            float quirks included (`1 / 8 = 0.12`, `67 / 8 = 8.38`).
+- int       integers; division as quotient and remainder: `27 / 4 = 6 r 3`.
+- reversed  as int, each number's digits least-significant first (sign kept in
+            front): `24 + 82 = 601`, `58 / 5 = 11 r 3`.
+- padded    as int, operands and each answer number zero-padded to a fixed width
+            set by the largest operand: `07 + 05 = 012`.
+- text      free text (tasks whose answers are not numbers of one shape).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+OPS = "+-*/"
+
+_CLASSIC = re.compile(r"-?\d+\.\d\d")
+_INT = re.compile(r"-?\d+")
+_QR = re.compile(r"(\d+) r (\d+)")
+
+
+def classic_result(a: int, op: str, b: int) -> str:
+    """The original data set's answer string for `a op b`."""
+    if op == "+":
+        r: float = a + b
+    elif op == "-":
+        r = a - b
+    elif op == "*":
+        r = a * b
+    elif op == "/":
+        r = round(a / b, 2)
+    else:
+        raise ValueError(f"unknown op {op!r} (known: {' '.join(OPS)})")
+    return f"{r:.2f}"
+
+
+def int_result(a: int, op: str, b: int) -> list[int]:
+    """Result as integers: [value], or [quotient, remainder] for division."""
+    if op == "+":
+        return [a + b]
+    if op == "-":
+        return [a - b]
+    if op == "*":
+        return [a * b]
+    if op == "/":
+        return [a // b, a % b]
+    raise ValueError(f"unknown op {op!r} (known: {' '.join(OPS)})")
+
+
+def _rev(n: int) -> str:
+    s = str(abs(n))[::-1]
+    return "-" + s if n < 0 else s
+
+
+def _unrev(s: str) -> int:
+    return -int(s[1:][::-1]) if s.startswith("-") else int(s[::-1])
+
+
+def _pad(n: int, width: int) -> str:
+    s = str(abs(n)).zfill(width)
+    return "-" + s if n < 0 else s
+
+
+@dataclass(frozen=True)
+class AnswerFormat:
+    """Writes and parses one answer format. `max_operand` sets the padded widths."""
+
+    name: str
+    max_operand: int = 99
+
+    def __post_init__(self) -> None:
+        if self.name not in FORMATS:
+            raise ValueError(f"unknown answer format {self.name!r} (known: {', '.join(FORMATS)})")
+
+    # ---- writing -----------------------------------------------------------------
+    def operand(self, x: int) -> str:
+        return str(x).zfill(len(str(self.max_operand))) if self.name == "padded" else str(x)
+
+    def prompt(self, a: int, op: str, b: int) -> str:
+        return f"{self.operand(a)} {op} {self.operand(b)} ="
+
+    def widths(self, op: str) -> list[int]:
+        """Padded widths of each answer number for `op`, from the largest operand."""
+        m = self.max_operand
+        return {"+": [len(str(2 * m))], "-": [len(str(m))], "*": [len(str(m * m))],
+                "/": [len(str(m)), len(str(max(m - 1, 0)))]}[op]
+
+    def numbers(self, values: list[int], op: str) -> str:
+        """Write integer result(s) in this format (int, reversed or padded)."""
+        if self.name == "reversed":
+            parts = [_rev(v) for v in values]
+        elif self.name == "padded":
+            parts = [_pad(v, w) for v, w in zip(values, self.widths(op))]
+        else:
+            parts = [str(v) for v in values]
+        return " r ".join(parts)
+
+    def answer(self, a: int, op: str, b: int) -> str:
+        if self.name == "classic":
+            return classic_result(a, op, b)
+        if self.name == "text":
+            raise ValueError("the text format has no arithmetic answers")
+        return self.numbers(int_result(a, op, b), op)
+
+    # ---- reading -----------------------------------------------------------------
+    def parse(self, answer: str) -> tuple[float, ...] | None:
+        """The number(s) an answer string stands for, or None if it is not well formed."""
+        s = answer.strip()
+        if self.name == "classic":
+            return (float(s),) if _CLASSIC.fullmatch(s) else None
+        if self.name == "text":
+            try:
+                return (float(s),)
+            except ValueError:
+                return None
+        m = _QR.fullmatch(s)
+        parts = [m.group(1), m.group(2)] if m else [s] if _INT.fullmatch(s) else None
+        if parts is None:
+            return None
+        if self.name == "reversed":
+            return tuple(float(_unrev(p)) for p in parts)
+        return tuple(float(int(p)) for p in parts)
+
+    def same_value(self, expected: str, predicted: str) -> bool:
+        """Numeric match: equal values at the format's precision (text: equal strings)."""
+        e, p = self.parse(expected), self.parse(predicted)
+        if e is None or p is None:
+            return expected.strip() == predicted.strip()
+        if self.name == "classic":
+            return round(e[0] * 100) == round(p[0] * 100)
+        return e == p
+
+
+FORMATS = ("classic", "int", "reversed", "padded", "text")

@@ -1,0 +1,40 @@
+"""A problem: a prompt the model is given and the answer it must produce.
+
+On disk a problem is one line, `PROMPT ANSWER`, where the prompt ends with " ="
+(`24 + 82 = 106.00`). The answer is everything after the last " = ".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    prompt: str           # "24 + 82 =" (ends with " =")
+    answer: str           # "106.00"
+    op: str = "?"         # "+", "-", "*", "/", or a task's own label (a dmmath module, "mod+")
+    region: str = "in"    # "in": operands in the trained range; "holdout": an operand in the held-out range
+
+    @property
+    def line(self) -> str:
+        return f"{self.prompt} {self.answer}"
+
+
+def parse_line(line: str, where: str = "line") -> tuple[str, str]:
+    """Split `PROMPT = ANSWER` into ("PROMPT =", "ANSWER"); ValueError naming `where` if malformed."""
+    text = line.rstrip("\r\n")
+    head, sep, answer = text.rpartition(" = ")
+    if not sep or not head.strip() or not answer.strip():
+        raise ValueError(f"{where}: expected 'PROMPT = ANSWER', got {text!r}")
+    if answer != answer.strip() or head != head.lstrip():
+        raise ValueError(f"{where}: stray spaces around the prompt or answer in {text!r}")
+    return head + " =", answer
+
+
+def op_of(prompt: str) -> str:
+    """The arithmetic operator of a `A op B =` prompt, or "?" for anything else."""
+    parts = prompt.split()
+    if len(parts) >= 4 and parts[1] in ("+", "-", "*", "/"):
+        return parts[1]
+    return "?"
