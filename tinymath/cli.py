@@ -19,6 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("tinymath.train.cli", "train a tiny Llama model on a task"),
     "export": ("tinymath.export.cli", "export a checkpoint to llama2.c .bin files or Hugging Face format"),
     "run": ("tinymath.runc.cli", "answer problems with the C engine"),
+    "eval": ("tinymath.runc.evaluate", "score a model file on its task's test and holdout splits"),
+    "sweep": ("tinymath.train.sweep", "run a study: sizes x tasks x seeds, each trained, exported, evaluated"),
+    "report": ("tinymath.train.report", "turn a study's results.jsonl into report.md and plots"),
 }
 
 

@@ -1,0 +1,255 @@
+"""`tinymath report STUDY_DIR`: results.jsonl -> report.md and PNG plots (no torch).
+
+results.jsonl holds one JSON object per finished run (written by the sweep):
+
+    run      unique run name            group   the study variant ("classic", "format=reversed", ...)
+    seed     int                        params  exact trained-parameter count
+    model    ModelConfig dict           task    TaskSpec dict
+    train    {"steps", "tokens", "wall_s", "device", "flops"}
+    fp32     {"test": GROUPS, "holdout": GROUPS}   GROUPS: ScoreReport summaries by group name
+    int8     the same for the int8 file            ("all", "op +", ..., each {"n", "exact", "exact_ci95", ...})
+    run_dir  the run's folder (metrics.jsonl there gives training curves)
+
+A model passes a bar on a split when the mean exact-match over its seeds reaches
+it; the headline gives, for each op, the smallest such model and the spread
+(min-max) of its seeds. Every number in report.md is computed here from
+results.jsonl, so the report can always be rebuilt from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinymath import fileio
+
+BARS = (0.70, 0.90, 0.99)
+OPS = ("all", "op +", "op -", "op *", "op /")
+
+
+def load_results(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no results file at {path}")
+    rows = []
+    for no, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{no}: not a JSON line ({e})") from None
+    return rows
+
+
+def exact(row: dict, split: str, op: str, precision: str = "fp32") -> float | None:
+    g = row.get(precision, {}).get(split, {}).get(op)
+    return None if g is None or not g.get("n") else float(g["exact"])
+
+
+@dataclass
+class Point:
+    params: int
+    values: list[float]  # one per seed
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
+
+
+def curve(rows: list[dict], group: str, split: str, op: str, precision: str = "fp32") -> list[Point]:
+    """Exact-match against parameters for one group, seeds gathered per size."""
+    by_size: dict[int, list[float]] = defaultdict(list)
+    for r in rows:
+        if r["group"] == group:
+            v = exact(r, split, op, precision)
+            if v is not None:
+                by_size[int(r["params"])].append(v)
+    return [Point(p, v) for p, v in sorted(by_size.items())]
+
+
+def smallest_passing(points: list[Point], bar: float) -> Point | None:
+    for p in points:
+        if p.mean >= bar:
+            return p
+    return None
+
+
+def groups_of(rows: list[dict]) -> list[str]:
+    return sorted({r["group"] for r in rows}, key=lambda g: (g != "classic", g))
+
+
+def ops_of(rows: list[dict]) -> list[str]:
+    present = {op for r in rows for op in r.get("fp32", {}).get("test", {})}
+    return [op for op in OPS if op in present] + sorted(o for o in present if o.startswith("op ") and o not in OPS)
+
+
+def _cell(p: Point | None) -> str:
+    if p is None:
+        return "none"
+    spread = f"{100 * min(p.values):.1f}-{100 * max(p.values):.1f}%" if len(p.values) > 1 else f"{100 * p.values[0]:.1f}%"
+    return f"{p.params:,} ({spread}, {len(p.values)} seed{'s' if len(p.values) > 1 else ''})"
+
+
+def headline(rows: list[dict], group: str) -> list[list[str]]:
+    """Rows of the headline table for one group: op, then the smallest size per bar per split."""
+    out = []
+    for op in ops_of(rows):
+        cells = [op.replace("op ", "")]
+        for split in ("test", "holdout"):
+            pts = curve(rows, group, split, op)
+            cells += [_cell(smallest_passing(pts, bar)) if pts else "-" for bar in BARS]
+        out.append(cells)
+    return out
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def write_report(study_dir: str | Path) -> Path:
+    study = Path(study_dir)
+    rows = load_results(study / "results.jsonl")
+    if not rows:
+        raise ValueError(f"{study / 'results.jsonl'} has no finished runs")
+    plots = make_plots(rows, study)
+    head = ["op"] + [f"test {int(100 * b)}%" for b in BARS] + [f"holdout {int(100 * b)}%" for b in BARS]
+    md = [f"# Study report: {study.name}", "",
+          f"{len(rows)} finished runs, {len({r['params'] for r in rows})} sizes, "
+          f"{len({r['seed'] for r in rows})} seeds, groups: {', '.join(groups_of(rows))}.", "",
+          "Exact-match on problems never trained on. A size passes a bar when the mean over its seeds "
+          "reaches it; each cell is the smallest passing model's parameter count, with its seeds' spread.", ""]
+    for group in groups_of(rows):
+        md += [f"## {group}", "", _md_table(head, headline(rows, group)), ""]
+    md += ["## All runs", "", _md_table(
+        ["run", "params", "seed", "test exact", "95% CI", "holdout exact", "int8 test", "steps", "wall s", "device"],
+        [[r["run"], f"{r['params']:,}", str(r["seed"]), _pct(exact(r, "test", "all")),
+          _ci(r), _pct(exact(r, "holdout", "all")), _pct(exact(r, "test", "all", "int8")),
+          str(r["train"]["steps"]), f"{r['train']['wall_s']:.0f}", r["train"].get("device", "?")]
+         for r in sorted(rows, key=lambda r: (r["group"], r["params"], r["seed"]))]), ""]
+    md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    out = study / "report.md"
+    fileio.write_text(out, "\n".join(md))
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _ci(r: dict) -> str:
+    g = r.get("fp32", {}).get("test", {}).get("all")
+    return "-" if not g else f"{100 * g['exact_ci95'][0]:.1f}-{100 * g['exact_ci95'][1]:.1f}"
+
+
+# ---- plots ---------------------------------------------------------------------------------
+def make_plots(rows: list[dict], study: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups, ops = groups_of(rows), ops_of(rows)
+    written = []
+
+    def save(fig, name: str) -> None:
+        path = study / name
+        with fileio.atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+
+    def bars(ax) -> None:
+        for b in BARS:
+            ax.axhline(100 * b, color="grey", ls="--", lw=0.8)
+            ax.text(ax.get_xlim()[0], 100 * b, f" {int(100 * b)}%", va="bottom", fontsize=7, color="grey")
+
+    # accuracy against parameters, one panel per op, seeds as points, mean as a line
+    fig, axes = plt.subplots(1, len(ops), figsize=(4 * len(ops), 3.4), squeeze=False, sharey=True)
+    for ax, op in zip(axes[0], ops):
+        for g in groups:
+            pts = curve(rows, g, "test", op)
+            if not pts:
+                continue
+            line, = ax.plot([p.params for p in pts], [100 * p.mean for p in pts], marker="o", label=g)
+            for p in pts:
+                ax.scatter([p.params] * len(p.values), [100 * v for v in p.values], s=10, alpha=0.4,
+                           color=line.get_color())
+        ax.set_xscale("log")
+        ax.set_title(f"test exact, {op}")
+        ax.set_xlabel("parameters")
+        bars(ax)
+    axes[0][0].set_ylabel("exact match %")
+    axes[0][-1].legend(fontsize=7)
+    save(fig, "accuracy_vs_params.png")
+
+    # in-range against held-out operands
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for g in groups:
+        for split, style in (("test", "-"), ("holdout", ":")):
+            pts = curve(rows, g, split, "all")
+            if pts:
+                ax.plot([p.params for p in pts], [100 * p.mean for p in pts], style, marker="o", label=f"{g} {split}")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("exact match %")
+    ax.set_title("in-range (test) vs held-out operands")
+    bars(ax)
+    ax.legend(fontsize=7)
+    save(fig, "holdout_vs_inrange.png")
+
+    # accuracy against training compute (6 * params * tokens)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for g in groups:
+        pts = [(r["train"].get("flops") or 6.0 * r["params"] * r["train"]["tokens"], exact(r, "test", "all"))
+               for r in rows if r["group"] == g and exact(r, "test", "all") is not None]
+        if pts:
+            ax.scatter([p[0] for p in pts], [100 * p[1] for p in pts], s=14, label=g)
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs (6 x params x tokens)")
+    ax.set_ylabel("test exact match %")
+    ax.set_title("accuracy against training compute")
+    bars(ax)
+    ax.legend(fontsize=7)
+    save(fig, "accuracy_vs_compute.png")
+
+    # training curves of the main group's first seed, every size
+    main = groups[0]
+    chosen = sorted((r for r in rows if r["group"] == main and r["seed"] == min(x["seed"] for x in rows)),
+                    key=lambda r: r["params"])
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    drawn = 0
+    for r in chosen:
+        metrics = Path(r.get("run_dir", "")) / "metrics.jsonl"
+        if not metrics.is_absolute():
+            metrics = study / metrics
+        if not metrics.is_file():
+            continue
+        pts = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+        pts = [p for p in pts if "val_exact" in p]
+        if pts:
+            ax.plot([p["step"] for p in pts], [100 * p["val_exact"] for p in pts], label=f"{r['params']:,}")
+            drawn += 1
+    ax.set_xlabel("step")
+    ax.set_ylabel("val exact match %")
+    ax.set_title(f"training curves ({main}, seed {chosen[0]['seed'] if chosen else '-'})")
+    if drawn:
+        ax.legend(fontsize=7, title="params")
+    save(fig, "training_curves.png")
+    return written
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", help="a study folder holding results.jsonl")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = write_report(args.study)
+    print(f"wrote {out} and its plots")
+    print(out.read_text().split("## All runs")[0])
+    return 0
+
+
