@@ -26,3 +26,5 @@ test: venv
 
 clean:
 	rm -rf build dist *.egg-info $(VENV)
+
+include runc/runc.mk

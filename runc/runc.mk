@@ -1,0 +1,50 @@
+# runc/runc.mk - the C runner's make targets (included by the top-level Makefile).
+#
+#   make run                   answer a few example problems with the default model
+#   make run PROMPT="36 / 3 =" answer one problem
+#   make calc                  interactive calculator (type "36 / 3", EOF ends)
+#   make c-test                build and run runc/test_runc, plain and under ASan+UBSan
+#
+# Only the system C compiler and libm are needed: no Python.
+
+RUNC_CC       ?= $(CC)
+RUNC_CFLAGS   ?= -std=c99 -O3 -Wall -Wextra -pedantic
+RUNC_SANFLAGS ?= -std=c99 -O1 -g -Wall -Wextra -pedantic -fsanitize=address,undefined \
+                 -fno-omit-frame-pointer -fno-sanitize-recover=all
+RUNC_MODEL     ?= models/tinymath.bin
+RUNC_TOKENIZER ?= models/tokenizer.bin
+RUNC_EXAMPLES  ?= "24 + 82 =" "36 / 3 =" "7 * 8 =" "91 - 45 ="
+PROMPT ?=
+
+RUNC_LIB := runc/runc.c runc/runc.h
+
+.PHONY: run calc c-test
+
+runc/run: runc/run.c $(RUNC_LIB)
+	$(RUNC_CC) $(RUNC_CFLAGS) -o $@ runc/run.c runc/runc.c -lm
+
+runc/test_runc: runc/test_runc.c $(RUNC_LIB)
+	$(RUNC_CC) $(RUNC_CFLAGS) -o $@ runc/test_runc.c runc/runc.c -lm
+
+runc/test_runc_asan: runc/test_runc.c $(RUNC_LIB)
+	$(RUNC_CC) $(RUNC_SANFLAGS) -o $@ runc/test_runc.c runc/runc.c -lm
+
+# The model check is in the recipe so that a missing model says so in one line.
+run: runc/run
+	@test -f "$(RUNC_MODEL)" || { echo "make run: no model at $(RUNC_MODEL) (train and export one, or pass RUNC_MODEL=path/to/model.bin)" >&2; exit 1; }
+	@test -f "$(RUNC_TOKENIZER)" || { echo "make run: no tokenizer at $(RUNC_TOKENIZER) (pass RUNC_TOKENIZER=path/to/tokenizer.bin)" >&2; exit 1; }
+	@if [ -n "$(PROMPT)" ]; then set -- "$(PROMPT)"; else set -- $(RUNC_EXAMPLES); fi; \
+	for p in "$$@"; do \
+	  a=$$(./runc/run "$(RUNC_MODEL)" -z "$(RUNC_TOKENIZER)" -m calc -i "$$p") || exit 1; \
+	  echo "$$p $$a"; \
+	done
+
+calc: runc/run
+	@test -f "$(RUNC_MODEL)" || { echo "make calc: no model at $(RUNC_MODEL) (train and export one, or pass RUNC_MODEL=path/to/model.bin)" >&2; exit 1; }
+	@./runc/run "$(RUNC_MODEL)" -z "$(RUNC_TOKENIZER)" -m calc
+
+# Also checks that the read-only build (-DRUNC_NO_MMAP) compiles cleanly.
+c-test: runc/test_runc runc/test_runc_asan
+	$(RUNC_CC) $(RUNC_CFLAGS) -Werror -DRUNC_NO_MMAP -fsyntax-only runc/runc.c
+	./runc/test_runc
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./runc/test_runc_asan
