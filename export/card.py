@@ -56,26 +56,46 @@ def jsonable(x: Any) -> Any:
 
 
 def resolve_tokenizer(name: str | os.PathLike | None, source: str | os.PathLike | None = None) -> Path | None:
-    """The tokenizer file a checkpoint names: as given, else relative to the checkpoint's folder."""
+    """The tokenizer file a checkpoint names: as given, else relative to the checkpoint's folder,
+    else the file of that name beside the checkpoint (a run folder that moved)."""
     if not name:
         return None
     p = Path(name)
-    if p.exists():
+    if p.is_file():
         return p
-    if source is not None and not p.is_absolute():
-        q = Path(source).parent / p
-        if q.exists():
-            return q
+    if source is not None:
+        for q in ((Path(source).parent / p) if not p.is_absolute() else None, Path(source).parent / p.name):
+            if q is not None and q.is_file():
+                return q
     return None
 
 
-def _accuracy(metrics: Any) -> Any:
-    if not isinstance(metrics, dict):
+def _file_entry(name, source) -> dict | None:
+    if not name:
         return None
-    acc = {k: v for k, v in metrics.items()
-           if isinstance(v, (int, float)) and not isinstance(v, bool) and ("acc" in str(k) or "exact" in str(k))}
-    if "accuracy" in acc:
-        return acc["accuracy"]
+    path = resolve_tokenizer(name, source)
+    return {"path": os.fspath(name), "sha256": sha256_file(path) if path else None}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "/"))
+        else:
+            out[key] = v
+    return out
+
+
+def _accuracy(meta: dict) -> dict | None:
+    """The accuracies a checkpoint recorded: numeric metrics named *acc* or *exact*, and best_val_acc."""
+    metrics = meta.get("metrics")
+    flat = _flatten(metrics) if isinstance(metrics, dict) else {}
+    if isinstance(meta.get("best_val_acc"), (int, float)) and meta["best_val_acc"] >= 0:
+        flat["best_val_acc"] = meta["best_val_acc"]
+    acc = {k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+           and ("acc" in k.lower() or "exact" in k.lower())}
     return acc or None
 
 
@@ -88,12 +108,17 @@ def build_card(model, *, fmt: str, file: str | os.PathLike, sha256: str | None, 
     cfg = model.config
     meta = model.meta
     train_config = meta.get("train_config") if isinstance(meta.get("train_config"), dict) else {}
-    tok_name = tokenizer if tokenizer is not None else meta.get("tokenizer")
     source = meta.get("source") or {}
-    tok_path = resolve_tokenizer(tok_name, source.get("checkpoint"))
-    tok = None
-    if tok_name:
-        tok = {"path": os.fspath(tok_name), "sha256": sha256_file(tok_path) if tok_path and tok_path.is_file() else None}
+    src = source.get("checkpoint")
+    if tokenizer is not None:  # given by the user: a tokenizer.bin or a SentencePiece .model
+        entries = {"model" if Path(tokenizer).suffix == ".model" else "bin": _file_entry(tokenizer, src)}
+    else:
+        named = meta.get("tokenizer")
+        entries = {"model" if named and Path(named).suffix == ".model" else "bin": _file_entry(named, src)}
+        if meta.get("tokenizer_model"):
+            entries["model"] = _file_entry(meta["tokenizer_model"], src)
+    entries = {k: v for k, v in entries.items() if v}
+    tok = entries or None
     ext = uses_extension(cfg.rope_theta, cfg.norm_eps)
     runners = ["tinymath runc"]
     if not ext and fmt == "v0":
@@ -119,11 +144,11 @@ def build_card(model, *, fmt: str, file: str | os.PathLike, sha256: str | None, 
         "norm_eps": cfg.norm_eps,
         "runs_in": runners,
         "tokenizer": tok,
-        "task": train_config.get("task"),
+        "task": train_config.get("task", meta.get("task")),
         "seed": train_config.get("seed"),
         "step": meta.get("step"),
         "tokens_seen": meta.get("tokens_seen"),
-        "accuracy": _accuracy(meta.get("metrics")),
+        "accuracy": _accuracy(meta),
         "metrics": meta.get("metrics"),
         "quantization": quantization,
         "source": source or None,

@@ -3,7 +3,8 @@
 The only export module that imports torch. A checkpoint is a torch.save dict
 with "model_config" (ModelConfig fields), "model" (the state_dict), and for the
 model card "step", "tokens_seen", "train_config" (with "task" and "seed"), and
-optionally "tokenizer" (a path) and "metrics".
+optionally "tokenizer" (a path: tokenizer.bin, or a SentencePiece .model),
+"tokenizer_model" (the SentencePiece .model), "task", "metrics", "best_val_acc".
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def from_checkpoint_dict(ckpt: Any, source: str | os.PathLike | None = None) -> 
         t = t.detach().cpu()
         arrays[name] = t.float().numpy() if t.is_floating_point() else t.numpy()
     meta: dict[str, Any] = {}
-    for key in ("step", "tokens_seen", "train_config", "tokenizer", "metrics"):
+    for key in ("step", "tokens_seen", "train_config", "task", "tokenizer", "tokenizer_model", "metrics",
+                "best_val_acc"):
         if key in ckpt:
             meta[key] = ckpt[key]
     if source is not None:

@@ -182,25 +182,36 @@ def export_model(model: ExportModel, fmt: str, out: str | os.PathLike, *, group_
                         card_path=cpath, card=card, quant_errors=errors, warnings=notes)
 
 
+def hf_tokenizer_model(model: ExportModel, tokenizer: str | os.PathLike | None) -> Path | None:
+    """The SentencePiece .model an HF export copies: --tokenizer if given, else the checkpoint's
+    tokenizer_model, else its tokenizer if that is a .model (or a tokenizer.bin with a .model beside it).
+    None when nothing is named; ExportError when something named is missing."""
+    src = (model.meta.get("source") or {}).get("checkpoint")
+    if tokenizer is not None:
+        candidates = [("--tokenizer", tokenizer)]
+    else:
+        candidates = [(f"the checkpoint's {k}", model.meta.get(k)) for k in ("tokenizer_model", "tokenizer")]
+        candidates = [(w, n) for w, n in candidates if n]
+    for who, name in candidates:
+        path = resolve_tokenizer(name, src)
+        if path is None:
+            raise ExportError(f"tokenizer {name} not found (named by {who}); "
+                              f"pass --tokenizer PATH to the SentencePiece .model")
+        if path.suffix == ".model":
+            return path
+        if path.with_suffix(".model").is_file():
+            return path.with_suffix(".model")
+        if who == "--tokenizer":
+            raise ExportError(f"tokenizer {path} is not a SentencePiece .model (HF needs that one)")
+    return None
+
+
 def _export_hf(model: ExportModel, out: Path, tokenizer, notes: list[str]) -> ExportResult:
     from .hf import check_hf_ready, write_hf
 
     check_hf_ready()
-    tok_name = tokenizer if tokenizer is not None else model.meta.get("tokenizer")
-    tok_path = None
-    if tok_name:
-        tok_path = resolve_tokenizer(tok_name, (model.meta.get("source") or {}).get("checkpoint"))
-        if tok_path is None or not tok_path.is_file():
-            raise ExportError(f"tokenizer {tok_name} not found (named by "
-                              f"{'--tokenizer' if tokenizer is not None else 'the checkpoint'}); "
-                              f"pass --tokenizer PATH to the SentencePiece .model")
-        if tok_path.suffix != ".model":
-            sibling = tok_path.with_suffix(".model")
-            if not sibling.is_file():
-                raise ExportError(f"tokenizer {tok_path} is not a SentencePiece .model (HF needs that one; "
-                                  f"pass --tokenizer PATH.model)")
-            tok_path = sibling
-    card = build_card(model, fmt="hf", file=out, sha256=None, size=None, tokenizer=tok_name, warnings=[])
+    tok_path = hf_tokenizer_model(model, tokenizer)
+    card = build_card(model, fmt="hf", file=out, sha256=None, size=None, tokenizer=tokenizer, warnings=[])
     write_hf(model, out, tok_path, card)
     return ExportResult(format="hf", path=out, sha256=None, bytes=None, group_size=None,
                         card_path=out / "tinymath_card.json", card=card, warnings=[])

@@ -348,7 +348,7 @@ def test_hf_tokenizer_copied_and_loadable(tmp_path):
     cfg = json.loads((d / "config.json").read_text())
     assert (cfg["bos_token_id"], cfg["eos_token_id"]) == (1, 2)
     card = json.loads((d / "tinymath_card.json").read_text())
-    assert card["tokenizer"]["sha256"] == hashlib.sha256(tok.read_bytes()).hexdigest()
+    assert card["tokenizer"]["model"]["sha256"] == hashlib.sha256(tok.read_bytes()).hexdigest()
     try:
         import google.protobuf  # noqa: F401
     except ImportError:
@@ -398,7 +398,7 @@ def test_model_card(tmp_path):
     assert card["format"] == "v2" and card["version"] == 2 and card["group_size"] == 32
     assert card["config"] == m.cfg.to_dict()
     assert card["n_params"] == m.cfg.n_params() == sum(p.numel() for p in m.parameters())
-    assert card["tokenizer"] == {"path": str(tok), "sha256": hashlib.sha256(tok.read_bytes()).hexdigest()}
+    assert card["tokenizer"] == {"model": {"path": str(tok), "sha256": hashlib.sha256(tok.read_bytes()).hexdigest()}}
     assert card["task"] == {"name": "arith", "ops": "+-"} and card["seed"] == 7
     assert card["step"] == 5 and card["tokens_seen"] == 640
     assert card["accuracy"] == {"exact_match": 0.25}
@@ -695,3 +695,26 @@ def test_cli(tmp_path, capsys):
     assert main(["export", str(ck2), "--format", "v0", "--out", str(tmp_path / "r0.bin")]) == 2
     assert "version 0 cannot carry" in capsys.readouterr().err
     assert not (tmp_path / "r0.bin").exists()
+
+
+def test_training_stage_checkpoint_layout_moved_run_folder(tmp_path):
+    """train/ records tokenizer (tokenizer.bin) and tokenizer_model as absolute paths in the run folder;
+    a run folder that moved still finds them beside the checkpoint."""
+    _hf()
+    run = tmp_path / "run"
+    run.mkdir()
+    tok = _train_sentencepiece(tmp_path, 20)
+    (run / "tokenizer.model").write_bytes(tok.read_bytes())
+    (run / "tokenizer.bin").write_bytes(b"\x01\x00\x00\x00")
+    m = make_model(vocab_size=24)
+    gone = "/no/longer/here/run"
+    ck = save_ckpt(run / "ckpt.pt", m, tokenizer=f"{gone}/tokenizer.bin", tokenizer_model=f"{gone}/tokenizer.model",
+                   task={"name": "arith"}, metrics={"step": 5, "val_acc": 0.5, "holdout_acc": 0.25, "loss": 1.0},
+                   best_val_acc=0.5)
+    r = export_checkpoint(ck, "v1", tmp_path / "m.bin")
+    tokc = r.card["tokenizer"]
+    assert tokc["bin"]["sha256"] == hashlib.sha256(b"\x01\x00\x00\x00").hexdigest()
+    assert tokc["model"]["sha256"] == hashlib.sha256(tok.read_bytes()).hexdigest()
+    assert r.card["accuracy"] == {"val_acc": 0.5, "holdout_acc": 0.25, "best_val_acc": 0.5}
+    export_checkpoint(ck, "hf", tmp_path / "hf")
+    assert (tmp_path / "hf" / "tokenizer.model").read_bytes() == tok.read_bytes()
