@@ -1023,13 +1023,13 @@ int runc_encode(const runc_tokenizer *t, const char *text, int bos, int eos, int
     if (!pair) return set_error(err, RUNC_E_NOMEM, "out of memory");
     for (;;) {
         int k, best_k = -1, best_id = -1;
-        float best_score = 0.0f;
+        float best_score = -INFINITY; /* a piece scored -inf is never merged into */
         for (k = bos ? 1 : 0; k + 1 < n; k++) {
             int a = tokens[k], b = tokens[k + 1], id;
             memcpy(pair, t->piece[a], (size_t)t->len[a]);
             memcpy(pair + t->len[a], t->piece[b], (size_t)t->len[b]);
             id = piece_lookup(t, pair, t->len[a] + t->len[b]);
-            if (id >= 0 && (best_id < 0 || t->score[id] > best_score)) {
+            if (id >= 0 && t->score[id] > best_score) {
                 best_score = t->score[id];
                 best_id = id;
                 best_k = k;

@@ -1,0 +1,66 @@
+"""cffi (API mode) builder of `tinymath.runc._engine`: runc.c compiled into a Python extension.
+
+setup.py names it (`cffi_modules=["runc/build_engine.py:ffibuilder"]`), so
+`pip install .` / `pip install -e .` compile the engine. `python runc/build_engine.py`
+builds it in place (runc/_engine*.so) for working from the source tree.
+
+The declarations are the region of runc.h between the RUNC-CDEF markers, so
+the header stays the single source of truth for the C API. In API mode cffi
+releases the GIL around every call into C.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _rel(path: str) -> str:
+    """setuptools wants source paths relative to the project root (the cwd of a build)."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def cdef_source() -> str:
+    with open(os.path.join(HERE, "runc.h"), encoding="utf-8") as f:
+        text = f.read()
+    m = re.search(r"/\* RUNC-CDEF-BEGIN \*/(.*?)/\* RUNC-CDEF-END \*/", text, re.S)
+    if m is None:
+        raise RuntimeError("runc.h lacks the RUNC-CDEF-BEGIN / RUNC-CDEF-END markers")
+    return m.group(1)
+
+
+def make_builder(absolute: bool = False) -> FFI:
+    """The builder; absolute paths when compiling outside the project root."""
+    path = (lambda p: p) if absolute else _rel
+    ffi = FFI()
+    ffi.cdef(cdef_source())
+    ffi.set_source(
+        "tinymath.runc._engine",
+        '#include "runc.h"\n',
+        sources=[path(os.path.join(HERE, "runc.c"))],
+        include_dirs=[path(HERE)],
+        depends=[path(os.path.join(HERE, "runc.h"))],
+        extra_compile_args=["-O3", "-std=c99"],
+        libraries=["m"] if os.name == "posix" else [],
+    )
+    return ffi
+
+
+ffibuilder = make_builder()
+
+if __name__ == "__main__":
+    # Build in place: the module lands beside this file as runc/_engine*.so,
+    # which is where `tinymath.runc` (mapped to runc/) looks for it.
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        built = make_builder(absolute=True).compile(tmpdir=tmp, verbose=True)
+        dest = os.path.join(HERE, os.path.basename(built))
+        shutil.copy(built, dest)
+        print(f"built {dest}")

@@ -1,0 +1,426 @@
+"""Python face of the C engine: `Model(path, tokenizer=...)` over `tinymath.runc._engine`.
+
+The engine is runc.c compiled by cffi in API mode (runc/build_engine.py); cffi
+releases the GIL around every C call, so long calls (solve, generate, logits)
+let other Python threads run. A Model owns C memory (weights, tokenizer, one
+run state) and frees it on close(), at the end of a `with` block, or when
+garbage-collected. One Model is safe to share between threads: calls are
+serialised by a lock (use one Model per thread for parallelism; the weights of
+a file opened twice are shared by the OS page cache through mmap).
+
+Errors from C arrive as RuncError (a ValueError) carrying the C message and
+status name; misuse from Python (closed model, wrong types, empty lists) raises
+RuncError, TypeError or ValueError with a message naming the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["Model", "RuncError", "Generation"]
+
+
+class RuncError(ValueError):
+    """A failure reported by the C engine (or a misuse of a Model).
+
+    `status` is the C status name (e.g. "RUNC_E_MAGIC"), `code` its number.
+    """
+
+    def __init__(self, message: str, code: int | None = None, status: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+@dataclass
+class Generation:
+    """A sampled continuation: its text, token ids and their log-probabilities.
+
+    logprobs[i] is log p(tokens[i]) under the model (log-softmax of the logits at
+    temperature 1, whatever temperature sampled it).
+    """
+
+    text: str
+    tokens: list[int]
+    logprobs: np.ndarray
+
+
+def _load_engine():
+    try:
+        from . import _engine  # type: ignore[attr-defined]
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "tinymath.runc._engine (the compiled C engine) is not built: run `pip install -e .` "
+            "in the repository, or `python runc/build_engine.py` to build it in place"
+        ) from e
+    return _engine.ffi, _engine.lib
+
+
+_CONFIG_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "max_seq_len",
+                  "head_size", "kv_dim", "version", "shared_classifier", "group_size", "has_extension",
+                  "rope_theta", "norm_eps", "file_bytes")
+
+
+class Model:
+    """A llama2.c model file (v0, v1 fp32 or v2 int8) and its tokenizer, run by the C engine.
+
+    Model(path, tokenizer=None, context=None, mmap=True)
+      tokenizer: path of tokenizer.bin; None uses tokenizer.bin beside the model
+        when there is one (else text methods raise); False opens no tokenizer.
+      context: positions of the run state (default: the model's max_seq_len).
+      mmap: False reads the file into memory instead of mapping it.
+    """
+
+    def __init__(self, path: str | os.PathLike, tokenizer: str | os.PathLike | None | bool = None, *,
+                 context: int | None = None, mmap: bool = True):
+        self._ffi, self._lib = _load_engine()
+        self._model = self._tok = self._state = None
+        self._lock = threading.Lock()
+        self.path = os.fspath(path)
+        if not isinstance(self.path, str):
+            self.path = os.fsdecode(self.path)
+        ffi, lib = self._ffi, self._lib
+        out = ffi.new("runc_model **")
+        err = ffi.new("runc_error *")
+        flags = 0 if mmap else lib.RUNC_OPEN_NO_MMAP
+        self._check(lib.runc_model_open(out, os.fsencode(self.path), flags, err), err)
+        self._model = out[0]
+        self._init_rest(tokenizer, context, os.path.dirname(self.path))
+
+    @classmethod
+    def from_bytes(cls, model: bytes, tokenizer: bytes | None = None, *, context: int | None = None) -> "Model":
+        """A Model from the bytes of a model file (and of a tokenizer.bin); the bytes are copied."""
+        self = cls.__new__(cls)
+        self._ffi, self._lib = _load_engine()
+        self._model = self._tok = self._state = None
+        self._lock = threading.Lock()
+        self.path = None
+        ffi, lib = self._ffi, self._lib
+        if not isinstance(model, (bytes, bytearray, memoryview)):
+            raise TypeError(f"model must be bytes, got {type(model).__name__}")
+        out = ffi.new("runc_model **")
+        err = ffi.new("runc_error *")
+        data = bytes(model)
+        self._check(lib.runc_model_open_buffer(out, data, len(data), lib.RUNC_OPEN_COPY, err), err)
+        self._model = out[0]
+        self._init_rest(tokenizer if tokenizer is not None else False, context, None)
+        return self
+
+    def _init_rest(self, tokenizer: Any, context: int | None, model_dir: str | None) -> None:
+        ffi, lib = self._ffi, self._lib
+        err = ffi.new("runc_error *")
+        try:
+            c = lib.runc_model_config(self._model)
+            self._config = {name: getattr(c, name) for name in _CONFIG_FIELDS}
+            self._config["shared_classifier"] = bool(self._config["shared_classifier"])
+            self._config["has_extension"] = bool(self._config["has_extension"])
+            vocab = self._config["vocab_size"]
+            self.tokenizer_path = None
+            if tokenizer is None and model_dir is not None:
+                sibling = os.path.join(model_dir, "tokenizer.bin")
+                tokenizer = sibling if os.path.exists(sibling) else False
+            if isinstance(tokenizer, (bytes, bytearray, memoryview)):
+                out = ffi.new("runc_tokenizer **")
+                data = bytes(tokenizer)
+                self._check(lib.runc_tokenizer_open_buffer(out, data, len(data), vocab, err), err)
+                self._tok = out[0]
+            elif tokenizer is not None and tokenizer is not False:
+                self.tokenizer_path = os.fsdecode(os.fspath(tokenizer))
+                out = ffi.new("runc_tokenizer **")
+                self._check(lib.runc_tokenizer_open(out, os.fsencode(self.tokenizer_path), vocab, err), err)
+                self._tok = out[0]
+            if context is None:
+                context = 0
+            elif isinstance(context, bool) or not isinstance(context, int) or context <= 0:
+                raise ValueError(f"context must be a positive int, got {context!r}")
+            out_s = ffi.new("runc_state **")
+            self._check(lib.runc_state_open(out_s, self._model, context, err), err)
+            self._state = out_s[0]
+            self._context = lib.runc_state_context(self._state)
+            self._answer = ffi.new("char[]", lib.runc_answer_cap(self._state, self._tok)) if self._tok else None
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- lifetime -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free the C memory. Idempotent; the Model is unusable afterwards."""
+        lib = getattr(self, "_lib", None)
+        if lib is None:
+            return
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.acquire()
+        try:
+            if getattr(self, "_state", None) is not None:
+                lib.runc_state_close(self._state)
+                self._state = None
+            if getattr(self, "_tok", None) is not None:
+                lib.runc_tokenizer_close(self._tok)
+                self._tok = None
+            if getattr(self, "_model", None) is not None:
+                lib.runc_model_close(self._model)
+                self._model = None
+        finally:
+            if lock is not None:
+                lock.release()
+
+    @property
+    def closed(self) -> bool:
+        return self._model is None
+
+    def __enter__(self) -> "Model":
+        self._live()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<tinymath.runc.Model (closed)>"
+        c = self._config
+        return (f"<tinymath.runc.Model v{c['version']} dim={c['dim']} n_layers={c['n_layers']} "
+                f"vocab_size={c['vocab_size']} max_seq_len={c['max_seq_len']} path={self.path!r}>")
+
+    # ---- config -----------------------------------------------------------------
+
+    @property
+    def config(self) -> dict:
+        """The header's fields (a copy): dim, hidden_dim, ..., rope_theta, norm_eps, version, group_size."""
+        self._live()
+        return dict(self._config)
+
+    def _cfg(name: str, doc: str) -> property:  # noqa: N805 - a property factory used in the class body
+        def get(self: "Model"):
+            self._live()
+            return self._config[name]
+        return property(get, doc=doc)
+
+    dim = _cfg("dim", "model width")
+    hidden_dim = _cfg("hidden_dim", "feed-forward width")
+    n_layers = _cfg("n_layers", "transformer blocks")
+    n_heads = _cfg("n_heads", "query heads")
+    n_kv_heads = _cfg("n_kv_heads", "key/value heads")
+    head_size = _cfg("head_size", "dim / n_heads")
+    vocab_size = _cfg("vocab_size", "vocabulary size")
+    max_seq_len = _cfg("max_seq_len", "the model's context length")
+    version = _cfg("version", "file format version: 0, 1 (fp32) or 2 (int8)")
+    group_size = _cfg("group_size", "Q8_0 group size (version 2), else 0")
+    shared_classifier = _cfg("shared_classifier", "True when the classifier is the token embedding")
+    rope_theta = _cfg("rope_theta", "RoPE base")
+    norm_eps = _cfg("norm_eps", "RMSNorm epsilon")
+    del _cfg
+
+    @property
+    def quantized(self) -> bool:
+        return self.version == 2
+
+    @property
+    def context(self) -> int:
+        """Positions one sequence may use (prompt and answer together)."""
+        self._live()
+        return self._context
+
+    @property
+    def has_tokenizer(self) -> bool:
+        return self._tok is not None
+
+    # ---- helpers ----------------------------------------------------------------
+
+    def _check(self, rc: int, err: Any) -> None:
+        if rc != 0:
+            ffi, lib = self._ffi, self._lib
+            message = ffi.string(err.message).decode("utf-8", errors="replace") or "error"
+            status = ffi.string(lib.runc_status_name(rc)).decode()
+            raise RuncError(message, code=rc, status=status)
+
+    def _live(self) -> None:
+        if self._model is None:
+            raise RuncError("the model is closed")
+
+    def _need_tokenizer(self) -> None:
+        self._live()
+        if self._tok is None:
+            raise RuncError("this Model has no tokenizer: pass tokenizer=path/to/tokenizer.bin")
+
+    @staticmethod
+    def _text(prompt: Any, what: str = "prompt") -> bytes:
+        if not isinstance(prompt, str):
+            raise TypeError(f"{what} must be a str, got {type(prompt).__name__}")
+        if "\x00" in prompt:
+            raise ValueError(f"{what} contains a NUL character")
+        return prompt.encode("utf-8")
+
+    def _encode(self, text: bytes, bos: bool, eos: bool) -> list[int]:
+        ffi, lib = self._ffi, self._lib
+        cap = len(text) + 3
+        ids = ffi.new("int[]", cap)
+        n = ffi.new("int *")
+        err = ffi.new("runc_error *")
+        self._check(lib.runc_encode(self._tok, text, int(bos), int(eos), ids, cap, n, err), err)
+        return list(ffi.unpack(ids, n[0]))
+
+    def _token_ids(self, ids: Any) -> list[int]:
+        if isinstance(ids, np.ndarray):
+            if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+                raise TypeError("token ids must be a 1-D integer array")
+            ids = ids.tolist()
+        try:
+            raw = list(ids)
+        except TypeError:
+            raise TypeError("token ids must be a sequence of ints") from None
+        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in raw):
+            raise TypeError("token ids must be ints")
+        return [int(i) for i in raw]
+
+    def _prompt_ids(self, prompt: Any) -> list[int]:
+        """[BOS] + encode(prompt) for a str; the ids themselves for a sequence of ints."""
+        if isinstance(prompt, str):
+            self._need_tokenizer()
+            return self._encode(self._text(prompt), True, False)
+        if isinstance(prompt, (bytes, bytearray)):
+            raise TypeError("prompt must be a str or a sequence of token ids, not bytes")
+        return self._token_ids(prompt)
+
+    # ---- tokenizer ----------------------------------------------------------------
+
+    def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
+        """llama2.c's encoding of text: [BOS] + dummy-prefix space + merged pieces (+ EOS)."""
+        self._need_tokenizer()
+        with self._lock:
+            self._live()
+            return self._encode(self._text(text, "text"), bos, eos)
+
+    def decode(self, ids: Iterable[int], prev: int | None = None) -> str:
+        """Text of token ids (BOS/EOS decode to nothing; byte pieces to their bytes). `prev` is the
+        token before ids[0] (a leading space is dropped after BOS, as SentencePiece does)."""
+        self._need_tokenizer()
+        ids = self._token_ids(ids)
+        ffi, lib = self._ffi, self._lib
+        with self._lock:
+            self._live()
+            arr = ffi.new("int[]", ids) if ids else ffi.NULL
+            cap = len(ids) * max(lib.runc_tokenizer_max_token_length(self._tok), 1) + 1
+            buf = ffi.new("char[]", cap)
+            n = ffi.new("size_t *")
+            err = ffi.new("runc_error *")
+            self._check(lib.runc_decode(self._tok, -1 if prev is None else int(prev), arr, len(ids), buf, cap, n,
+                                        err), err)
+            return ffi.unpack(buf, n[0]).decode("utf-8", errors="replace")
+
+    # ---- forward ----------------------------------------------------------------
+
+    def logits(self, prompt: str | Sequence[int] | np.ndarray) -> np.ndarray:
+        """Logits (positions x vocab_size, float32) at every position of the prompt:
+        of [BOS] + encode(prompt) for a str, of the ids themselves otherwise."""
+        ids = self._prompt_ids(prompt)
+        if not ids:
+            raise ValueError("logits: empty prompt")
+        ffi, lib = self._ffi, self._lib
+        with self._lock:
+            self._live()
+            if len(ids) > self._context:
+                raise RuncError(f"prompt of {len(ids)} tokens exceeds the context of {self._context}",
+                                code=lib.RUNC_E_CONTEXT, status="RUNC_E_CONTEXT")
+            out = np.empty((len(ids), self._config["vocab_size"]), dtype=np.float32)
+            err = ffi.new("runc_error *")
+            self._check(lib.runc_forward_tokens(self._state, ffi.new("int[]", ids), len(ids), 0,
+                                                ffi.from_buffer("float[]", out), err), err)
+            return out
+
+    # ---- generation ---------------------------------------------------------------
+
+    def generate_tokens(self, prompt: str | Sequence[int], max_new: int | None = None, temperature: float = 1.0,
+                        topp: float = 0.9, seed: int | None = None, stop: int | None = 2) -> Generation:
+        """Sample a continuation of prompt ([BOS] + encode(prompt) for a str) until `stop` (EOS;
+        None: never), max_new tokens, or the end of the context. temperature 0 is greedy."""
+        ids = self._prompt_ids(prompt)
+        if not ids:
+            raise ValueError("generate: empty prompt")
+        for name, value in (("temperature", temperature), ("topp", topp)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        if max_new is not None and (isinstance(max_new, bool) or not isinstance(max_new, int) or max_new < 0):
+            raise ValueError(f"max_new must be a non-negative int, got {max_new!r}")
+        if seed is None:
+            seed = secrets.randbits(64)
+        elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
+            raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
+        ffi, lib = self._ffi, self._lib
+        with self._lock:
+            self._live()
+            room = max(self._context - len(ids), 0)
+            max_new = room if max_new is None else min(max_new, room)
+            err = ffi.new("runc_error *")
+            smp = ffi.new("runc_sampler **")
+            self._check(lib.runc_sampler_open(smp, self._config["vocab_size"], float(temperature), float(topp), seed,
+                                              err), err)
+            try:
+                out = ffi.new("int[]", max(max_new, 1))
+                lps = np.zeros(max(max_new, 1), dtype=np.float32)
+                n = ffi.new("int *")
+                self._check(lib.runc_generate(self._state, smp[0], ffi.new("int[]", ids), len(ids), max_new,
+                                              -1 if stop is None else int(stop), out, ffi.from_buffer("float[]", lps),
+                                              n, err), err)
+            finally:
+                lib.runc_sampler_close(smp[0])
+            tokens = list(ffi.unpack(out, n[0]))
+        text = self.decode(tokens, prev=ids[-1]) if self._tok is not None else ""
+        return Generation(text=text, tokens=tokens, logprobs=lps[: len(tokens)].copy())
+
+    def generate(self, prompt: str | Sequence[int], max_new: int | None = None, temperature: float = 1.0,
+                 topp: float = 0.9, seed: int | None = None) -> str:
+        """The text of a sampled continuation of prompt (see generate_tokens)."""
+        self._need_tokenizer()
+        return self.generate_tokens(prompt, max_new, temperature, topp, seed).text
+
+    def logprobs(self, prompt: str | Sequence[int], max_new: int | None = None, temperature: float = 0.0,
+                 topp: float = 0.9, seed: int | None = None) -> np.ndarray:
+        """Log-probabilities of the generated tokens (greedy by default)."""
+        return self.generate_tokens(prompt, max_new, temperature, topp, seed).logprobs
+
+    def solve(self, prompts: Sequence[str]) -> list[str]:
+        """Answers to problems, greedily: [BOS] + encode("24 + 82 =") -> " 106.00" EOS -> "106.00"."""
+        if isinstance(prompts, (str, bytes)):
+            raise TypeError("solve takes a list of prompt strings; for one prompt use solve([prompt])")
+        try:
+            prompts = list(prompts)
+        except TypeError:
+            raise TypeError(f"solve takes a list of prompt strings, got {type(prompts).__name__}") from None
+        if not prompts:
+            raise ValueError("solve: empty list of prompts")
+        encoded = []
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str):
+                raise TypeError(f"solve: prompt {i} is a {type(p).__name__}, not a str")
+            encoded.append(self._text(p, f"prompt {i}"))
+        self._need_tokenizer()
+        ffi, lib = self._ffi, self._lib
+        answers = []
+        with self._lock:
+            self._live()
+            err = ffi.new("runc_error *")
+            buf, cap = self._answer, len(self._answer)
+            for i, p in enumerate(encoded):
+                rc = lib.runc_solve(self._state, self._tok, p, buf, cap, ffi.NULL, err)
+                if rc != 0:
+                    try:
+                        self._check(rc, err)
+                    except RuncError as e:
+                        raise RuncError(f"prompt {i} ({prompts[i]!r}): {e}", code=e.code, status=e.status) from None
+                answers.append(ffi.string(buf).decode("utf-8", errors="replace"))
+        return answers

@@ -1,0 +1,465 @@
+/*
+ * run.c - TinyMath's command-line runner, on top of the runc library.
+ *
+ * llama2.c's flags (-t -p -s -n -i -z -m generate|chat) plus two modes for
+ * problems: -m calc (an interactive calculator: "36 / 3" -> "12.00") and
+ * -m batch (one prompt per line from -f FILE or stdin, one answer per line).
+ *
+ * Every bad input ends in one line on stderr naming the problem and a
+ * non-zero exit status. The library never prints or exits; this file does.
+ */
+#if defined(__unix__) || defined(__APPLE__)
+#define _POSIX_C_SOURCE 200809L
+#include <unistd.h>
+#define HAVE_POSIX 1
+#else
+#define HAVE_POSIX 0
+#endif
+
+#include "runc.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_MODEL "models/tinymath.bin"
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("run: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(EXIT_FAILURE);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: run [model.bin] [options]   (model default: " DEFAULT_MODEL ")\n"
+            "example: run model.bin -m calc\n"
+            "options:\n"
+            "  -t <float>  temperature in [0,inf), default 1.0 (0 = greedy)\n"
+            "  -p <float>  top-p in [0,1], default 0.9 (0 or 1 = off)\n"
+            "  -s <int>    random seed, default time(NULL)\n"
+            "  -n <int>    number of positions to run (prompt included), default 0 = the whole context\n"
+            "  -i <string> input prompt (calc: answer this one problem and exit)\n"
+            "  -z <string> tokenizer, default tokenizer.bin beside the model\n"
+            "  -m <string> mode: generate|chat|calc|batch, default generate\n"
+            "  -y <string> system prompt in chat mode\n"
+            "  -f <string> batch mode: file of prompts, one per line (default stdin)\n"
+            "calc and batch answer greedily, stopping at EOS: prompt \"36 / 3 =\" -> \"12.00\".\n");
+}
+
+/* ---- argument parsing ------------------------------------------------------ */
+
+static float parse_float(const char *flag, const char *s)
+{
+    char *end;
+    double v;
+    errno = 0;
+    v = strtod(s, &end);
+    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v))
+        die("bad value for %s: '%s' is not a number", flag, s);
+    return (float)v;
+}
+
+static long parse_long(const char *flag, const char *s)
+{
+    char *end;
+    long v;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (end == s || *end != '\0' || errno == ERANGE) die("bad value for %s: '%s' is not an integer", flag, s);
+    return v;
+}
+
+static unsigned long long parse_seed(const char *s)
+{
+    char *end;
+    unsigned long long v;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (end == s || *end != '\0' || errno == ERANGE || s[0] == '-')
+        die("bad value for -s: '%s' is not a non-negative integer", s);
+    return v;
+}
+
+/* "dir/model.bin" -> "dir/tokenizer.bin"; "model.bin" -> "tokenizer.bin" */
+static char *default_tokenizer(const char *model_path)
+{
+    const char *slash = strrchr(model_path, '/');
+    size_t dir = slash ? (size_t)(slash - model_path + 1) : 0;
+    char *p = (char *)malloc(dir + sizeof "tokenizer.bin");
+    if (!p) die("out of memory");
+    memcpy(p, model_path, dir);
+    memcpy(p + dir, "tokenizer.bin", sizeof "tokenizer.bin");
+    return p;
+}
+
+/* ---- helpers ----------------------------------------------------------------- */
+
+static double now_seconds(void)
+{
+#if HAVE_POSIX
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+#else
+    return (double)time(NULL);
+#endif
+}
+
+static int interactive(void)
+{
+#if HAVE_POSIX
+    return isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
+#else
+    return 0;
+#endif
+}
+
+/* Print a piece, skipping lone bytes that are control codes (a raw byte
+ * token can be a backspace, a bell, half a UTF-8 sequence, ...). */
+static void print_piece(const char *piece, size_t len)
+{
+    if (len == 0) return;
+    if (len == 1) {
+        unsigned char b = (unsigned char)piece[0];
+        if (b < 0x80 && !(isprint(b) || isspace(b))) return;
+    }
+    fwrite(piece, 1, len, stdout);
+}
+
+/* One line of any length, without its newline (and \r); NULL at end of input. */
+static char *read_line(FILE *f, char **buf, size_t *cap)
+{
+    size_t n = 0;
+    int ch;
+    while ((ch = fgetc(f)) != EOF) {
+        if (n + 2 > *cap) {
+            size_t ncap = *cap ? 2 * *cap : 256;
+            char *grown = (char *)realloc(*buf, ncap);
+            if (!grown) die("out of memory reading input");
+            *buf = grown;
+            *cap = ncap;
+        }
+        if (ch == '\n') break;
+        (*buf)[n++] = (char)ch;
+    }
+    if (ch == EOF && n == 0) return NULL;
+    if (!*buf) { /* an empty line at the very start */
+        *buf = (char *)malloc(1);
+        if (!*buf) die("out of memory");
+        *cap = 1;
+    }
+    if (n > 0 && (*buf)[n - 1] == '\r') n--;
+    (*buf)[n] = '\0';
+    return *buf;
+}
+
+/* Trim surrounding whitespace in place. */
+static char *trim(char *s)
+{
+    char *end;
+    while (*s && isspace((unsigned char)*s)) s++;
+    end = s + strlen(s);
+    while (end > s && isspace((unsigned char)end[-1])) end--;
+    *end = '\0';
+    return s;
+}
+
+/* ---- modes ------------------------------------------------------------------- */
+
+typedef struct {
+    runc_model *model;
+    runc_tokenizer *tok;
+    runc_state *state;
+    runc_sampler *sampler;
+    int vocab_size;
+    int context;
+    int steps;
+} runner;
+
+static void generate(runner *r, const char *prompt)
+{
+    runc_error err;
+    int *ids, n_ids, pos, token, next;
+    double start = 0;
+    size_t cap = strlen(prompt) + 3;
+    ids = (int *)malloc(cap * sizeof *ids);
+    if (!ids) die("out of memory");
+    if (runc_encode(r->tok, prompt, 1, 0, ids, (int)cap, &n_ids, &err) != RUNC_OK) die("prompt: %s", err.message);
+    if (n_ids >= r->context)
+        die("prompt is %d tokens (with BOS); the context holds %d", n_ids, r->context);
+    if (n_ids >= r->steps) die("prompt is %d tokens (with BOS); -n %d leaves no room to generate", n_ids, r->steps);
+
+    token = ids[0];
+    for (pos = 0; pos < r->steps; pos++) {
+        const float *logits;
+        const char *piece;
+        size_t len;
+        if (runc_forward(r->state, token, pos, &logits, &err) != RUNC_OK) die("%s", err.message);
+        if (pos + 1 < n_ids) {
+            next = ids[pos + 1]; /* still forcing the prompt */
+        } else {
+            runc_sample(r->sampler, logits, &next, NULL);
+            /* EOS ends the answer; a new BOS would start another sequence */
+            if (next == RUNC_TOKEN_EOS || next == RUNC_TOKEN_BOS) break;
+        }
+        runc_decode_piece(r->tok, token, next, &piece, &len);
+        print_piece(piece, len);
+        fflush(stdout);
+        token = next;
+        if (pos == 0) start = now_seconds(); /* the first step may include lazy paging */
+    }
+    printf("\n");
+    if (pos > 1 && now_seconds() > start)
+        fprintf(stderr, "achieved tok/s: %f\n", (pos - 1) / (now_seconds() - start));
+    free(ids);
+}
+
+static void chat(runner *r, const char *first_prompt, const char *system_prompt)
+{
+    static const char sys_template[] = "[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]";
+    static const char user_template[] = "[INST] %s [/INST]";
+    char *line = NULL, *text = NULL;
+    size_t line_cap = 0;
+    int *ids = NULL, pos = 0, turn = 0;
+    runc_error err;
+
+    for (;;) {
+        const char *user;
+        size_t need;
+        int n_ids, i, token;
+        const float *logits;
+        if (turn == 0 && first_prompt) {
+            user = first_prompt;
+        } else {
+            printf("User: ");
+            fflush(stdout);
+            user = read_line(stdin, &line, &line_cap);
+            if (!user) break;
+        }
+        need = strlen(user) + (system_prompt ? strlen(system_prompt) : 0) + sizeof sys_template;
+        free(text);
+        free(ids);
+        text = (char *)malloc(need);
+        ids = (int *)malloc((need + 3) * sizeof *ids);
+        if (!text || !ids) die("out of memory");
+        if (turn == 0 && system_prompt && *system_prompt) snprintf(text, need, sys_template, system_prompt, user);
+        else snprintf(text, need, user_template, user);
+        if (runc_encode(r->tok, text, 1, 0, ids, (int)need + 3, &n_ids, &err) != RUNC_OK)
+            die("chat: %s", err.message);
+        if (pos + n_ids >= r->steps) {
+            fprintf(stderr, "run: the context is full (%d positions); ending the chat\n", r->steps);
+            break;
+        }
+        for (i = 0; i < n_ids; i++)
+            if (runc_forward(r->state, ids[i], pos++, &logits, &err) != RUNC_OK) die("%s", err.message);
+        printf("Assistant: ");
+        token = ids[n_ids - 1];
+        while (pos < r->steps) {
+            const char *piece;
+            size_t len;
+            int next;
+            runc_sample(r->sampler, logits, &next, NULL);
+            if (next == RUNC_TOKEN_EOS) break;
+            runc_decode_piece(r->tok, token, next, &piece, &len);
+            print_piece(piece, len);
+            fflush(stdout);
+            if (runc_forward(r->state, next, pos++, &logits, &err) != RUNC_OK) die("%s", err.message);
+            token = next;
+        }
+        printf("\n");
+        turn++;
+        if (pos >= r->steps) {
+            fprintf(stderr, "run: the context is full (%d positions); ending the chat\n", r->steps);
+            break;
+        }
+    }
+    free(line);
+    free(text);
+    free(ids);
+}
+
+/* Answer one problem; prints the answer line, or an error line and returns 0. */
+static int answer_one(runner *r, const char *prompt, char *answer, size_t cap, const char *where)
+{
+    runc_error err;
+    if (runc_solve(r->state, r->tok, prompt, answer, cap, NULL, &err) != RUNC_OK) {
+        fprintf(stderr, "run: %s%s\n", where, err.message);
+        return 0;
+    }
+    printf("%s\n", answer);
+    fflush(stdout);
+    return 1;
+}
+
+/* calc: "36 / 3" -> "36 / 3 =" -> the model's answer. */
+static char *calc_prompt(const char *line)
+{
+    size_t n = strlen(line);
+    char *p = (char *)malloc(n + 3);
+    if (!p) die("out of memory");
+    memcpy(p, line, n + 1);
+    if (n == 0 || line[n - 1] != '=') memcpy(p + n, n ? " =" : "=", 3);
+    return p;
+}
+
+static int calc(runner *r, const char *single)
+{
+    size_t cap = runc_answer_cap(r->state, r->tok), line_cap = 0;
+    char *answer = (char *)malloc(cap), *line = NULL, *prompt;
+    int ok = 1, tty = interactive();
+    if (!answer) die("out of memory");
+    if (single) {
+        char *copy = (char *)malloc(strlen(single) + 1);
+        if (!copy) die("out of memory");
+        strcpy(copy, single);
+        prompt = calc_prompt(trim(copy));
+        ok = answer_one(r, prompt, answer, cap, "");
+        free(prompt);
+        free(copy);
+        free(answer);
+        return ok;
+    }
+    if (tty) fprintf(stderr, "TinyMath calculator: type a problem like 36 / 3, end with Ctrl-D\n");
+    for (;;) {
+        char *text;
+        if (tty) {
+            printf("> ");
+            fflush(stdout);
+        }
+        if (!read_line(stdin, &line, &line_cap)) break;
+        text = trim(line);
+        if (*text == '\0') continue;
+        prompt = calc_prompt(text);
+        if (!answer_one(r, prompt, answer, cap, "")) ok = 0;
+        free(prompt);
+    }
+    if (tty) printf("\n");
+    free(line);
+    free(answer);
+    return ok;
+}
+
+/* batch: every input line gets exactly one output line (empty on error). */
+static int batch(runner *r, const char *path)
+{
+    FILE *f = stdin;
+    size_t cap = runc_answer_cap(r->state, r->tok), line_cap = 0;
+    char *answer = (char *)malloc(cap), *line = NULL, where[64];
+    int ok = 1, lineno = 0;
+    if (!answer) die("out of memory");
+    if (path) {
+        f = fopen(path, "r");
+        if (!f) die("%s: cannot open: %s", path, strerror(errno));
+    }
+    while (read_line(f, &line, &line_cap)) {
+        lineno++;
+        snprintf(where, sizeof where, "line %d: ", lineno);
+        if (*trim(line) == '\0') { /* a blank line stays a blank line */
+            printf("\n");
+            continue;
+        }
+        if (!answer_one(r, trim(line), answer, cap, where)) {
+            printf("\n");
+            ok = 0;
+        }
+    }
+    if (ferror(f)) die("error reading %s", path ? path : "stdin");
+    if (f != stdin) fclose(f);
+    free(line);
+    free(answer);
+    return ok;
+}
+
+/* ---- main ---------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    const char *model_path = DEFAULT_MODEL, *tok_arg = NULL, *prompt = NULL, *mode = "generate";
+    const char *system_prompt = NULL, *batch_file = NULL;
+    float temperature = 1.0f, topp = 0.9f;
+    unsigned long long seed = 0;
+    int seed_given = 0, steps_given = 0, i = 1, ok = 1;
+    long steps = 0;
+    char *tok_path;
+    runner r;
+    runc_error err;
+
+    if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+        usage(stdout);
+        return EXIT_SUCCESS;
+    }
+    if (argc >= 2 && argv[1][0] != '-') model_path = argv[i++];
+    for (; i < argc; i += 2) {
+        const char *flag = argv[i];
+        if (strcmp(flag, "-h") == 0 || strcmp(flag, "--help") == 0) {
+            usage(stdout);
+            return EXIT_SUCCESS;
+        }
+        if (flag[0] != '-') die("unexpected argument '%s' (the model path goes first; run -h for usage)", flag);
+        if (strlen(flag) != 2 || !strchr("tpsnizmyf", flag[1]))
+            die("unknown flag '%s' (run -h for usage)", flag);
+        if (i + 1 >= argc) die("flag %s needs a value", flag);
+        switch (flag[1]) {
+        case 't': temperature = parse_float(flag, argv[i + 1]); break;
+        case 'p': topp = parse_float(flag, argv[i + 1]); break;
+        case 's': seed = parse_seed(argv[i + 1]); seed_given = 1; break;
+        case 'n': steps = parse_long(flag, argv[i + 1]); steps_given = 1; break;
+        case 'i': prompt = argv[i + 1]; break;
+        case 'z': tok_arg = argv[i + 1]; break;
+        case 'm': mode = argv[i + 1]; break;
+        case 'y': system_prompt = argv[i + 1]; break;
+        case 'f': batch_file = argv[i + 1]; break;
+        default: break;
+        }
+    }
+    if (strcmp(mode, "generate") && strcmp(mode, "chat") && strcmp(mode, "calc") && strcmp(mode, "batch"))
+        die("unknown mode '%s' (generate, chat, calc or batch)", mode);
+    if (temperature < 0.0f) die("temperature %g must be >= 0", (double)temperature);
+    if (topp < 0.0f || topp > 1.0f) die("top-p %g must be in [0, 1]", (double)topp);
+    if (steps < 0) die("-n %ld must be >= 0", steps);
+    if (batch_file && strcmp(mode, "batch") != 0) die("-f is for -m batch");
+    if (!seed_given) seed = (unsigned long long)time(NULL);
+
+    if (runc_model_open(&r.model, model_path, 0, &err) != RUNC_OK) die("%s", err.message);
+    r.vocab_size = runc_model_config(r.model)->vocab_size;
+    r.context = runc_model_config(r.model)->max_seq_len;
+    if (!steps_given || steps == 0) {
+        r.steps = r.context;
+    } else if (steps > r.context) {
+        fprintf(stderr, "run: warning: -n %ld exceeds the model's context of %d positions; using %d\n", steps,
+                r.context, r.context);
+        r.steps = r.context;
+    } else {
+        r.steps = (int)steps;
+    }
+    tok_path = tok_arg ? NULL : default_tokenizer(model_path);
+    if (runc_tokenizer_open(&r.tok, tok_arg ? tok_arg : tok_path, r.vocab_size, &err) != RUNC_OK)
+        die("%s", err.message);
+    if (runc_state_open(&r.state, r.model, 0, &err) != RUNC_OK) die("%s", err.message);
+    if (runc_sampler_open(&r.sampler, r.vocab_size, temperature, topp, seed, &err) != RUNC_OK)
+        die("%s", err.message);
+
+    if (strcmp(mode, "generate") == 0) generate(&r, prompt ? prompt : "");
+    else if (strcmp(mode, "chat") == 0) chat(&r, prompt, system_prompt);
+    else if (strcmp(mode, "calc") == 0) ok = calc(&r, prompt);
+    else ok = batch(&r, batch_file);
+
+    runc_sampler_close(r.sampler);
+    runc_state_close(r.state);
+    runc_tokenizer_close(r.tok);
+    runc_model_close(r.model);
+    free(tok_path);
+    return ok ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,236 @@
+"""The C side of runc: the C test program (plain and under ASan+UBSan) and the CLI.
+
+`make c-test` builds runc/test_runc.c twice and runs it; the CLI tests build
+runc/run and drive it with small random-weight model files written here with
+numpy, checking that every bad input ends in one line on stderr and a non-zero
+exit status, never a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = ROOT / "runc" / "run"
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("cc") is None,
+                                reason="needs make and a C compiler")
+
+PIECES = ["<unk>", "\n<s>\n", "\n</s>\n", " ", *"0123456789", *"+-*/=.", " =", "00", ".0", ".00", "10", "99"]
+SCORES = [0.0, 0.0, 0.0] + [-1.0] * 17 + [-2.0, -3.0, -4.0, -5.0, -6.0, -7.0]
+
+
+def _sanitizers_work(tmp: Path) -> bool:
+    src = tmp / "san.c"
+    src.write_text("int main(void) { return 0; }\n")
+    r = subprocess.run(["cc", "-fsanitize=address,undefined", str(src), "-o", str(tmp / "san")],
+                       capture_output=True)
+    return r.returncode == 0 and subprocess.run([str(tmp / "san")]).returncode == 0
+
+
+def test_c_test_program(tmp_path):
+    if _sanitizers_work(tmp_path):
+        r = subprocess.run(["make", "c-test"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+        runs = 2
+    else:  # pragma: no cover - a compiler without ASan: the plain build only
+        r = subprocess.run(["make", "runc/test_runc"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+        if r.returncode == 0:
+            r = subprocess.run([str(ROOT / "runc" / "test_runc")], capture_output=True, text=True, timeout=900)
+        runs = 1
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    closing = [ln for ln in r.stdout.splitlines() if ln.endswith(" failed") and " passed, " in ln]
+    assert len(closing) == runs and all(ln.endswith(" 0 failed") for ln in closing), out[-4000:]
+    assert "warning" not in out.lower(), out[-4000:]
+
+
+# ---- the CLI -------------------------------------------------------------------------
+
+def _header(version, params, shared, group=None, ext=None) -> bytes:
+    h = struct.pack("<Ii7iB", 0x616B3432, version, *params, shared)
+    if group is not None:
+        h += struct.pack("<i", group)
+    h = h.ljust(240, b"\0")
+    if ext:
+        h += b"TMx1" + struct.pack("<ff", *ext)
+    return h.ljust(256, b"\0")
+
+
+def model_bytes(dim=16, hidden=32, layers=2, heads=2, kv=1, vocab=len(PIECES), seq=16, seed=4) -> bytes:
+    """A random untied v1 model (unit-scale weights, so greedy answers vary)."""
+    rng = np.random.default_rng(seed)
+    kvd = kv * dim // heads
+    f = lambda *shape, fan=None: (rng.standard_normal(shape) / np.sqrt(fan or shape[-1])).astype("<f4").tobytes()  # noqa: E731
+    body = [
+        (1 + 0.1 * rng.standard_normal((2 * layers + 1) * dim)).astype("<f4").tobytes(),  # norms
+        rng.standard_normal((vocab, dim)).astype("<f4").tobytes(),  # embedding
+        f(layers, dim, dim), f(layers, kvd, dim), f(layers, kvd, dim), f(layers, dim, dim),
+        f(layers, hidden, dim), f(layers, dim, hidden), f(layers, hidden, dim), f(vocab, dim),
+    ]
+    return _header(1, [dim, hidden, layers, heads, kv, vocab, seq], 0) + b"".join(body)
+
+
+def tokenizer_bytes(pieces=PIECES, scores=SCORES) -> bytes:
+    raw = [p.encode() for p in pieces]
+    return struct.pack("<i", max(map(len, raw))) + b"".join(
+        struct.pack("<fi", s, len(p)) + p for p, s in zip(raw, scores))
+
+
+@pytest.fixture(scope="module")
+def run_bin():
+    r = subprocess.run(["make", "runc/run"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "warning" not in (r.stdout + r.stderr).lower(), r.stderr
+    return RUN
+
+
+@pytest.fixture()
+def model_dir(tmp_path):
+    (tmp_path / "model.bin").write_bytes(model_bytes())
+    (tmp_path / "tokenizer.bin").write_bytes(tokenizer_bytes())
+    return tmp_path
+
+
+def run(binary, *args, stdin: str | None = None, timeout=60):
+    return subprocess.run([str(binary), *map(str, args)], input=stdin, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def one_line_error(r, *needles):
+    """Non-zero exit, not killed by a signal, exactly one line on stderr holding every needle."""
+    assert r.returncode > 0, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def test_calc_and_batch(run_bin, model_dir):
+    m = model_dir / "model.bin"
+    one = run(run_bin, m, "-m", "calc", "-i", "36 / 3")
+    assert one.returncode == 0 and one.stderr == "", one.stderr
+    answer = one.stdout.strip()
+    assert answer  # this random model answers something
+    # the tokenizer beside the model is the default; " =" is appended in calc mode
+    same = run(run_bin, m, "-m", "calc", "-i", "36 / 3 =", "-z", model_dir / "tokenizer.bin")
+    assert same.stdout.strip() == answer
+    calc = run(run_bin, m, "-m", "calc", stdin="36 / 3\n\n  7 * 8  \n")
+    assert calc.returncode == 0 and calc.stdout.splitlines()[0] == answer and len(calc.stdout.splitlines()) == 2
+    lines = "36 / 3 =\n\n7 * 8 =\n24 + 82 =\n"
+    batch = run(run_bin, m, "-m", "batch", stdin=lines)
+    out = batch.stdout.split("\n")
+    assert batch.returncode == 0 and out[0] == answer and out[1] == "" and len(out) == 5
+    (model_dir / "problems.txt").write_text(lines)
+    from_file = run(run_bin, m, "-m", "batch", "-f", model_dir / "problems.txt")
+    assert from_file.stdout == batch.stdout
+    # a bad line: an empty answer line, an error naming the line, exit status 1
+    bad = run(run_bin, m, "-m", "batch", stdin="1 + 1 =\nx + 1 =\n2 + 2 =\n")
+    assert bad.returncode == 1 and len(bad.stdout.split("\n")) == 4 and bad.stdout.split("\n")[1] == ""
+    one_line_error(bad, "line 2", "'x'")
+
+
+def test_generate_and_steps(run_bin, model_dir):
+    m = model_dir / "model.bin"
+    r = run(run_bin, m, "-t", "0", "-i", "24 + 82 =")
+    assert r.returncode == 0 and r.stdout.startswith("24 + 82 =")
+    r2 = run(run_bin, m, "-t", "1", "-p", "0.9", "-s", "7", "-i", "1")
+    r3 = run(run_bin, m, "-t", "1", "-p", "0.9", "-s", "7", "-i", "1")
+    assert r2.returncode == 0 and r2.stdout == r3.stdout
+    clamp = run(run_bin, m, "-t", "0", "-n", "1000", "-i", "24 + 82 =")
+    assert clamp.returncode == 0 and "exceeds the model's context of 16" in clamp.stderr
+    assert clamp.stdout == r.stdout
+    short = run(run_bin, m, "-t", "0", "-n", "12", "-i", "24 + 82 =")
+    assert short.returncode == 0 and len(short.stdout) <= len(r.stdout)
+    assert run(run_bin, "-h").returncode == 0 and "usage" in run(run_bin, "-h").stdout
+
+
+def test_bad_model_files(run_bin, model_dir, tmp_path):
+    good = model_bytes()
+    tok = model_dir / "tokenizer.bin"
+    cases = {
+        "empty": (b"", "empty"),
+        "truncated": (good[:-5], "truncated"),
+        "truncated header": (good[:100], "header truncated"),
+        "bad magic": (b"ak43" + good[4:], "bad magic"),
+        "text": (b"hello, this is not a model\n" * 20, "bad magic"),
+        "version": (good[:4] + struct.pack("<i", 9) + good[8:], "version 9"),
+        "zero dim": (good[:8] + struct.pack("<i", 0) + good[12:], "dim = 0"),
+        "negative layers": (good[:16] + struct.pack("<i", -2) + good[20:], "n_layers = -2"),
+        "huge vocab": (good[:28] + struct.pack("<i", 2 ** 31 - 1) + good[32:], "vocab_size"),
+        "heads": (good[:20] + struct.pack("<i", 3) + good[24:], "does not divide dim"),
+        "shared flag": (good[:36] + b"\x07" + good[37:], "shared_classifier"),
+        "trailing": (good + b"\0" * 3, "trailing"),
+        "overflow": (_header(1, [65536, 1 << 20, 4096, 2, 2, 1 << 22, 16], 0), "overflow"),
+    }
+    for name, (content, needle) in cases.items():
+        p = tmp_path / f"{name.replace(' ', '_')}.bin"
+        p.write_bytes(content)
+        r = run(run_bin, p, "-z", tok, "-m", "calc", "-i", "1 + 1")
+        one_line_error(r, needle, str(p))
+    one_line_error(run(run_bin, tmp_path / "nope.bin", "-z", tok), "nope.bin", "No such file")
+    one_line_error(run(run_bin, tmp_path, "-z", tok), "directory")
+
+
+def test_bad_tokenizers_and_prompts(run_bin, model_dir, tmp_path):
+    m = model_dir / "model.bin"
+    tdata = tokenizer_bytes()
+    cases = {
+        "cut": (tdata[:-2], "truncated"),
+        "empty": (b"", "empty"),
+        "more tokens": (tokenizer_bytes(PIECES + ["77"], SCORES + [-8.0]), "tokenizer of another model"),
+        "fewer tokens": (tokenizer_bytes(PIECES[:-1], SCORES[:-1]), "truncated"),
+        "negative length": (tdata[:8] + struct.pack("<i", -4) + tdata[12:], "negative length"),
+    }
+    for name, (content, needle) in cases.items():
+        p = tmp_path / f"tok_{name.replace(' ', '_')}.bin"
+        p.write_bytes(content)
+        one_line_error(run(run_bin, m, "-z", p, "-m", "calc", "-i", "1 + 1"), needle)
+    one_line_error(run(run_bin, m, "-z", tmp_path / "none.bin"), "none.bin")
+    one_line_error(run(run_bin, m, "-m", "calc", "-i", "a + 1"), "'a'", "vocabulary")
+    one_line_error(run(run_bin, m, "-m", "calc", "-i", "\u00e9 + 1"), "U+00E9")
+    one_line_error(run(run_bin, m, "-m", "calc", "-i", "1" * 30), "context")
+    one_line_error(run(run_bin, m, "-i", "1" * 30), "context")
+    one_line_error(run(run_bin, m, "-m", "chat", "-i", "hi"), "'[' (U+005B)")
+
+
+def test_bad_flags(run_bin, model_dir):
+    m = model_dir / "model.bin"
+    one_line_error(run(run_bin, m, "-q", "1"), "unknown flag '-q'")
+    one_line_error(run(run_bin, m, "--temperature", "1"), "unknown flag")
+    one_line_error(run(run_bin, m, "-t"), "needs a value")
+    one_line_error(run(run_bin, m, "-t", "hot"), "-t", "'hot'")
+    one_line_error(run(run_bin, m, "-t", "-1"), "temperature")
+    one_line_error(run(run_bin, m, "-p", "1.5"), "top-p")
+    one_line_error(run(run_bin, m, "-n", "-3"), "-n")
+    one_line_error(run(run_bin, m, "-n", "ten"), "-n")
+    one_line_error(run(run_bin, m, "-s", "-1"), "-s")
+    one_line_error(run(run_bin, m, "-m", "poem"), "unknown mode 'poem'")
+    one_line_error(run(run_bin, m, "-f", "x.txt"), "-f is for -m batch")
+    one_line_error(run(run_bin, m, "-m", "batch", "-f", "/nonexistent/p.txt"), "/nonexistent/p.txt")
+    one_line_error(run(run_bin, m, "stray"), "unexpected argument 'stray'")
+
+
+def test_make_run_and_calc(run_bin, model_dir):
+    env = dict(os.environ, RUNC_MODEL=str(model_dir / "model.bin"), RUNC_TOKENIZER=str(model_dir / "tokenizer.bin"))
+    r = subprocess.run(["make", "-s", "run"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("24 + 82 = ")
+    r = subprocess.run(["make", "-s", "run", "PROMPT=36 / 3 ="], cwd=ROOT, capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.count("\n") == 1 and r.stdout.startswith("36 / 3 = "), r.stderr
+    r = subprocess.run(["make", "-s", "calc"], cwd=ROOT, input="36 / 3\n", capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout == run(run_bin, model_dir / "model.bin", "-m", "calc", "-i", "36 / 3").stdout
+    env["RUNC_MODEL"] = str(model_dir / "missing.bin")
+    for target in ("run", "calc"):
+        r = subprocess.run(["make", "-s", target], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode != 0 and "no model at" in r.stderr and "missing.bin" in r.stderr
