@@ -229,9 +229,9 @@ def make_plots(rows: list[dict], study: Path) -> list[Path]:
         if not metrics.is_file():
             continue
         pts = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-        pts = [p for p in pts if "val_exact" in p]
+        pts = [p for p in pts if p.get("val_acc") is not None and "event" not in p]
         if pts:
-            ax.plot([p["step"] for p in pts], [100 * p["val_exact"] for p in pts], label=f"{r['params']:,}")
+            ax.plot([p["step"] for p in pts], [100 * p["val_acc"] for p in pts], label=f"{r['params']:,}")
             drawn += 1
     ax.set_xlabel("step")
     ax.set_ylabel("val exact match %")

@@ -1,0 +1,130 @@
+"""`tinymath eval MODEL.bin`: a model file scored on its task's test and holdout splits (no torch).
+
+The task comes from the model card beside the file (the spec the model was
+trained on, regenerated exactly from its seed) unless --data names a folder
+written by `tinymath gen`. Test problems were never trained on; holdout
+problems have an operand the model never saw. Both go through the C batch
+engine, and are scored together so the table breaks down by op x region.
+Writes MODEL.eval.json and puts the headline figures into the model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tinymath import fileio
+from tinymath.tasks import Problem, ScoreReport, TaskSpec, build_splits, score
+
+CHUNK = 2048  # problems per call into the engine: one progress-bar step
+
+
+def read_card(model_path: Path) -> dict:
+    card = model_path.with_suffix(".json")
+    return json.loads(card.read_text()) if card.is_file() else {}
+
+
+def find_tokenizer(model_path: Path, card: dict, given: str | None) -> Path:
+    candidates = [given] if given else []
+    tok = card.get("tokenizer") or {}
+    if tok.get("path"):
+        candidates += [tok["path"], str(model_path.parent / Path(tok["path"]).name)]
+    candidates.append(str(model_path.parent / "tokenizer.bin"))
+    for c in candidates:
+        if c and Path(c).is_file():
+            return Path(c)
+    raise FileNotFoundError(f"no tokenizer for {model_path}: pass --tokenizer (looked for {', '.join(map(str, candidates))})")
+
+
+def find_spec(card: dict, data: str | None) -> TaskSpec:
+    if data:
+        return TaskSpec.load(Path(data) / "spec.json" if Path(data).is_dir() else Path(data))
+    if card.get("task"):
+        return TaskSpec.from_dict(card["task"])
+    raise ValueError("the model card names no task: pass --data FOLDER (written by `tinymath gen`)")
+
+
+def solve_all(model, prompts: list[str], progress: bool = True, desc: str = "solving") -> list[str]:
+    from tqdm import tqdm
+
+    out: list[str] = []
+    with tqdm(total=len(prompts), desc=desc, unit="problem", disable=not progress, leave=False) as bar:
+        for i in range(0, len(prompts), CHUNK):
+            out += model.solve(prompts[i:i + CHUNK])
+            bar.update(min(CHUNK, len(prompts) - i))
+    return out
+
+
+def evaluate(model_path: str | Path, tokenizer: str | None = None, data: str | None = None,
+             splits: tuple[str, ...] = ("test", "holdout"), progress: bool = True) -> dict:
+    """Score the model on `splits`; returns {"spec", "report": ScoreReport, "by_split": {split: ScoreReport}}."""
+    from tinymath.runc import Model
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"model file not found: {model_path}")
+    card = read_card(model_path)
+    spec = find_spec(card, data)
+    tok = find_tokenizer(model_path, card, tokenizer)
+    all_splits = build_splits(spec)
+    problems: list[Problem] = [p for s in splits for p in all_splits[s]]
+    if not problems:
+        raise ValueError(f"no problems in splits {', '.join(splits)} of this task")
+    with Model(str(model_path), tokenizer=str(tok)) as model:
+        answers = solve_all(model, [p.prompt for p in problems], progress, desc=model_path.name)
+    fmt = spec.answer_format()
+    by_split, i = {}, 0
+    for s in splits:
+        n = len(all_splits[s])
+        if n:
+            by_split[s] = score(problems[i:i + n], answers[i:i + n], fmt)
+        i += n
+    return {"spec": spec, "report": score(problems, answers, fmt), "by_split": by_split, "tokenizer": tok}
+
+
+def summary(by_split: dict[str, ScoreReport]) -> dict:
+    """Headline figures for the model card: exact-match per split, overall and per op."""
+    out = {}
+    for split, rep in by_split.items():
+        groups = rep.to_dict()["groups"]
+        out[split] = {name.replace("op ", ""): {"exact": g["exact"], "n": g["n"], "exact_ci95": g["exact_ci95"]}
+                      for name, g in groups.items() if name == "all" or name.startswith("op ")}
+    return out
+
+
+def write_results(model_path: Path, result: dict) -> Path:
+    out = model_path.with_name(model_path.stem + ".eval.json")
+    fileio.write_json(out, {"model": model_path.name, "task": result["spec"].to_dict(),
+                            "combined": result["report"].to_dict(),
+                            "splits": {k: v.to_dict() for k, v in result["by_split"].items()}})
+    card_file = model_path.with_suffix(".json")
+    if card_file.is_file():
+        card = json.loads(card_file.read_text())
+        card["accuracy"] = summary(result["by_split"])
+        card["evaluated_task"] = result["spec"].to_dict()
+        fileio.write_json(card_file, card)
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a .bin model file (fp32 or int8)")
+    p.add_argument("--tokenizer", "-z", help="tokenizer.bin (default: from the model card, or beside the model)")
+    p.add_argument("--data", help="a folder from `tinymath gen` (default: the task in the model card)")
+    p.add_argument("--splits", default="test,holdout", help="comma-separated splits to score (default test,holdout)")
+    p.add_argument("--no-write", action="store_true", help="print only; leave the card and files alone")
+
+
+def run(args: argparse.Namespace) -> int:
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    result = evaluate(args.model, args.tokenizer, args.data, splits)
+    spec = result["spec"]
+    print(f"{args.model}: task {json.dumps(spec.to_dict())}")
+    sizes = ", ".join(f"{k} {v.groups['all'].n}" for k, v in result["by_split"].items())
+    print(f"splits: {sizes} "
+          f"(test: never trained on; holdout: operands never seen)")
+    print(result["report"].table())
+    if not args.no_write:
+        out = write_results(Path(args.model), result)
+        print(f"wrote {out}")
+    return 0
