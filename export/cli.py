@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group-size", type=int, default=None,
                         help="v2 group size (default: the largest <= 64 dividing dim, hidden_dim, n_heads*head_size)")
     parser.add_argument("--tokenizer", default=None,
-                        help="SentencePiece .model for the card (and copied into hf); default: the checkpoint's")
+                        help="tokenizer for the card (tokenizer.bin or SentencePiece .model; hf copies the .model); "
+                             "default: the checkpoint's")
     parser.add_argument("--report", action="store_true",
                         help="print the int8 quantization error per tensor instead of exporting")
     parser.add_argument("--against", default=None,

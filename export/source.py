@@ -8,7 +8,6 @@ checkpoint loader (checkpoint.py) converts torch tensors first.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -137,7 +136,3 @@ def from_bin_model(bm, path: str | None = None) -> ExportModel:
     tensors = {n: t for n, t in bm.tensors.items() if not n.startswith("freq_cis_")}
     model = ExportModel(config=cfg, tensors=tensors, meta={"source": {"bin": path, "version": bm.config.version}})
     return model
-
-
-def n_params(cfg: BinConfig) -> int:
-    return sum(math.prod(s) for s in tensor_shapes(cfg).values())

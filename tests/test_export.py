@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import struct
 import subprocess
@@ -718,3 +717,19 @@ def test_training_stage_checkpoint_layout_moved_run_folder(tmp_path):
     assert r.card["accuracy"] == {"val_acc": 0.5, "holdout_acc": 0.25, "best_val_acc": 0.5}
     export_checkpoint(ck, "hf", tmp_path / "hf")
     assert (tmp_path / "hf" / "tokenizer.model").read_bytes() == tok.read_bytes()
+
+
+def test_bf16_checkpoint_and_hf_reexport_into_existing_folder(tmp_path):
+    m = make_model(True, tied=False)
+    sd = {k: v.to(torch.bfloat16) for k, v in m.state_dict().items()}
+    torch.save({"model_config": m.cfg.to_dict(), "model": sd}, tmp_path / "ck.pt")
+    export_checkpoint(tmp_path / "ck.pt", "v1", tmp_path / "m.bin")
+    got = read_bin(tmp_path / "m.bin").state_dict()
+    for k, v in sd.items():
+        assert np.array_equal(got[k], v.float().numpy()), k
+    _hf()
+    export_checkpoint(tmp_path / "ck.pt", "hf", tmp_path / "hf")
+    (tmp_path / "hf" / "notes.txt").write_text("mine")
+    export_checkpoint(tmp_path / "ck.pt", "hf", tmp_path / "hf")  # into the existing folder, file by file
+    assert (tmp_path / "hf" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
