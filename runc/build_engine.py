@@ -53,14 +53,25 @@ def make_builder(absolute: bool = False) -> FFI:
 
 ffibuilder = make_builder()
 
-if __name__ == "__main__":
-    # Build in place: the module lands beside this file as runc/_engine*.so,
-    # which is where `tinymath.runc` (mapped to runc/) looks for it.
+def build_inplace(verbose: bool = False) -> str:
+    """Compile the engine into runc/ (replacing any older build there); return its path.
+
+    That is where `tinymath.runc` looks for it in an editable install or a
+    source checkout. Other `_engine*` builds in runc/ are removed first, so that
+    Python cannot pick a stale one by its suffix.
+    """
+    import glob
     import shutil
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        built = make_builder(absolute=True).compile(tmpdir=tmp, verbose=True)
+        built = make_builder(absolute=True).compile(tmpdir=tmp, verbose=verbose)
+        for old in glob.glob(os.path.join(HERE, "_engine*.so")) + glob.glob(os.path.join(HERE, "_engine*.pyd")):
+            os.remove(old)
         dest = os.path.join(HERE, os.path.basename(built))
         shutil.copy(built, dest)
-        print(f"built {dest}")
+    return dest
+
+
+if __name__ == "__main__":
+    print(f"built {build_inplace(verbose=True)}")

@@ -206,7 +206,7 @@ static int expected_file_bytes(runc_config *c, runc_error *err)
 {
     size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, L = (size_t)c->n_layers;
     size_t KV = (size_t)c->kv_dim, V = (size_t)c->vocab_size, S = (size_t)c->max_seq_len;
-    size_t norms, per_layer, t1, t2, t3, mats, total, bytes;
+    size_t norms = 0, per_layer = 0, t1 = 0, t2 = 0, t3 = 0, mats = 0, total = 0, bytes = 0;
     int ok = 1;
 
     /* fp32 norm weights: rms_att and rms_ffn per layer, one final */
@@ -224,7 +224,7 @@ static int expected_file_bytes(runc_config *c, runc_error *err)
     if (c->version == 2) {
         /* int8 values plus one fp32 scale per group; every matrix's size is a
          * multiple of the group size, so the groups can be counted in one go */
-        size_t scales;
+        size_t scales = 0;
         ok = ok && mul_sz(mats / (size_t)c->group_size, 4, &scales);
         ok = ok && add_sz(mats, scales, &bytes);
     } else {
@@ -945,10 +945,19 @@ static void describe_char(const unsigned char *s, size_t n, char *out, size_t ca
 {
     unsigned long cp = 0;
     size_t need = 0, i;
-    if (s[0] < 0x80) need = 1, cp = s[0];
-    else if ((s[0] & 0xE0) == 0xC0) need = 2, cp = s[0] & 0x1Fu;
-    else if ((s[0] & 0xF0) == 0xE0) need = 3, cp = s[0] & 0x0Fu;
-    else if ((s[0] & 0xF8) == 0xF0) need = 4, cp = s[0] & 0x07u;
+    if (s[0] < 0x80) {
+        need = 1;
+        cp = s[0];
+    } else if ((s[0] & 0xE0) == 0xC0) {
+        need = 2;
+        cp = s[0] & 0x1Fu;
+    } else if ((s[0] & 0xF0) == 0xE0) {
+        need = 3;
+        cp = s[0] & 0x0Fu;
+    } else if ((s[0] & 0xF8) == 0xF0) {
+        need = 4;
+        cp = s[0] & 0x07u;
+    }
     if (need == 0 || need != n) {
         snprintf(out, cap, "byte 0x%02X (not valid UTF-8)", s[0]);
         return;
@@ -1251,18 +1260,19 @@ static void quantize_q8(int8_t *restrict q, float *restrict scales, const float 
     int g, i, groups = n / gs;
     for (g = 0; g < groups; g++) {
         const float *xg = x + (size_t)g * (size_t)gs;
-        float wmax = 0.0f, scale, inv;
+        float wmax = 0.0f, scale;
         for (i = 0; i < gs; i++) {
             float a = fabsf(xg[i]);
             if (a > wmax) wmax = a;
         }
         scale = wmax / 127.0f;
-        inv = scale > 0.0f ? 1.0f / scale : 0.0f;
         scales[g] = scale;
         for (i = 0; i < gs; i++) {
-            float v = roundf(xg[i] * inv);
-            if (!(v >= -127.0f)) v = -127.0f; /* also maps NaN to a defined value */
+            /* x / scale, not x * (1 / scale): the same rounding as runq.c */
+            float v = scale > 0.0f ? roundf(xg[i] / scale) : 0.0f;
             if (v > 127.0f) v = 127.0f;
+            else if (v < -127.0f) v = -127.0f;
+            else if (v != v) v = 0.0f; /* NaN activations: a defined value */
             q[(size_t)g * (size_t)gs + i] = (int8_t)v;
         }
     }
@@ -1556,10 +1566,12 @@ int runc_sample(runc_sampler *s, const float *logits, int *token, float *logprob
             }
         } else {
             /* nucleus: the smallest set of most likely tokens whose mass
-             * exceeds topp. A token below (1 - topp) / (n - 1) can never be in
-             * it (all the others together would already pass topp), so those
-             * are dropped before sorting. */
-            float cutoff = n > 1 ? (1.0f - s->topp) / (float)(n - 1) : 0.0f, mass = 0.0f, r;
+             * exceeds topp. If the k-th most likely token is in it, the tokens
+             * from the k-th on hold at least 1 - topp, each at most as likely
+             * as the k-th, so it has p >= (1 - topp) / n: anything less can be
+             * dropped before sorting. (llama2.c divides by n - 1, which for
+             * topp < 1/n can drop every token.) */
+            float cutoff = (1.0f - s->topp) / (float)n, mass = 0.0f, r;
             int nc = 0, last;
             for (i = 0; i < n; i++) {
                 if (s->probs[i] >= cutoff) {
@@ -1567,6 +1579,11 @@ int runc_sample(runc_sampler *s, const float *logits, int *token, float *logprob
                     s->cand[nc].index = i;
                     nc++;
                 }
+            }
+            if (nc == 0) { /* only with NaN logits: take the argmax */
+                s->cand[0].prob = 1.0f;
+                s->cand[0].index = argmax(logits, n);
+                nc = 1;
             }
             qsort(s->cand, (size_t)nc, sizeof *s->cand, cand_cmp);
             last = nc - 1;
@@ -1660,7 +1677,7 @@ static int is_space(char ch)
 int runc_solve(runc_state *s, const runc_tokenizer *t, const char *prompt, char *answer, size_t cap,
                int *n_generated, runc_error *err)
 {
-    size_t len, start, end, used;
+    size_t len, start, end, used = 0;
     int *ids = NULL, n_ids = 0, n_gen = 0, rc, cap_ids;
 
     if (n_generated) *n_generated = 0;

@@ -1247,6 +1247,33 @@ static void test_sampler(void)
     }
     CHECK(counts[1] + counts[3] == 5000 && counts[1] > 2000 && counts[3] > 2000, "top-p keeps the nucleus {1, 3}");
     runc_sampler_close(s);
+    /* a tiny top-p keeps the most likely token (llama2.c's cutoff would keep none here) */
+    {
+        float two[2] = {0.1f, 0.0f};
+        runc_sampler_open(&s, 2, 1.0f, 0.05f, 3, &e);
+        memset(counts, 0, sizeof counts);
+        for (i = 0; i < 200; i++) {
+            runc_sample(s, two, &tok, NULL);
+            counts[tok]++;
+        }
+        CHECK(counts[0] == 200, "top-p 0.05 of two tokens keeps the likelier (%d, %d)", counts[0], counts[1]);
+        runc_sampler_close(s);
+    }
+    /* NaN logits: a token in range, no crash */
+    {
+        float nan3[3];
+        nan3[0] = nan3[1] = nan3[2] = (float)NAN;
+        runc_sampler_open(&s, 3, 1.0f, 0.5f, 3, &e);
+        tok = -1;
+        runc_sample(s, nan3, &tok, NULL);
+        CHECK(tok >= 0 && tok < 3, "NaN logits still give a token id in range");
+        runc_sampler_close(s);
+        runc_sampler_open(&s, 3, 1.0f, 0.0f, 3, &e);
+        tok = -1;
+        runc_sample(s, nan3, &tok, NULL);
+        CHECK(tok >= 0 && tok < 3, "NaN logits (no top-p) still give a token id in range");
+        runc_sampler_close(s);
+    }
     /* low temperature concentrates on the maxima */
     runc_sampler_open(&s, 6, 0.05f, 0.0f, 9, &e);
     memset(counts, 0, sizeof counts);
