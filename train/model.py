@@ -116,13 +116,13 @@ def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Te
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate channel pairs (0,1), (2,3), ... of each head: llama2.c's interleaved convention.
 
-    x: (batch, seq, heads, head_dim); cos, sin: (seq, head_dim/2).
+    x: (batch, seq, heads, head_dim); cos, sin: (seq, head_dim/2). Computed as one
+    complex multiplication (llama2.c's own formulation), about 4x faster on CPU
+    than splitting and re-stacking the pairs.
     """
-    xf = x.float().reshape(*x.shape[:-1], -1, 2)
-    re, im = xf[..., 0], xf[..., 1]
-    c, s = cos[None, :, None, :], sin[None, :, None, :]
-    out = torch.stack((re * c - im * s, re * s + im * c), dim=-1)
-    return out.flatten(-2).type_as(x)
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2).contiguous())
+    rot = torch.complex(cos, sin)[None, :, None, :]
+    return torch.view_as_real(xc * rot).flatten(-2).type_as(x)
 
 
 class Attention(nn.Module):
@@ -148,11 +148,13 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if rep > 1:
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        # causal within the new tokens; all cached positions are in the past
-        mask = None
-        if t > 1:
-            mask = torch.ones(t, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=k.shape[2] - t)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if t > 1 and k.shape[2] == t:  # no cached past: plain causal attention
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # causal within the new tokens; all cached positions are in the past
+            mask = None
+            if t > 1:
+                mask = torch.ones(t, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=k.shape[2] - t)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.wo(y.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -205,8 +207,14 @@ class Transformer(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, tokens: torch.Tensor, caches: list | None = None, pos: int = 0) -> torch.Tensor:
-        """Logits (batch, seq, vocab) for tokens (batch, seq) starting at position `pos`."""
+    def forward(self, tokens: torch.Tensor, caches: list | None = None, pos: int = 0,
+                select: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (batch, seq, vocab) for tokens (batch, seq) starting at position `pos`.
+
+        With `select` (indices into the flattened batch*seq positions), only those
+        positions go through the classifier and the result is (len(select), vocab):
+        training needs logits only where there is a target.
+        """
         t = tokens.shape[1]
         if pos + t > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {pos + t} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
@@ -214,6 +222,8 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(tokens)
         for i, layer in enumerate(self.layers):
             h = layer(h, cos, sin, None if caches is None else caches[i], pos)
+        if select is not None:
+            h = h.reshape(-1, h.shape[-1]).index_select(0, select)
         return self.output(self.norm(h))
 
     def new_caches(self, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

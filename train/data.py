@@ -1,0 +1,189 @@
+"""Problems -> token batches.
+
+- `load_splits(cfg)`: the task's train/val/test/holdout problems, regenerated from
+  the task spec and its seed, or read from a data file / folder of `prompt = answer` lines.
+- `encode(problems, tok)`: every problem as [BOS] + prompt + " answer" + [EOS] in one
+  padded tensor, with targets only on the answer tokens (and EOS): the prompt is
+  given, never predicted.
+- `Batches`: batch k of a run is a pure function of (seed, k): the problems form an
+  endless stream of seeded epoch permutations and batch k is stream items
+  [k*B, (k+1)*B). Resuming at step k therefore needs no saved data state, and under
+  DDP rank r takes rows r, r+world, ... of the same global batch, so the global
+  batch does not depend on the number of ranks. Each batch is trimmed to its
+  longest row, so no compute goes to columns that are padding everywhere
+  (`bucket` groups problems of similar length to cut the rest).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+IGNORE = -100  # target of positions that carry no loss (prompt, padding)
+
+
+@dataclass
+class Encoded:
+    """A split, tokenized. Row i: tokens[i, :lengths[i]] is the whole problem."""
+
+    problems: list
+    inputs: torch.Tensor     # (N, L-1) long: tokens[:, :-1], padding 0
+    targets: torch.Tensor    # (N, L-1) long: next token on answer positions, IGNORE elsewhere
+    lengths: torch.Tensor    # (N,) long: tokens per problem (BOS .. EOS)
+    n_prompt: torch.Tensor   # (N,) long: [BOS] + prompt tokens
+    prompts: list            # [BOS] + encode(prompt) per problem (for greedy decoding)
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+    @property
+    def max_len(self) -> int:
+        return int(self.lengths.max()) if len(self.problems) else 0
+
+
+def encode(problems: list, tok) -> Encoded:
+    """Tokenize problems with the shared convention (tokenizer.encode_problem)."""
+    rows, n_prompt = [], []
+    for p in problems:
+        ids, n = tok.encode_problem(p.prompt, p.answer)
+        rows.append(ids)
+        n_prompt.append(n)
+    n = len(rows)
+    lmax = max((len(r) for r in rows), default=2)
+    tokens = np.zeros((n, lmax), dtype=np.int64)
+    targets = np.full((n, lmax - 1), IGNORE, dtype=np.int64)
+    for i, (r, k) in enumerate(zip(rows, n_prompt)):
+        tokens[i, : len(r)] = r
+        # position t predicts token t+1: the answer tokens are k .. len-1 (EOS included)
+        targets[i, k - 1: len(r) - 1] = r[k:]
+    return Encoded(
+        problems=list(problems),
+        inputs=torch.from_numpy(tokens[:, :-1].copy()),
+        targets=torch.from_numpy(targets),
+        lengths=torch.tensor([len(r) for r in rows], dtype=torch.long),
+        n_prompt=torch.tensor(n_prompt, dtype=torch.long),
+        prompts=[r[:k] for r, k in zip(rows, n_prompt)],
+    )
+
+
+# ---- where problems come from ---------------------------------------------------------------
+
+def load_splits(task: dict | None, data: str | None, seed: int = 0) -> tuple[dict, dict]:
+    """(splits, task_record): splits maps train/val/test/holdout to problem lists.
+
+    `data` (a file or folder of lines) wins over `task`. A single file is the
+    task library's `file` task (split by its seeded permutation); a folder holds
+    train.txt, val.txt, test.txt and optionally holdout.txt, used as they are.
+    task_record is JSON-able and rebuilds the same splits (saved in checkpoints).
+    """
+    from tinymath.tasks import TaskSpec, build_splits
+
+    if data is not None:
+        path = Path(data)
+        if path.is_dir():
+            from tinymath.tasks.fileset import read_problems
+
+            splits = {}
+            for name in ("train", "val", "test", "holdout"):
+                f = path / f"{name}.txt"
+                if f.is_file():
+                    splits[name] = read_problems(f)
+                elif name == "holdout":
+                    splits[name] = []
+                else:
+                    raise FileNotFoundError(f"data folder {path} has no {name}.txt")
+            _check_disjoint(splits, str(path))
+            return splits, {"task": "folder", "path": str(path.resolve())}
+        if not path.is_file():
+            raise FileNotFoundError(f"data file not found: {path}")
+        spec_dict = dict(task or {})
+        spec_dict = {"task": "file", "path": str(path.resolve()), "seed": spec_dict.get("seed", seed)}
+        spec = TaskSpec.from_dict(spec_dict)
+        return build_splits(spec), spec.to_dict()
+    spec = TaskSpec.from_dict(dict(task or {}))
+    return build_splits(spec), spec.to_dict()
+
+
+def _check_disjoint(splits: dict, where: str) -> None:
+    train = {p.prompt for p in splits["train"]}
+    for name in ("val", "test", "holdout"):
+        for p in splits[name]:
+            if p.prompt in train:
+                raise ValueError(f"{where}: {name}.txt problem {p.prompt!r} is also in train.txt")
+    if not splits["train"]:
+        raise ValueError(f"{where}: train.txt has no problems")
+
+
+# ---- batches ---------------------------------------------------------------------------------
+
+class Batches:
+    """Batch k as a pure function of (seed, k); see the module docstring."""
+
+    def __init__(self, data: Encoded, batch_size: int, seed: int, bucket: bool = False,
+                 rank: int = 0, world: int = 1):
+        if len(data) == 0:
+            raise ValueError("no training problems")
+        self.data, self.batch_size, self.seed, self.bucket = data, batch_size, seed, bucket
+        self.rank, self.world = rank, world
+        self._epochs: dict[int, torch.Tensor] = {}
+        self._answer_tokens = data.lengths - data.n_prompt
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        order = self._epochs.get(epoch)
+        if order is None:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            n = len(self.data)
+            order = torch.randperm(n, generator=g)
+            if self.bucket:
+                # sort chunks of 16 batches by length, then shuffle the batches
+                chunk = 16 * self.batch_size
+                lens = self.data.lengths[order]
+                parts = []
+                for s in range(0, n, chunk):
+                    idx = torch.argsort(lens[s:s + chunk], stable=True)
+                    parts.append(order[s:s + chunk][idx])
+                order = torch.cat(parts)
+                nb = n // self.batch_size
+                if nb > 1:
+                    blocks = order[: nb * self.batch_size].view(nb, self.batch_size)
+                    blocks = blocks[torch.randperm(nb, generator=g)]
+                    order = torch.cat([blocks.reshape(-1), order[nb * self.batch_size:]])
+            if len(self._epochs) >= 2:  # a batch spans at most two epochs
+                self._epochs.pop(min(self._epochs))
+            self._epochs[epoch] = order
+        return order
+
+    def global_indices(self, step: int) -> torch.Tensor:
+        """Problem indices of global batch `step` (0-based)."""
+        n, b = len(self.data), self.batch_size
+        start = step * b
+        parts = []
+        while b > 0:
+            epoch, off = divmod(start, n)
+            take = min(b, n - off)
+            parts.append(self.epoch_order(epoch)[off:off + take])
+            start += take
+            b -= take
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def epoch_of(self, step: int) -> float:
+        return step * self.batch_size / len(self.data)
+
+    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """(inputs, targets, global tokens, global answer tokens) of this rank's share of batch `step`."""
+        idx = self.global_indices(step)
+        n_tokens = int(self.data.lengths[idx].sum())
+        n_answer = int(self._answer_tokens[idx].sum())
+        local = idx[self.rank::self.world]
+        width = int(self.data.lengths[local].max()) - 1
+        x = self.data.inputs[local, :width]
+        y = self.data.targets[local, :width]
+        return x, y, n_tokens, n_answer
+
+
+def steps_per_epoch(n_problems: int, batch_size: int) -> float:
+    return n_problems / batch_size if batch_size else math.inf
