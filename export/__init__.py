@@ -40,7 +40,7 @@ appears under the final name; a destination whose directory is missing is an
 error. Inputs are checked before anything is written: every tensor present,
 none unexpected, every shape as the config implies, all values finite.
 
-Modules: layout (byte layout, GS rule), quant (Q8_0), reader (numpy, no torch),
+Modules: layout (byte layout, GS rule, output checks), quant (Q8_0), reader (numpy, no torch),
 source (checked model), checkpoint (torch loading), writers, hf, card, report,
 cli. Importing this package, the reader or the report does not import torch;
 the names below load their modules on first use.

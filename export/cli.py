@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
             model = from_bin_model(read_bin(src), str(src))
         else:
-            from .atomic import check_parent
+            from .layout import check_parent
             from .checkpoint import load_checkpoint
 
             check_parent(args.out)  # before the slow load

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_dir, atomic_file, write_json
+from tinymath.fileio import atomic_dir, atomic_file, write_json
+
 from .layout import ExportError
 
 

@@ -55,6 +55,16 @@ class ExportError(ValueError):
     """A problem with an export's input or output: the message says what and where."""
 
 
+def check_parent(path) -> "Path":
+    """The destination as a Path; ExportError if its directory is missing (checked before any slow work)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ExportError(f"output directory does not exist: {path.parent}/ (for {path}); create it first")
+    return path
+
+
 @dataclass(frozen=True)
 class BinConfig:
     """What a .bin header says (plus the defaults a header without the extension implies)."""

@@ -17,9 +17,10 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .atomic import atomic_file, check_parent, write_json
+from tinymath.fileio import atomic_file, write_json
+
 from .card import build_card, card_path, resolve_tokenizer
-from .layout import (LLAMA2C_NORM_EPS, LLAMA2C_ROPE_THETA, BinConfig, ExportError, check_group_size,
+from .layout import (LLAMA2C_NORM_EPS, LLAMA2C_ROPE_THETA, BinConfig, ExportError, check_group_size, check_parent,
                      default_group_size, freq_shape, matrix_names, norm_names, pack_header, tensor_bytes,
                      uses_extension, v0_names)
 from .quant import QuantError, quant_error, quantize

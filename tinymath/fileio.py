@@ -1,7 +1,9 @@
-"""Atomic file writing: a temp file in the same directory, fsync, then rename.
+"""Atomic output: a temp file (or folder) beside the destination, fsync, then rename.
 
-An interrupted run leaves either the old file or the new one under the final
-name, never half of one.
+A reader of the final name sees the old content or the whole new content, never
+part of it, so an interrupted run loses nothing; a failure removes the temp
+file. A destination in a directory that does not exist is an error, not an
+invitation to create it.
 """
 
 from __future__ import annotations
@@ -9,33 +11,95 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
+
+
+def check_parent(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output directory does not exist: {path.parent}/ (for {path}); create it first")
+    return path
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # not possible on some systems (Windows); the rename is still atomic
+        return
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file handle on a temp file beside `path`; on success it becomes `path`."""
+    path = check_parent(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"output path is a directory: {path}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success it replaces `path`, on error it is removed."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"output directory does not exist: {path.parent}")
+    """A temp path beside `path` for writers that want a file name (savefig); on success it becomes `path`."""
+    path = check_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp_path, path)
+        os.replace(tmp, path)
     except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """A directory to fill; on success it is in place at `path`.
+
+    A new `path` is built as a temp folder beside it and renamed into place (all
+    or nothing). An existing directory is not removed (it may hold the user's
+    other files): this yields `path` itself, and the caller writes each file
+    with atomic_file, so every file still appears whole.
+    """
+    path = check_parent(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"output path exists and is not a directory: {path}")
+    if path.is_dir():
+        yield path
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        _fsync_dir(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(path.parent)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
