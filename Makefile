@@ -6,12 +6,17 @@ TORCH_VERSION ?= 2.13.0
 
 .PHONY: help test venv clean
 
+# Each stage's .mk file adds its own targets, and may add checks to TEST_TARGETS
+# (run by `make test` before pytest).
+TEST_TARGETS :=
+
 help:
 	@echo "make run      answer a few problems with the shipped model (C, no Python needed)"
 	@echo "make test     create .venv, install everything, run the whole test suite"
 
-# The virtual environment is rebuilt when the project's install files change.
-$(VENV)/.installed: pyproject.toml setup.py
+# The virtual environment is rebuilt when the project's install files change, and the
+# editable install is redone when the C engine's sources change (it compiles them).
+$(VENV)/.installed: pyproject.toml setup.py runc/build_engine.py $(wildcard runc/*.c runc/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: a bare `torch` requirement could pull a multi-gigabyte CUDA build
@@ -21,10 +26,13 @@ $(VENV)/.installed: pyproject.toml setup.py
 
 venv: $(VENV)/.installed
 
-test: venv
+test: venv $(TEST_TARGETS)
 	$(PY) -m pytest tests
 
 clean:
 	rm -rf build dist *.egg-info $(VENV)
 
 include runc/runc.mk
+-include runc/fuzz.mk
+-include runc/cross.mk
+-include bench/bench.mk

@@ -1,0 +1,124 @@
+"""A tiny study end to end: sweep, interrupt, resume, report; the report agrees with results.jsonl."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tinymath.tasks import TaskSpec, build_splits
+from tinymath.train.report import BARS, curve, headline, load_results, smallest_passing
+from tinymath.train.sweep import load_study, log_sizes, parse_study
+
+STUDY = """
+name = "tiny"
+seeds = [0]
+sizes = [600, 4000]
+[train]
+max_steps = 400
+batch_size = 64
+lr = 0.01
+eval_every = 50
+[[variants]]
+name = "digits-add"
+task = { task = "arith", ops = "+-", lo = 0, hi = 9, holdout = [7, 9], val_frac = 0.1, test_frac = 0.2 }
+"""
+
+
+def periodic_steps(metrics: Path) -> list[int]:
+    return [r["step"] for r in map(json.loads, metrics.read_text().splitlines()) if "event" not in r]
+
+
+def sweep_cmd(toml: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tinymath.cli", "sweep", str(toml), *extra]
+
+
+def test_tiny_study_interrupt_resume_report(tmp_path):
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(STUDY)
+    study_dir = tmp_path / "tiny"
+    # 1. one run, then stop
+    r = subprocess.run(sweep_cmd(toml, "--max-runs", "1"), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    first = study_dir / "runs" / "digits-add-p600-s0" / "result.json"
+    assert first.is_file()
+    stamp = first.stat().st_mtime_ns
+    # 2. interrupt the second run mid-training (SIGINT: the trainer checkpoints and exits)
+    proc = subprocess.Popen(sweep_cmd(toml), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = study_dir / "runs" / "digits-add-p4000-s0" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().strip()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    second = study_dir / "runs" / "digits-add-p4000-s0"
+    assert (second / "ckpt.pt").is_file()
+    interrupted = not (second / "result.json").is_file()
+    steps_before = periodic_steps(metrics)
+    # 3. resume: the finished run is skipped, the interrupted one continues from its checkpoint
+    r = subprocess.run(sweep_cmd(toml, "--report"), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "digits-add-p600-s0: finished earlier, skipped" in r.stdout
+    assert first.stat().st_mtime_ns == stamp
+    steps_after = periodic_steps(metrics)
+    assert steps_after[: len(steps_before)] == steps_before and steps_after == sorted(set(steps_after))
+    if interrupted:
+        assert steps_after[-1] == 400
+    rows = load_results(study_dir / "results.jsonl")
+    splits = build_splits(TaskSpec.from_dict(load_study(toml).variants[0].task))
+    assert [r["run"] for r in rows] == ["digits-add-p600-s0", "digits-add-p4000-s0"]
+    for row in rows:
+        assert row["params"] > 0 and row["train"]["steps"] == 400
+        for precision in ("fp32", "int8"):
+            assert row[precision]["test"]["all"]["n"] == len(splits["test"])
+            assert row[precision]["holdout"]["all"]["n"] == len(splits["holdout"])
+    # 4. the report's numbers are results.jsonl's
+    md = (study_dir / "report.md").read_text()
+    table = headline(rows, "digits-add")
+    for cells in table:
+        assert "| " + " | ".join(cells) + " |" in md
+    for op_cells, op in zip(table, ["all", "op +", "op -"]):
+        pts = curve(rows, "digits-add", "test", op)
+        for bar, cell in zip(BARS, op_cells[1:4]):
+            best = smallest_passing(pts, bar)
+            assert cell == ("none" if best is None else cell) and (best is None or cell.startswith(f"{best.params:,}"))
+    for row in rows:
+        exact = 100 * row["fp32"]["test"]["all"]["exact"]
+        assert re.search(rf"\| {row['run']} \| {row['params']:,} \| 0 \| {exact:.2f}% \|", md)
+    for png in ("accuracy_vs_params.png", "holdout_vs_inrange.png", "accuracy_vs_compute.png", "training_curves.png"):
+        data = (study_dir / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_shards_are_disjoint_and_cover_the_study():
+    study = parse_study({"sizes": [1, 2, 3], "seeds": [0, 1], "variants": [{"name": "a", "task": {}},
+                                                                             {"name": "b", "task": {}}]})
+    names = [r.name for r in study.runs()]
+    shards = [[n for i, n in enumerate(names) if i % 3 == k] for k in range(3)]
+    assert sorted(sum(shards, [])) == sorted(names) and len(set(names)) == 12
+
+
+def test_log_sizes_and_bad_studies(tmp_path):
+    sizes = log_sizes(1000, 3_000_000, 10)
+    assert sizes[0] == 1000 and sizes[-1] == 3_000_000 and len(sizes) == 10
+    assert all(b / a == pytest.approx(sizes[1] / sizes[0], rel=0.01) for a, b in zip(sizes, sizes[1:]))
+    with pytest.raises(ValueError, match="sizes"):
+        parse_study({"sizes": []})
+    with pytest.raises(ValueError, match="unknown keys"):
+        parse_study({"sizes": [10], "sedes": [1]})
+    with pytest.raises(ValueError, match="name"):
+        parse_study({"sizes": [10], "variants": [{"name": "a b"}]})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("sizes = [")
+    with pytest.raises(ValueError, match="bad.toml"):
+        load_study(bad)
+    r = subprocess.run([sys.executable, "-m", "tinymath.cli", "sweep", str(tmp_path / "none.toml")],
+                       capture_output=True, text=True, env={**os.environ})
+    assert r.returncode == 2 and "study file not found" in r.stderr

@@ -1,0 +1,225 @@
+"""`tinymath sweep STUDY.toml`: a study of sizes x variants x seeds, each trained, exported, evaluated.
+
+A study file (TOML):
+
+    name = "classic-ladder"
+    seeds = [0, 1, 2]
+    sizes = [1000, 3000, 10000]                        # target parameter counts, or
+    # sizes = { from = 1000, to = 3000000, count = 10 }  # log-spaced
+    [train]                                             # TrainConfig fields for every run
+    max_steps = 2000
+    [[variants]]                                        # the groups compared in the report
+    name = "classic"
+    task = { task = "arith" }
+    [[variants]]
+    name = "reversed"
+    task = { task = "arith", format = "reversed" }
+    train = { lr = 3e-3 }                               # optional per-variant overrides
+    model = { n_layers = 1 }
+
+Shapes follow ModelConfig.for_params' stated rule unless a variant fixes fields.
+Each run lives in STUDY_DIR/runs/NAME/: the trainer's checkpoints and metrics,
+model.bin (fp32, v1), model.q8.bin (int8, v2) with their cards, and result.json,
+written last and atomically: a run with result.json is finished and skipped; a
+run with a checkpoint but no result resumes from it. results.jsonl is rebuilt
+from the result files after every run, so several processes (`--shard K/N`)
+can share one study folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tinymath import fileio
+
+
+@dataclass
+class Variant:
+    name: str
+    task: dict
+    train: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    name: str
+    variant: Variant
+    size: int
+    seed: int
+
+
+@dataclass
+class Study:
+    name: str
+    sizes: list[int]
+    seeds: list[int]
+    variants: list[Variant]
+    train: dict = field(default_factory=dict)
+
+    def runs(self) -> list[Run]:
+        """Every run, in a fixed order: smallest models first, so early results come early."""
+        return [Run(f"{v.name}-p{s}-s{seed}", v, s, seed)
+                for seed in self.seeds for s in self.sizes for v in self.variants]
+
+
+def log_sizes(lo: int, hi: int, count: int) -> list[int]:
+    if count < 2 or lo <= 0 or hi <= lo:
+        raise ValueError(f"study: sizes need 0 < from < to and count >= 2, got from={lo} to={hi} count={count}")
+    return [int(round(lo * (hi / lo) ** (i / (count - 1)))) for i in range(count)]
+
+
+def parse_study(d: dict, where: str = "study") -> Study:
+    known = {"name", "seeds", "sizes", "train", "variants"}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+    sizes = d.get("sizes")
+    if isinstance(sizes, dict):
+        sizes = log_sizes(int(sizes.get("from", 0)), int(sizes.get("to", 0)), int(sizes.get("count", 0)))
+    if not sizes or not all(isinstance(s, int) and s > 0 for s in sizes):
+        raise ValueError(f"{where}: sizes must be a non-empty list of positive parameter counts")
+    seeds = d.get("seeds", [0])
+    if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ValueError(f"{where}: seeds must be a non-empty list of non-negative integers")
+    variants = []
+    for i, v in enumerate(d.get("variants") or [{"name": "classic", "task": {"task": "arith"}}]):
+        name = v.get("name")
+        if not name or not re.fullmatch(r"[A-Za-z0-9_.=+-]+", name):
+            raise ValueError(f"{where}: variant {i} needs a name of letters, digits and _ . = + - (got {name!r})")
+        extra = set(v) - {"name", "task", "train", "model"}
+        if extra:
+            raise ValueError(f"{where}: variant {name!r} has unknown keys {sorted(extra)}")
+        variants.append(Variant(name, dict(v.get("task") or {"task": "arith"}), dict(v.get("train") or {}),
+                                dict(v.get("model") or {})))
+    if len({v.name for v in variants}) != len(variants):
+        raise ValueError(f"{where}: two variants share a name")
+    return Study(d.get("name", "study"), sorted(set(sizes)), list(seeds), variants, dict(d.get("train") or {}))
+
+
+def load_study(path: str | Path) -> Study:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"study file not found: {path}")
+    with open(path, "rb") as f:
+        try:
+            d = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{path}: {e}") from None
+    return parse_study(d, str(path))
+
+
+def run_config(run: Run, run_dir: Path, base: dict) -> dict:
+    model = {**run.variant.model, "params": run.size}
+    return {**base, **run.variant.train, "out_dir": str(run_dir), "seed": run.seed,
+            "task": run.variant.task, "model": model, "progress": False}
+
+
+def _summary(report) -> dict:
+    return report.to_dict()["groups"]
+
+
+def run_one(run: Run, study_dir: Path, base: dict) -> dict:
+    """Train (or resume), export fp32 and int8, evaluate both; write and return the result row."""
+    from tinymath.export import export_checkpoint
+    from tinymath.runc.evaluate import evaluate
+    from tinymath.train.config import load_config
+    from tinymath.train.train import train
+
+    run_dir = study_dir / "runs" / run.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(base=run_config(run, run_dir, base))
+    summary = train(cfg, resume=(run_dir / "ckpt.pt").is_file() or None)
+    if summary.get("interrupted"):
+        raise KeyboardInterrupt
+    ckpt = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "ckpt.pt"
+    fp32 = export_checkpoint(ckpt, "v1", run_dir / "model.bin")
+    int8 = export_checkpoint(ckpt, "v2", run_dir / "model.q8.bin")
+    scores = {}
+    for precision, path in (("fp32", run_dir / "model.bin"), ("int8", run_dir / "model.q8.bin")):
+        res = evaluate(path, progress=False)
+        scores[precision] = {split: _summary(r) for split, r in res["by_split"].items()}
+    card = json.loads((run_dir / "model.json").read_text())
+    tokens = int(summary.get("tokens_seen") or 0)
+    row = {
+        "run": run.name, "group": run.variant.name, "seed": run.seed, "size_target": run.size,
+        "params": int(card["n_params"]), "model": card["config"], "task": card.get("task") or run.variant.task,
+        "train": {"steps": int(summary.get("step") or 0), "tokens": tokens,
+                  "wall_s": float(summary.get("elapsed") or 0.0), "device": str(summary.get("device", "cpu")),
+                  "flops": 6.0 * int(card["n_params"]) * tokens, "checkpoint": ckpt.name},
+        "fp32": scores["fp32"], "int8": scores["int8"],
+        "files": {"fp32": fp32.path.name if hasattr(fp32, "path") else "model.bin",
+                  "int8": int8.path.name if hasattr(int8, "path") else "model.q8.bin"},
+        "run_dir": str(Path("runs") / run.name),
+    }
+    fileio.write_json(run_dir / "result.json", row)
+    return row
+
+
+def collect(study: Study, study_dir: Path) -> list[dict]:
+    """Rebuild results.jsonl from every finished run's result.json, in the study's order."""
+    rows = []
+    for run in study.runs():
+        f = study_dir / "runs" / run.name / "result.json"
+        if f.is_file():
+            rows.append(json.loads(f.read_text()))
+    fileio.write_text(study_dir / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    return rows
+
+
+def sweep(study_path: str | Path, out: str | Path | None = None, shard: tuple[int, int] = (1, 1),
+          max_runs: int | None = None, log=print) -> list[dict]:
+    study = load_study(study_path)
+    study_dir = Path(out) if out else Path(study_path).with_suffix("")
+    study_dir.mkdir(parents=True, exist_ok=True)
+    fileio.write_text(study_dir / "study.toml", Path(study_path).read_text())
+    k, n = shard
+    mine = [r for i, r in enumerate(study.runs()) if i % n == k - 1]
+    done = 0
+    for i, run in enumerate(mine, 1):
+        if (study_dir / "runs" / run.name / "result.json").is_file():
+            log(f"[{i}/{len(mine)}] {run.name}: finished earlier, skipped")
+            continue
+        if max_runs is not None and done >= max_runs:
+            break
+        log(f"[{i}/{len(mine)}] {run.name}: training")
+        row = run_one(run, study_dir, study.train)
+        done += 1
+        test = row["fp32"].get("test", {}).get("all", {})
+        log(f"[{i}/{len(mine)}] {run.name}: {row['params']:,} params, test exact "
+            f"{100 * test.get('exact', math.nan):.2f}% (n={test.get('n', 0)}), int8 "
+            f"{100 * row['int8'].get('test', {}).get('all', {}).get('exact', math.nan):.2f}%")
+        collect(study, study_dir)
+    return collect(study, study_dir)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)/(\d+)", text)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise argparse.ArgumentTypeError(f"--shard takes K/N with 1 <= K <= N, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", help="a study TOML file")
+    p.add_argument("--out", help="study folder (default: the TOML's path without .toml)")
+    p.add_argument("--shard", type=_shard, default=(1, 1), help="run the K-th of N disjoint slices (K/N)")
+    p.add_argument("--max-runs", type=int, help="stop after this many new runs")
+    p.add_argument("--report", action="store_true", help="write report.md and plots at the end")
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = sweep(args.study, args.out, args.shard, args.max_runs)
+    out = Path(args.out) if args.out else Path(args.study).with_suffix("")
+    print(f"{len(rows)} finished runs in {out / 'results.jsonl'}")
+    if args.report and rows:
+        from .report import write_report
+
+        print(f"wrote {write_report(out)}")
+    return 0
