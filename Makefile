@@ -9,6 +9,10 @@ TORCH_VERSION ?= 2.13.0
 # Each stage's .mk file adds its own targets, and may add checks to TEST_TARGETS
 # (run by `make test` before pytest).
 TEST_TARGETS :=
+include runc/runc.mk
+-include runc/fuzz.mk
+-include runc/cross.mk
+-include bench/bench.mk
 
 help:
 	@echo "make run      answer a few problems with the shipped model (C, no Python needed)"
@@ -31,8 +35,3 @@ test: venv $(TEST_TARGETS)
 
 clean:
 	rm -rf build dist *.egg-info $(VENV)
-
-include runc/runc.mk
--include runc/fuzz.mk
--include runc/cross.mk
--include bench/bench.mk
