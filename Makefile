@@ -9,6 +9,7 @@ TORCH_VERSION ?= 2.13.0
 # Each stage's .mk file adds its own targets, and may add checks to TEST_TARGETS
 # (run by `make test` before pytest).
 TEST_TARGETS :=
+.DEFAULT_GOAL := help
 include runc/runc.mk
 -include runc/fuzz.mk
 -include runc/cross.mk
