@@ -52,6 +52,7 @@
 /* A v0 file starts with dim, so its first int32 is small; anything beyond this
  * is treated as a bad magic rather than as an absurd legacy dim. */
 #define RUNC_V0_FIRST_FIELD_RANGE 1048576
+#define RUNC_OPEN_FLAGS (RUNC_OPEN_COPY | RUNC_OPEN_NO_MMAP | RUNC_OPEN_NO_WEIGHT_CHECK)
 
 /* Every byte count is computed in size_t with overflow checks against this
  * limit: the address space on 32-bit hosts, 256 TiB on 64-bit ones (no file
@@ -112,7 +113,7 @@ const char *runc_status_name(int code)
         "RUNC_E_TRUNCATED", "RUNC_E_TRAILING", "RUNC_E_MAGIC", "RUNC_E_VERSION",
         "RUNC_E_FIELD", "RUNC_E_SHAPE", "RUNC_E_GROUP", "RUNC_E_FLAG", "RUNC_E_EXTENSION",
         "RUNC_E_OVERFLOW", "RUNC_E_TOKENIZER", "RUNC_E_VOCAB", "RUNC_E_ENCODE",
-        "RUNC_E_CONTEXT", "RUNC_E_BUFFER", "RUNC_E_UNSUPPORTED"};
+        "RUNC_E_CONTEXT", "RUNC_E_BUFFER", "RUNC_E_UNSUPPORTED", "RUNC_E_WEIGHT"};
     if (code < 0 || code >= (int)(sizeof names / sizeof names[0])) return "RUNC_E_UNKNOWN";
     return names[code];
 }
@@ -515,11 +516,86 @@ void runc_model_close(runc_model *m)
     free(m);
 }
 
+/* Index of the first NaN or infinite value of p[0..n), or n. Blocks are
+ * scanned branch-free (it vectorises), and only a bad block is searched. */
+static size_t first_nonfinite(const float *p, size_t n)
+{
+    size_t i = 0, j;
+    while (i < n) {
+        size_t end = n - i > 1024 ? i + 1024 : n;
+        uint32_t bad = 0;
+        for (j = i; j < end; j++) {
+            uint32_t b;
+            memcpy(&b, p + j, sizeof b);
+            bad |= (uint32_t)((b & 0x7F800000u) == 0x7F800000u);
+        }
+        if (bad)
+            for (j = i; j < end; j++) {
+                uint32_t b;
+                memcpy(&b, p + j, sizeof b);
+                if ((b & 0x7F800000u) == 0x7F800000u) return j;
+            }
+        i = end;
+    }
+    return n;
+}
+
+/* One fp32 tensor (or a matrix's Q8_0 scales, scales = 1) must be finite
+ * (and the scales >= 0). layer < 0: not a per-layer tensor. */
+static int check_floats(const float *p, size_t n, const char *name, int layer, int scales, runc_error *err)
+{
+    char where[48];
+    size_t i = first_nonfinite(p, n);
+    if (layer >= 0) snprintf(where, sizeof where, "%s (layer %d)", name, layer);
+    else snprintf(where, sizeof where, "%s", name);
+    if (i < n) {
+        float v;
+        memcpy(&v, p + i, sizeof v);
+        return set_error(err, RUNC_E_WEIGHT, "%s %s has a %s value at index %zu", where,
+                         scales ? "Q8_0 scale" : "weight", v != v ? "NaN" : "infinite", i);
+    }
+    if (scales)
+        for (i = 0; i < n; i++)
+            if (p[i] < 0.0f)
+                return set_error(err, RUNC_E_WEIGHT, "%s Q8_0 scale %zu is negative (%g); scales are max|w|/127",
+                                 where, i, (double)p[i]);
+    return RUNC_OK;
+}
+
+/* Every weight finite, every Q8_0 scale >= 0 (see runc_model_open). */
+static int check_weights(const runc_model *m, runc_error *err)
+{
+    static const char *const names[7] = {"wq", "wk", "wv", "wo", "w1", "w2", "w3"};
+    const runc_config *c = &m->cfg;
+    size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, KV = (size_t)c->kv_dim, V = (size_t)c->vocab_size;
+    size_t counts[7];
+    int q = c->version == 2, l, k, rc;
+    size_t div = q ? (size_t)c->group_size : 1;
+    counts[0] = counts[3] = D * D;
+    counts[1] = counts[2] = KV * D;
+    counts[4] = counts[5] = counts[6] = H * D;
+    for (l = 0; l < c->n_layers; l++) {
+        if ((rc = check_floats(m->rms_att + (size_t)l * D, D, "rms_att", l, 0, err)) != RUNC_OK) return rc;
+        if ((rc = check_floats(m->rms_ffn + (size_t)l * D, D, "rms_ffn", l, 0, err)) != RUNC_OK) return rc;
+    }
+    if ((rc = check_floats(m->rms_final, D, "rms_final", -1, 0, err)) != RUNC_OK) return rc;
+    rc = check_floats(q ? m->tok.s : m->tok.f, V * D / div, "token embedding", -1, q, err);
+    if (rc == RUNC_OK && !c->shared_classifier)
+        rc = check_floats(q ? m->cls.s : m->cls.f, V * D / div, "classifier", -1, q, err);
+    for (k = 0; k < 7 && rc == RUNC_OK; k++)
+        for (l = 0; l < c->n_layers && rc == RUNC_OK; l++) {
+            const runc_mat *w = &m->mats[(size_t)k * (size_t)c->n_layers + (size_t)l];
+            rc = check_floats(q ? w->s : w->f, counts[k] / div, names[k], l, q, err);
+        }
+    return rc;
+}
+
 /* Finish opening a model whose bytes are in m->data / m->size. */
-static int model_finish(runc_model **out, runc_model *m, runc_error *err)
+static int model_finish(runc_model **out, runc_model *m, int flags, runc_error *err)
 {
     int rc = runc_parse_header(m->data, m->size, &m->cfg, err);
     if (rc == RUNC_OK) rc = model_map_weights(m, err);
+    if (rc == RUNC_OK && !(flags & RUNC_OPEN_NO_WEIGHT_CHECK)) rc = check_weights(m, err);
     if (rc != RUNC_OK) {
         runc_model_close(m);
         return rc;
@@ -535,7 +611,7 @@ int runc_model_open_buffer(runc_model **out, const void *data, size_t size, int 
     if (!out) return set_error(err, RUNC_E_ARG, "runc_model_open_buffer: NULL output pointer");
     *out = NULL;
     if (!data && size > 0) return set_error(err, RUNC_E_ARG, "runc_model_open_buffer: NULL buffer");
-    if (flags & ~(RUNC_OPEN_COPY | RUNC_OPEN_NO_MMAP))
+    if (flags & ~RUNC_OPEN_FLAGS)
         return set_error(err, RUNC_E_ARG, "runc_model_open_buffer: unknown flags 0x%x", (unsigned)flags);
     {
         /* reject a bad header before copying anything */
@@ -559,7 +635,7 @@ int runc_model_open_buffer(runc_model **out, const void *data, size_t size, int 
     } else {
         m->data = (const unsigned char *)data;
     }
-    return model_finish(out, m, err);
+    return model_finish(out, m, flags, err);
 }
 
 /* Read a whole file, validating the model header before reading the rest. */
@@ -599,7 +675,7 @@ int runc_model_open(runc_model **out, const char *path, int flags, runc_error *e
     if (!out) return set_error(err, RUNC_E_ARG, "runc_model_open: NULL output pointer");
     *out = NULL;
     if (!path) return set_error(err, RUNC_E_ARG, "runc_model_open: NULL path");
-    if (flags & ~(RUNC_OPEN_COPY | RUNC_OPEN_NO_MMAP))
+    if (flags & ~RUNC_OPEN_FLAGS)
         return set_error(err, RUNC_E_ARG, "runc_model_open: unknown flags 0x%x", (unsigned)flags);
     if (!host_is_little_endian())
         return set_error(err, RUNC_E_UNSUPPORTED, "model files are little-endian; this host is not");
@@ -644,7 +720,7 @@ int runc_model_open(runc_model **out, const char *path, int flags, runc_error *e
                     close(fd);
                     m->data = (const unsigned char *)m->map;
                     m->size = size;
-                    return prefix_path(err, model_finish(out, m, err), path);
+                    return prefix_path(err, model_finish(out, m, flags, err), path);
                 }
             }
         }
@@ -664,7 +740,7 @@ int runc_model_open(runc_model **out, const char *path, int flags, runc_error *e
         runc_model_close(m);
         return prefix_path(err, rc, path);
     }
-    return prefix_path(err, model_finish(out, m, err), path);
+    return prefix_path(err, model_finish(out, m, flags, err), path);
 }
 
 const runc_config *runc_model_config(const runc_model *m)
@@ -743,6 +819,39 @@ static int byte_piece_value(const char *s, int len)
     return (hi < 0 || lo < 0) ? -1 : hi * 16 + lo;
 }
 
+/* Length of the longest valid UTF-8 prefix of s[0..n) (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF). */
+static size_t utf8_valid_prefix(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t need;
+        unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF) need = 1;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            need = 2;
+            if (c == 0xE0) lo = 0xA0;      /* overlong */
+            else if (c == 0xED) hi = 0x9F; /* surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            need = 3;
+            if (c == 0xF0) lo = 0x90;      /* overlong */
+            else if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
+        } else {
+            return i;
+        }
+        if (n - i <= need || s[i + 1] < lo || s[i + 1] > hi) return i;
+        if (need >= 2 && (s[i + 2] & 0xC0) != 0x80) return i;
+        if (need == 3 && (s[i + 3] & 0xC0) != 0x80) return i;
+        i += need + 1;
+    }
+    return n;
+}
+
 void runc_tokenizer_close(runc_tokenizer *t)
 {
     if (!t) return;
@@ -779,6 +888,11 @@ int runc_tokenizer_open_buffer(runc_tokenizer **out, const void *data, size_t si
         return set_error(err, RUNC_E_TOKENIZER, "tokenizer max_token_length = %d must be in 1..%d", max_len,
                          RUNC_MAX_TOKEN_LENGTH);
 
+    if (size == 4)
+        return set_error(err, RUNC_E_TRUNCATED,
+                         "tokenizer has no vocabulary: max_token_length and no tokens (the model has %d)",
+                         vocab_size);
+
     /* pass 1: validate every entry before allocating anything per token */
     off = 4;
     for (i = 0; i < vocab_size; i++) {
@@ -798,9 +912,17 @@ int runc_tokenizer_open_buffer(runc_tokenizer **out, const void *data, size_t si
         if (len > max_len)
             return set_error(err, RUNC_E_TOKENIZER, "tokenizer token %d is %ld bytes, over max_token_length %d",
                              i, (long)len, max_len);
+        if (len == 0) return set_error(err, RUNC_E_TOKENIZER, "tokenizer token %d is an empty piece", i);
         off += 8;
         if (size - off < (size_t)len)
             return set_error(err, RUNC_E_TRUNCATED, "tokenizer truncated inside token %d of %d", i, vocab_size);
+        {
+            size_t ok = utf8_valid_prefix(p + off, (size_t)len);
+            if (ok < (size_t)len)
+                return set_error(err, RUNC_E_TOKENIZER,
+                                 "tokenizer token %d is not valid UTF-8 (byte 0x%02X at offset %zu of the piece)", i,
+                                 p[off + ok], ok);
+        }
         off += (size_t)len;
         arena_bytes += (size_t)len + 1;
     }
@@ -842,6 +964,24 @@ int runc_tokenizer_open_buffer(runc_tokenizer **out, const void *data, size_t si
         a += (size_t)len + 1;
     }
     qsort(t->sorted, (size_t)vocab_size, sizeof *t->sorted, piece_index_cmp);
+    /* equal pieces sort next to each other: the encoder could reach only one of them */
+    for (i = 1; i < vocab_size; i++) {
+        const runc_piece_index *x = &t->sorted[i - 1], *y = &t->sorted[i];
+        if (piece_cmp(x->str, x->len, y->str, y->len) == 0) {
+            char shown[40];
+            int j, k = 0;
+            for (j = 0; j < x->len && k < (int)sizeof shown - 5; j++) {
+                unsigned char ch = (unsigned char)x->str[j];
+                if (ch >= 0x20 && ch < 0x7F && ch != '\\') shown[k++] = (char)ch;
+                else k += snprintf(shown + k, sizeof shown - (size_t)k, "\\x%02X", ch);
+            }
+            shown[k] = '\0';
+            i = set_error(err, RUNC_E_TOKENIZER, "tokenizer tokens %d and %d are the same piece \"%s\"", x->id, y->id,
+                          shown);
+            runc_tokenizer_close(t);
+            return i;
+        }
+    }
 
     /* byte fallback follows SentencePiece's layout: byte b is the piece
      * "<0xXX>" at id b + 3 (after <unk>, <s>, </s>); only those count */
@@ -1431,8 +1571,8 @@ int runc_forward_tokens(runc_state *s, const int *tokens, int n, int pos0, float
     if (!s || (!tokens && n > 0) || n < 0)
         return set_error(err, RUNC_E_ARG, "runc_forward_tokens: NULL argument or negative count");
     if (pos0 < 0 || n > s->context - pos0)
-        return set_error(err, RUNC_E_CONTEXT, "positions %d..%d do not fit in the context of %d", pos0,
-                         pos0 + n - 1, s->context);
+        return set_error(err, RUNC_E_CONTEXT, "positions %d..%lld do not fit in the context of %d", pos0,
+                         (long long)pos0 + n - 1, s->context);
     for (i = 0; i < n; i++) {
         const float *logits;
         rc = runc_forward(s, tokens[i], pos0 + i, out ? &logits : NULL, err);

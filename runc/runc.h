@@ -59,12 +59,14 @@ typedef enum runc_status {
     RUNC_E_FLAG = 12,        /* shared_classifier flag neither 0 nor 1 */
     RUNC_E_EXTENSION = 13,   /* bad or unknown header extension (rope_theta, norm_eps) */
     RUNC_E_OVERFLOW = 14,    /* tensor sizes overflow the addressable size */
-    RUNC_E_TOKENIZER = 15,   /* malformed tokenizer entry (negative/oversized length, NaN score) */
+    RUNC_E_TOKENIZER = 15,   /* malformed tokenizer entry (negative/oversized length, empty or duplicate
+                                piece, piece not valid UTF-8, NaN score) */
     RUNC_E_VOCAB = 16,       /* tokenizer does not match the model's vocabulary */
     RUNC_E_ENCODE = 17,      /* text holds a character the vocabulary cannot encode */
     RUNC_E_CONTEXT = 18,     /* prompt or position does not fit in the context */
     RUNC_E_BUFFER = 19,      /* caller's output buffer too small */
-    RUNC_E_UNSUPPORTED = 20  /* e.g. a big-endian host */
+    RUNC_E_UNSUPPORTED = 20, /* e.g. a big-endian host */
+    RUNC_E_WEIGHT = 21       /* a weight is NaN or infinite, or a Q8_0 scale negative, NaN or infinite */
 } runc_status;
 
 typedef struct runc_error {
@@ -89,7 +91,8 @@ enum { RUNC_TOKEN_UNK = 0, RUNC_TOKEN_BOS = 1, RUNC_TOKEN_EOS = 2 };
 /* Flags for runc_model_open / runc_model_open_buffer. */
 enum {
     RUNC_OPEN_NO_MMAP = 1,   /* open: read the file into memory instead of mapping it */
-    RUNC_OPEN_COPY = 2       /* open_buffer: copy the buffer (else the caller keeps it alive) */
+    RUNC_OPEN_COPY = 2,      /* open_buffer: copy the buffer (else the caller keeps it alive) */
+    RUNC_OPEN_NO_WEIGHT_CHECK = 4 /* skip the scan of every weight (see runc_model_open) */
 };
 
 typedef struct runc_config {
@@ -128,7 +131,13 @@ const char *runc_status_name(int code);
 int runc_parse_header(const void *data, size_t size, runc_config *config, runc_error *err);
 
 /* Open a model file: mmap where available (unless RUNC_OPEN_NO_MMAP or built
- * with -DRUNC_NO_MMAP), else read into memory. */
+ * with -DRUNC_NO_MMAP), else read into memory.
+ * Weights: every fp32 value (norms, v0/v1 matrices, v2 scales) must be finite
+ * and every Q8_0 scale >= 0 (a zero scale is an all-zero group, as the
+ * exporters write it), else RUNC_E_WEIGHT naming the tensor. The scan reads
+ * the whole file once; RUNC_OPEN_NO_WEIGHT_CHECK skips it, and then non-finite
+ * weights give NaN or infinite logits (never a crash: the samplers still
+ * return a token id in range). */
 int runc_model_open(runc_model **model, const char *path, int flags, runc_error *err);
 
 /* Open a model from memory. Without RUNC_OPEN_COPY the buffer must outlive the

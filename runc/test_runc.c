@@ -1425,6 +1425,409 @@ static void test_generation(void)
     free_weights(&w);
 }
 
+/* ------------------------------------------------------------------------ */
+/* hardening: non-finite weights, bad tokenizer pieces, NULL arguments       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *what;
+    size_t off;         /* byte offset of the float to overwrite */
+    float val;
+    int code;
+    const char *needle; /* in the message */
+} weight_case;
+
+static void run_weight_cases(const buf *base, const weight_case *cases, int n, const char *label)
+{
+    int k;
+    for (k = 0; k < n; k++) {
+        const weight_case *c = &cases[k];
+        unsigned char *p = dup_bytes(base->p, base->n);
+        runc_model *m = (runc_model *)&m;
+        runc_error e;
+        int rc, r1, r2;
+        memcpy(p + c->off, &c->val, 4);
+        rc = runc_model_open_buffer(&m, p, base->n, 0, &e);
+        CHECK(rc == c->code && (rc == RUNC_OK) == (m != NULL), "%s weights '%s': %s (%s), expected %s", label,
+              c->what, runc_status_name(rc), e.message, runc_status_name(c->code));
+        CHECK(strstr(e.message, c->needle) != NULL, "%s weights '%s': message '%s' lacks '%s'", label, c->what,
+              e.message, c->needle);
+        if (rc == RUNC_OK) {
+            runc_state *st = NULL;
+            const float *lg;
+            runc_state_open(&st, m, 0, &e);
+            CHECK(st && runc_forward(st, 1, 0, &lg, &e) == RUNC_OK, "%s weights '%s' run", label, c->what);
+            runc_state_close(st);
+            runc_model_close(m);
+        }
+        /* the same through the file paths (mmap'd and read) */
+        {
+            runc_model *fm = NULL;
+            runc_error e1, e2;
+            write_temp(p, base->n);
+            r1 = runc_model_open(&fm, tmp_path, 0, &e1);
+            runc_model_close(fm);
+            fm = NULL;
+            r2 = runc_model_open(&fm, tmp_path, RUNC_OPEN_NO_MMAP, &e2);
+            runc_model_close(fm);
+            remove(tmp_path);
+            CHECK(r1 == c->code && r2 == c->code && (c->code == RUNC_OK || strstr(e1.message, tmp_path)),
+                  "%s weights '%s' as a file: %s / %s (%s)", label, c->what, runc_status_name(r1),
+                  runc_status_name(r2), e1.message);
+        }
+        /* unchecked: loads, and runs without a crash; samplers give ids in range */
+        if (c->code != RUNC_OK) {
+            runc_model *um = NULL;
+            runc_state *st = NULL;
+            runc_sampler *greedy = NULL, *hot = NULL;
+            int prompt[2] = {1, 3}, out[8], n_out = -1, n_out2 = -1, i, in_range = 1;
+            rc = runc_model_open_buffer(&um, p, base->n, RUNC_OPEN_NO_WEIGHT_CHECK, &e);
+            CHECK(rc == RUNC_OK, "%s weights '%s' unchecked: %s", label, c->what, e.message);
+            if (rc == RUNC_OK) {
+                int V = runc_model_config(um)->vocab_size;
+                runc_state_open(&st, um, 0, &e);
+                runc_sampler_open(&greedy, V, 0.0f, 0.0f, 1, &e);
+                runc_sampler_open(&hot, V, 1.0f, 0.9f, 7, &e);
+                rc = runc_generate(st, greedy, prompt, 2, 5, -1, out, NULL, &n_out, &e);
+                for (i = 0; i < n_out; i++) in_range &= out[i] >= 0 && out[i] < V;
+                r1 = runc_generate(st, hot, prompt, 2, 5, -1, out, NULL, &n_out2, &e);
+                for (i = 0; i < n_out2; i++) in_range &= out[i] >= 0 && out[i] < V;
+                CHECK(rc == RUNC_OK && r1 == RUNC_OK && n_out == 5 && n_out2 == 5 && in_range,
+                      "%s weights '%s' unchecked: generation gives ids in range", label, c->what);
+                runc_sampler_close(greedy);
+                runc_sampler_close(hot);
+                runc_state_close(st);
+                runc_model_close(um);
+            }
+        }
+        free(p);
+    }
+}
+
+static void test_corrupt_weights(void)
+{
+    /* v1, untied: dim 16, hidden 36, 2 layers, kv_dim 8, vocab 20 */
+    spec s1 = {"w1", 1, 16, 36, 2, 4, 2, 20, 8, 0, 0, 0, 0, 0};
+    /* v2, untied: dim 32, hidden 64, 1 layer, kv_dim 16, vocab 20, group 16 */
+    spec s2 = {"w2", 2, 32, 64, 1, 4, 2, 20, 8, 0, 16, 0, 0, 0};
+    /* v0, tied: dim 16, hidden 36, 2 layers, seq 8 */
+    spec s0 = {"w0", 0, 16, 36, 2, 4, 2, 20, 8, 1, 0, 0, 0, 0};
+    weights w1 = make_weights(s1), w2 = make_weights(s2), w0 = make_weights(s0);
+    buf b1 = write_model(&w1), b2 = write_model(&w2), b0 = write_model(&w0);
+    const float nan = (float)NAN, inf = (float)INFINITY;
+    size_t D = 16, H = 36, L = 2, KV = 8, V = 20, f = 4;
+    /* v1 offsets: norms, tok, wq, wk, wv, wo, w1, w2, w3, cls */
+    size_t att = 256, ffn = att + L * D * f, fin = ffn + L * D * f, tok = fin + D * f;
+    size_t wq = tok + V * D * f, wk = wq + L * D * D * f, wv = wk + L * KV * D * f, wo = wv + L * KV * D * f;
+    size_t w1o = wo + L * D * D * f, w2o = w1o + L * H * D * f, w3o = w2o + L * D * H * f, cls = w3o + L * H * D * f;
+    weight_case v1[] = {
+        {"NaN in rms_att of layer 1", att + (D + 3) * f, nan, RUNC_E_WEIGHT, "rms_att (layer 1) weight has a NaN"},
+        {"inf in rms_ffn", ffn + 2 * f, inf, RUNC_E_WEIGHT, "rms_ffn (layer 0) weight has a infinite"},
+        {"-inf in rms_final", fin + 15 * f, -inf, RUNC_E_WEIGHT, "rms_final weight has a infinite value at index 15"},
+        {"NaN in the embedding", tok + 77 * f, nan, RUNC_E_WEIGHT, "token embedding weight has a NaN value at index 77"},
+        {"NaN in wk of layer 1", wk + (KV * D + 5) * f, nan, RUNC_E_WEIGHT, "wk (layer 1)"},
+        {"inf in wo", wo + 1 * f, inf, RUNC_E_WEIGHT, "wo (layer 0)"},
+        {"NaN in w2 of layer 1", w2o + (D * H + 1) * f, nan, RUNC_E_WEIGHT, "w2 (layer 1)"},
+        {"inf in w3", w3o, -inf, RUNC_E_WEIGHT, "w3 (layer 0)"},
+        {"NaN in the classifier's last value", b1.n - 4, nan, RUNC_E_WEIGHT, "classifier weight has a NaN"},
+        {"huge but finite weight", wq + 4 * f, 3.0e38f, RUNC_OK, ""},
+        {"signalling NaN", cls + 8, 0.0f, RUNC_OK, ""}, /* replaced below */
+    };
+    /* v2 offsets: fp32 norms, then per matrix int8 values then fp32 scales */
+    size_t D2 = 32, H2 = 64, KV2 = 16, G = 16;
+    size_t n2 = 256 + 3 * D2 * f;
+    size_t tq = n2, ts = tq + V * D2, q_q = ts + V * D2 / G * f, q_s = q_q + D2 * D2;
+    size_t k_q = q_s + D2 * D2 / G * f, k_s = k_q + KV2 * D2, v_q = k_s + KV2 * D2 / G * f, v_s = v_q + KV2 * D2;
+    size_t o_q = v_s + KV2 * D2 / G * f, o_s = o_q + D2 * D2, a_q = o_s + D2 * D2 / G * f, a_s = a_q + H2 * D2;
+    weight_case v2[] = {
+        {"NaN norm", 256 + D2 * f, nan, RUNC_E_WEIGHT, "rms_ffn (layer 0) weight has a NaN"},
+        {"NaN scale in the embedding", ts + 3 * f, nan, RUNC_E_WEIGHT, "token embedding Q8_0 scale has a NaN value at index 3"},
+        {"inf scale in wq", q_s, inf, RUNC_E_WEIGHT, "wq (layer 0) Q8_0 scale has a infinite"},
+        {"negative scale in wv", v_s + f, -0.5f, RUNC_E_WEIGHT, "wv (layer 0) Q8_0 scale 1 is negative"},
+        {"negative scale in the classifier", b2.n - 4, -1e-3f, RUNC_E_WEIGHT, "classifier Q8_0 scale"},
+        {"zero scale (an all-zero group)", a_s + 2 * f, 0.0f, RUNC_OK, ""},
+        {"negative zero scale", o_s, -0.0f, RUNC_OK, ""},
+        {"huge scale", k_s, 1e30f, RUNC_OK, ""},
+    };
+    /* v0 (tied): tok first, then rms_att ...; the stored RoPE tables are never read */
+    size_t rope0 = 28 + (V * D + L * D + L * D * D * 2 + L * KV * D * 2 + L * D + L * H * D * 3 + D) * f;
+    weight_case v0[] = {
+        {"v0 NaN in the embedding", 28 + 5 * f, nan, RUNC_E_WEIGHT, "token embedding weight has a NaN value at index 5"},
+        {"v0 inf in rms_final", rope0 - f, inf, RUNC_E_WEIGHT, "rms_final weight has a infinite value at index 15"},
+        {"v0 NaN in the unused RoPE table", rope0 + 3 * f, nan, RUNC_OK, ""},
+    };
+    {
+        uint32_t snan = 0x7F800001u; /* a signalling NaN bit pattern */
+        memcpy(&v1[10].val, &snan, 4);
+        v1[10].code = RUNC_E_WEIGHT;
+        v1[10].needle = "classifier weight has a NaN value at index 2";
+    }
+    CHECK(b1.n == cls + V * D * f && b2.n == a_s + H2 * D2 / G * f + 2 * (H2 * D2 + H2 * D2 / G * f) +
+                                                 (V * D2 + V * D2 / G * f),
+          "weight offsets match the layouts (%zu, %zu)", b1.n, b2.n);
+    (void)k_q;
+    (void)a_q;
+    run_weight_cases(&b1, v1, (int)(sizeof v1 / sizeof v1[0]), "v1");
+    run_weight_cases(&b2, v2, (int)(sizeof v2 / sizeof v2[0]), "v2");
+    run_weight_cases(&b0, v0, (int)(sizeof v0 / sizeof v0[0]), "v0");
+    {
+        runc_model *m = NULL;
+        CHECK(runc_model_open_buffer(&m, b1.p, b1.n, 8, NULL) == RUNC_E_ARG && m == NULL, "unknown flag 8");
+    }
+    free(b0.p);
+    free(b1.p);
+    free(b2.p);
+    free_weights(&w0);
+    free_weights(&w1);
+    free_weights(&w2);
+}
+
+/* Tokenizers whose pieces are empty, repeated or not UTF-8. */
+static void test_tokenizer_pieces(void)
+{
+    struct {
+        const char *what;
+        const char *piece; /* replaces digits_vocab[5] ("1") */
+        int bytes;         /* with the 256 byte pieces */
+        int code;
+        const char *needle;
+    } cases[] = {
+        {"empty piece", "", 0, RUNC_E_TOKENIZER, "token 5 is an empty piece"},
+        {"duplicate piece", "7", 0, RUNC_E_TOKENIZER, "tokens 5 and 11 are the same piece \"7\""},
+        {"duplicate of the space", " ", 0, RUNC_E_TOKENIZER, "tokens 3 and 5 are the same piece \" \""},
+        {"duplicate of a byte piece", "<0x41>", 1, RUNC_E_TOKENIZER, "the same piece \"<0x41>\""},
+        {"duplicate of a control piece", "</s>", 0, RUNC_E_TOKENIZER, "tokens 2 and 5"},
+        {"stray continuation byte", "\x80", 0, RUNC_E_TOKENIZER, "token 5 is not valid UTF-8 (byte 0x80 at offset 0"},
+        {"byte 0xFF", "a\xff", 0, RUNC_E_TOKENIZER, "byte 0xFF at offset 1"},
+        {"cut 2-byte sequence", "\xc3", 0, RUNC_E_TOKENIZER, "not valid UTF-8"},
+        {"cut 3-byte sequence", "x\xe2\x82", 0, RUNC_E_TOKENIZER, "offset 1"},
+        {"overlong slash", "\xc0\xaf", 0, RUNC_E_TOKENIZER, "byte 0xC0"},
+        {"overlong 3-byte", "\xe0\x80\xaf", 0, RUNC_E_TOKENIZER, "not valid UTF-8"},
+        {"overlong 4-byte", "\xf0\x80\x80\xaf", 0, RUNC_E_TOKENIZER, "not valid UTF-8"},
+        {"surrogate", "\xed\xa0\x80", 0, RUNC_E_TOKENIZER, "not valid UTF-8"},
+        {"above U+10FFFF", "\xf4\x90\x80\x80", 0, RUNC_E_TOKENIZER, "not valid UTF-8"},
+        {"bad continuation", "\xe2\x28\xa1", 0, RUNC_E_TOKENIZER, "not valid UTF-8"},
+        {"5-byte form", "\xf8\x88\x80\x80", 0, RUNC_E_TOKENIZER, "not valid UTF-8"},
+        {"e-acute", "\xc3\xa9", 0, RUNC_OK, ""},
+        {"euro", "\xe2\x82\xac", 0, RUNC_OK, ""},
+        {"U+FFFF", "\xef\xbf\xbf", 0, RUNC_OK, ""},
+        {"U+10FFFF", "\xf4\x8f\xbf\xbf", 0, RUNC_OK, ""},
+        {"emoji", "\xf0\x9f\x98\x80", 0, RUNC_OK, ""},
+        {"a NUL byte", "", 0, RUNC_OK, ""}, /* written by hand below */
+    };
+    int k, n = (int)(sizeof cases / sizeof cases[0]);
+    for (k = 0; k < n; k++) {
+        vocab_entry v[N_DIGITS];
+        int V, rc;
+        buf tb;
+        runc_tokenizer *t = (runc_tokenizer *)&t;
+        runc_error e;
+        memcpy(v, digits_vocab, sizeof v);
+        v[5].piece = cases[k].piece;
+        if (k == n - 1) v[5].piece = "@"; /* then overwritten with a NUL byte */
+        tb = write_tokenizer(v, N_DIGITS, cases[k].bytes, &V);
+        if (k == n - 1) {
+            /* digits_vocab[5] is the 6th entry: 4 + the first five entries' bytes + 8 */
+            size_t off = 4 + (8 + 5) + (8 + 3) + (8 + 4) + (8 + 1) + (8 + 1) + 8;
+            CHECK(tb.p[off] == '@', "NUL case offset");
+            tb.p[off] = '\0';
+        }
+        rc = runc_tokenizer_open_buffer(&t, tb.p, tb.n, V, &e);
+        CHECK(rc == cases[k].code && (rc == RUNC_OK) == (t != NULL) && strstr(e.message, cases[k].needle),
+              "tokenizer piece '%s': %s (%s), expected %s", cases[k].what, runc_status_name(rc), e.message,
+              runc_status_name(cases[k].code));
+        if (rc == RUNC_OK) {
+            int ids[64], nids = 0;
+            char out[128];
+            size_t len;
+            /* the replaced piece is reachable by the encoder */
+            if (k < n - 1) {
+                char text[32];
+                snprintf(text, sizeof text, "2%s3", cases[k].piece);
+                rc = runc_encode(t, text, 1, 0, ids, 64, &nids, &e);
+                CHECK(rc == RUNC_OK && nids == 5 && ids[3] == 5, "piece '%s' encodes to id 5 (%s)", cases[k].what,
+                      e.message);
+                rc = runc_decode(t, ids[0], ids + 1, nids - 1, out, sizeof out, &len, &e);
+                CHECK(rc == RUNC_OK && strcmp(out, text) == 0, "piece '%s' round trip", cases[k].what);
+            }
+            runc_tokenizer_close(t);
+        }
+        free(tb.p);
+    }
+    /* a file with max_token_length and nothing else: no vocabulary */
+    {
+        int32_t four = 4;
+        runc_tokenizer *t = NULL;
+        runc_error e;
+        int rc = runc_tokenizer_open_buffer(&t, &four, 4, 25, &e);
+        CHECK(rc == RUNC_E_TRUNCATED && t == NULL && strstr(e.message, "no vocabulary"), "missing vocabulary: %s",
+              e.message);
+    }
+    /* scores: infinite ones are allowed (-inf: never merged into) */
+    {
+        vocab_entry v[N_DIGITS];
+        int V, ids[16], nids = 0, rc;
+        buf tb;
+        runc_tokenizer *t = NULL;
+        runc_error e;
+        memcpy(v, digits_vocab, sizeof v);
+        v[21].score = -(float)INFINITY; /* "00" */
+        v[23].score = (float)INFINITY;  /* ".00" */
+        tb = write_tokenizer(v, N_DIGITS, 0, &V);
+        rc = runc_tokenizer_open_buffer(&t, tb.p, tb.n, V, &e);
+        CHECK(rc == RUNC_OK, "infinite scores load: %s", e.message);
+        if (t) {
+            rc = runc_encode(t, "100", 1, 0, ids, 16, &nids, &e);
+            CHECK(rc == RUNC_OK && nids == 5, "a -inf piece is never merged into (%d tokens)", nids);
+            runc_tokenizer_close(t);
+        }
+        free(tb.p);
+    }
+}
+
+/* Every entry point with NULL pointers, empty buffers and bad counts: an
+ * error code, never a crash (ASan/UBSan watch this in the sanitizer build). */
+static void test_null_arguments(void)
+{
+    int V;
+    buf tb = write_tokenizer(digits_vocab, N_DIGITS, 0, &V);
+    spec sp = {"null", 1, 16, 40, 1, 4, 2, 25, 8, 1, 0, 0, 0, 0};
+    weights w;
+    buf mb;
+    runc_model *m = NULL, *m2 = (runc_model *)&m2;
+    runc_tokenizer *t = NULL, *t2 = (runc_tokenizer *)&t2;
+    runc_state *st = NULL, *st2 = (runc_state *)&st2;
+    runc_sampler *smp = NULL, *smp2 = (runc_sampler *)&smp2;
+    runc_config cfg;
+    runc_error e;
+    int ids[16], n = -1, tok = -1, prompt[2] = {1, 4}, gen = -1;
+    char out[64];
+    size_t len = 99;
+    const char *piece;
+    const float *lg;
+    float logits[25] = {0};
+
+    sp.vocab = V;
+    w = make_weights(sp);
+    mb = write_model(&w);
+    runc_model_open_buffer(&m, mb.p, mb.n, 0, NULL);
+    runc_tokenizer_open_buffer(&t, tb.p, tb.n, V, NULL);
+    runc_state_open(&st, m, 0, NULL);
+    runc_sampler_open(&smp, V, 0.0f, 0.0f, 1, NULL);
+    if (!m || !t || !st || !smp) {
+        CHECK(0, "null-argument fixtures open");
+        return;
+    }
+    /* loaders */
+    CHECK(runc_parse_header(NULL, 0, &cfg, &e) == RUNC_E_EMPTY, "parse_header(NULL, 0)");
+    CHECK(runc_parse_header(NULL, 256, &cfg, &e) == RUNC_E_ARG, "parse_header(NULL, 256)");
+    CHECK(runc_parse_header(mb.p, mb.n, NULL, &e) == RUNC_E_ARG, "parse_header(config NULL)");
+    CHECK(runc_model_open_buffer(&m2, NULL, 0, 0, &e) == RUNC_E_EMPTY && m2 == NULL, "open_buffer(NULL, 0)");
+    CHECK(runc_model_open_buffer(NULL, mb.p, mb.n, 0, &e) == RUNC_E_ARG, "open_buffer(out NULL)");
+    CHECK(runc_tokenizer_open_buffer(&t2, NULL, 0, V, &e) == RUNC_E_EMPTY && t2 == NULL, "tokenizer(NULL, 0)");
+    CHECK(runc_tokenizer_open_buffer(&t2, NULL, 10, V, &e) == RUNC_E_ARG, "tokenizer(NULL, 10)");
+    CHECK(runc_tokenizer_open_buffer(NULL, tb.p, tb.n, V, &e) == RUNC_E_ARG, "tokenizer(out NULL)");
+    CHECK(runc_tokenizer_open_buffer(&t2, tb.p, tb.n, -1, &e) == RUNC_E_ARG, "tokenizer(vocab -1)");
+    CHECK(runc_tokenizer_open(&t2, NULL, V, &e) == RUNC_E_ARG, "tokenizer_open(path NULL)");
+    CHECK(runc_tokenizer_open(NULL, "x", V, &e) == RUNC_E_ARG, "tokenizer_open(out NULL)");
+    /* closers and getters accept NULL */
+    runc_model_close(NULL);
+    runc_tokenizer_close(NULL);
+    runc_state_close(NULL);
+    runc_sampler_close(NULL);
+    CHECK(runc_model_config(NULL) == NULL && runc_tokenizer_vocab_size(NULL) == 0 &&
+              runc_tokenizer_max_token_length(NULL) == 0 && runc_state_context(NULL) == 0 &&
+              runc_state_model(NULL) == NULL && runc_answer_cap(NULL, t) == 0 && runc_answer_cap(st, NULL) == 0,
+          "getters of NULL");
+    CHECK(runc_token_piece(NULL, 3, &len) == NULL && len == 0 && runc_token_piece(t, 3, NULL) != NULL &&
+              runc_token_score(NULL, 3) == 0.0f && runc_token_score(t, V) == 0.0f,
+          "token_piece / token_score of NULL or out of range");
+    /* state and forward */
+    CHECK(runc_state_open(&st2, NULL, 0, &e) == RUNC_E_ARG && st2 == NULL, "state_open(model NULL)");
+    CHECK(runc_state_open(NULL, m, 0, &e) == RUNC_E_ARG, "state_open(out NULL)");
+    CHECK(runc_state_open(&st2, m, -1, &e) == RUNC_E_ARG, "state_open(context -1)");
+    CHECK(runc_forward(NULL, 1, 0, &lg, &e) == RUNC_E_ARG && lg == NULL, "forward(NULL)");
+    CHECK(runc_forward(st, 1, -1, &lg, &e) == RUNC_E_CONTEXT, "forward(pos -1)");
+    CHECK(runc_forward(st, INT32_MIN, 0, &lg, &e) == RUNC_E_ARG, "forward(token INT_MIN)");
+    CHECK(runc_forward_tokens(NULL, prompt, 2, 0, NULL, &e) == RUNC_E_ARG, "forward_tokens(state NULL)");
+    CHECK(runc_forward_tokens(st, NULL, 2, 0, NULL, &e) == RUNC_E_ARG, "forward_tokens(tokens NULL)");
+    CHECK(runc_forward_tokens(st, NULL, 0, 0, NULL, &e) == RUNC_OK, "forward_tokens(0 tokens)");
+    CHECK(runc_forward_tokens(st, prompt, -1, 0, NULL, &e) == RUNC_E_ARG, "forward_tokens(n -1)");
+    CHECK(runc_forward_tokens(st, prompt, 2, INT_MAX, NULL, &e) == RUNC_E_CONTEXT, "forward_tokens(pos INT_MAX)");
+    CHECK(runc_forward_tokens(st, prompt, 2, -5, NULL, &e) == RUNC_E_CONTEXT, "forward_tokens(pos -5)");
+    CHECK(runc_forward_tokens(st, prompt, INT_MAX, 1, NULL, &e) == RUNC_E_CONTEXT, "forward_tokens(n INT_MAX)");
+    /* sampler */
+    CHECK(runc_sampler_open(NULL, V, 0.0f, 0.0f, 1, &e) == RUNC_E_ARG, "sampler_open(out NULL)");
+    CHECK(runc_sampler_open(&smp2, V, (float)INFINITY, 0.5f, 1, &e) == RUNC_E_ARG && smp2 == NULL,
+          "sampler_open(temperature inf)");
+    smp2 = (runc_sampler *)&smp2;
+    CHECK(runc_sampler_open(&smp2, V, 1.0f, -0.1f, 1, &e) == RUNC_E_ARG && smp2 == NULL && strstr(e.message, "top-p"),
+          "sampler_open(top-p -0.1)");
+    CHECK(runc_sampler_open(&smp2, V, 1.0f, (float)NAN, 1, &e) == RUNC_E_ARG && strstr(e.message, "top-p"),
+          "sampler_open(top-p NaN)");
+    CHECK(runc_sampler_open(&smp2, -4, 1.0f, 0.5f, 1, &e) == RUNC_E_ARG, "sampler_open(vocab -4)");
+    CHECK(runc_sample(NULL, logits, &tok, NULL) == RUNC_E_ARG, "sample(NULL sampler)");
+    CHECK(runc_sample(smp, NULL, &tok, NULL) == RUNC_E_ARG, "sample(NULL logits)");
+    CHECK(runc_sample(smp, logits, NULL, NULL) == RUNC_E_ARG, "sample(NULL token)");
+    /* encode / decode */
+    CHECK(runc_encode(NULL, "1", 1, 0, ids, 16, &n, &e) == RUNC_E_ARG, "encode(tokenizer NULL)");
+    CHECK(runc_encode(t, NULL, 1, 0, ids, 16, &n, &e) == RUNC_E_ARG, "encode(text NULL)");
+    CHECK(runc_encode(t, "1", 1, 0, NULL, 16, &n, &e) == RUNC_E_ARG, "encode(tokens NULL)");
+    CHECK(runc_encode(t, "1", 1, 0, ids, 16, NULL, &e) == RUNC_E_ARG, "encode(n NULL)");
+    CHECK(runc_encode(t, "1", 1, 0, ids, -1, &n, &e) == RUNC_E_ARG, "encode(cap -1)");
+    CHECK(runc_encode(t, "1", 1, 0, NULL, 0, &n, &e) == RUNC_E_BUFFER, "encode(cap 0)");
+    CHECK(runc_encode(t, "", 0, 0, NULL, 0, &n, &e) == RUNC_OK && n == 0, "encode('' without BOS) is empty");
+    CHECK(runc_decode(NULL, 1, prompt, 2, out, sizeof out, &len, &e) == RUNC_E_ARG, "decode(tokenizer NULL)");
+    CHECK(runc_decode(t, 1, NULL, 2, out, sizeof out, &len, &e) == RUNC_E_ARG, "decode(tokens NULL)");
+    CHECK(runc_decode(t, 1, prompt, -2, out, sizeof out, &len, &e) == RUNC_E_ARG, "decode(n -2)");
+    CHECK(runc_decode(t, 1, prompt, 2, NULL, 10, &len, &e) == RUNC_E_ARG, "decode(out NULL)");
+    CHECK(runc_decode(t, 1, prompt, 2, NULL, 0, &len, &e) == RUNC_E_BUFFER, "decode(cap 0)");
+    CHECK(runc_decode(t, 1, prompt, 2, out, sizeof out, NULL, &e) == RUNC_OK, "decode(out_len NULL)");
+    CHECK(runc_decode_piece(NULL, 1, 4, &piece, &len) == RUNC_E_ARG, "decode_piece(tokenizer NULL)");
+    CHECK(runc_decode_piece(t, 1, 4, NULL, &len) == RUNC_E_ARG, "decode_piece(piece NULL)");
+    CHECK(runc_decode_piece(t, 1, 4, &piece, NULL) == RUNC_E_ARG, "decode_piece(len NULL)");
+    /* generation */
+    CHECK(runc_generate(NULL, smp, prompt, 2, 3, -1, ids, NULL, &n, &e) == RUNC_E_ARG, "generate(state NULL)");
+    CHECK(runc_generate(st, NULL, prompt, 2, 3, -1, ids, NULL, &n, &e) == RUNC_E_ARG, "generate(sampler NULL)");
+    CHECK(runc_generate(st, smp, NULL, 2, 3, -1, ids, NULL, &n, &e) == RUNC_E_ARG, "generate(prompt NULL)");
+    CHECK(runc_generate(st, smp, prompt, 2, 3, -1, NULL, NULL, &n, &e) == RUNC_E_ARG, "generate(out NULL)");
+    CHECK(runc_generate(st, smp, prompt, 2, 3, -1, ids, NULL, NULL, &e) == RUNC_E_ARG, "generate(n NULL)");
+    CHECK(runc_generate(st, smp, prompt, 2, -1, -1, ids, NULL, &n, &e) == RUNC_E_ARG, "generate(max_new -1)");
+    CHECK(runc_generate(st, smp, prompt, -3, 3, -1, ids, NULL, &n, &e) == RUNC_E_CONTEXT, "generate(n_prompt -3)");
+    CHECK(runc_generate(st, smp, prompt, 8, 3, -1, ids, NULL, &n, &e) == RUNC_E_CONTEXT,
+          "generate(prompt filling the context)");
+    CHECK(runc_generate(st, smp, prompt, 2, 0, -1, NULL, NULL, &n, &e) == RUNC_OK && n == 0,
+          "generate(max_new 0, out NULL)");
+    {
+        runc_sampler *other = NULL;
+        runc_sampler_open(&other, V + 1, 0.0f, 0.0f, 1, NULL);
+        CHECK(runc_generate(st, other, prompt, 2, 3, -1, ids, NULL, &n, &e) == RUNC_E_ARG,
+              "generate(sampler of another vocabulary)");
+        runc_sampler_close(other);
+    }
+    CHECK(runc_solve(NULL, t, "1 =", out, sizeof out, &gen, &e) == RUNC_E_ARG && gen == 0, "solve(state NULL)");
+    CHECK(runc_solve(st, NULL, "1 =", out, sizeof out, &gen, &e) == RUNC_E_ARG, "solve(tokenizer NULL)");
+    CHECK(runc_solve(st, t, NULL, out, sizeof out, &gen, &e) == RUNC_E_ARG, "solve(prompt NULL)");
+    CHECK(runc_solve(st, t, "1 =", NULL, sizeof out, &gen, &e) == RUNC_E_ARG, "solve(answer NULL)");
+    CHECK(runc_solve(st, t, "1 =", out, 0, &gen, &e) == RUNC_E_ARG, "solve(cap 0)");
+    CHECK(runc_solve(st, t, "", out, sizeof out, &gen, &e) == RUNC_OK, "solve('') (BOS only): %s", e.message);
+    CHECK(runc_solve(st, t, "1111111111", out, sizeof out, &gen, &e) == RUNC_E_CONTEXT, "solve(too long)");
+    /* a NULL runc_error is fine everywhere */
+    CHECK(runc_solve(st, t, "1 =", out, sizeof out, NULL, NULL) == RUNC_OK, "solve with NULL err");
+    CHECK(runc_forward(st, V, 0, NULL, NULL) == RUNC_E_ARG, "forward with NULL err");
+    /* still usable */
+    CHECK(runc_solve(st, t, "1 =", out, sizeof out, &gen, &e) == RUNC_OK, "usable after misuse: %s", e.message);
+
+    runc_sampler_close(smp);
+    runc_state_close(st);
+    runc_tokenizer_close(t);
+    runc_model_close(m);
+    free(mb.p);
+    free(tb.p);
+    free_weights(&w);
+}
+/* end of the hardening tests */
+
 int main(void)
 {
     test_forward_matches_reference();
@@ -1434,6 +1837,9 @@ int main(void)
     test_tokenizer();
     test_sampler();
     test_generation();
+    test_corrupt_weights();
+    test_tokenizer_pieces();
+    test_null_arguments();
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail == 0 ? 0 : 1;
 }
