@@ -25,6 +25,14 @@
 
 #include "runc.h"
 
+/* The same answers on every machine: no fused multiply-add (a*b+c rounded
+ * once) where C says two roundings. GCC contracts only in its GNU modes (the
+ * builds here are -std=c99); clang contracts by default, e.g. on ARM, unless
+ * told. x86-64 without -mfma has no FMA, so contraction would make ARM differ. */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -647,6 +655,9 @@ static int read_model_file(runc_model *m, FILE *f, runc_error *err)
     runc_config c;
     int rc;
 
+    /* fopen opens a directory on POSIX systems (ftell then says LONG_MAX
+     * bytes); reading from one fails (EISDIR) */
+    if (fgetc(f) == EOF && ferror(f)) return set_error(err, RUNC_E_IO, "read error: %s", strerror(errno));
     if (fseek(f, 0, SEEK_END) != 0 || (end = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
         return set_error(err, RUNC_E_IO, "cannot determine the file size");
     if ((unsigned long)end > (unsigned long)RUNC_SIZE_LIMIT)
@@ -1311,7 +1322,8 @@ int runc_state_open(runc_state **out, const runc_model *m, int context, runc_err
     if (context < 0 || context > c->max_seq_len)
         return set_error(err, RUNC_E_ARG, "context %d must be in 1..max_seq_len (%d), or 0 for all of it",
                          context, c->max_seq_len);
-    if (!mul_sz((size_t)c->n_layers * (size_t)context, (size_t)c->kv_dim, &cache) ||
+    /* n_layers * context alone reaches 2^32 within the field caps: checked too */
+    if (!mul_sz((size_t)c->n_layers, (size_t)context, &cache) || !mul_sz(cache, (size_t)c->kv_dim, &cache) ||
         !mul_sz(cache, sizeof(float), &cache) || !mul_sz((size_t)c->n_heads, (size_t)context, &att))
         return set_error(err, RUNC_E_OVERFLOW, "KV cache for a context of %d overflows", context);
     s = (runc_state *)calloc(1, sizeof *s);
@@ -1805,8 +1817,12 @@ int runc_generate(runc_state *s, runc_sampler *smp, const int *prompt, int n_pro
 
 size_t runc_answer_cap(const runc_state *s, const runc_tokenizer *t)
 {
+    size_t cap;
     if (!s || !t) return 0;
-    return (size_t)s->context * (size_t)t->max_token_length + 1;
+    /* saturated where the product does not fit (32-bit hosts): a buffer too
+     * large to allocate fails cleanly, a wrapped size would be too small */
+    if (!mul_sz((size_t)s->context, (size_t)t->max_token_length, &cap) || !add_sz(cap, 1, &cap)) return SIZE_MAX;
+    return cap;
 }
 
 static int is_space(char ch)

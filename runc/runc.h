@@ -231,7 +231,8 @@ int runc_generate(runc_state *state, runc_sampler *sampler, const int *prompt, i
                   int max_new, int stop_token, int *out, float *out_logprobs, int *n_out,
                   runc_error *err);
 
-/* A buffer size that always holds runc_solve's answer. */
+/* A buffer size that always holds runc_solve's answer (SIZE_MAX where that
+ * size does not fit in a size_t, as on 32-bit hosts with absurd settings). */
 size_t runc_answer_cap(const runc_state *state, const runc_tokenizer *tok);
 
 /* The TinyMath problem convention: input [BOS] + encode(prompt) (with the

@@ -1828,8 +1828,207 @@ static void test_null_arguments(void)
 }
 /* end of the hardening tests */
 
+/* ------------------------------------------------------------------------ */
+/* sizes past 32 bits (what armhf must refuse, not wrap) and big-endian hosts */
+/* ------------------------------------------------------------------------ */
+
+/* A v1/v2 header with the given fields, or a v0 one, zero-padded to n bytes. */
+static unsigned char *header_file(int version, const int32_t f[7], int group, size_t n)
+{
+    buf b;
+    memset(&b, 0, sizeof b);
+    if (version == 0) {
+        put(&b, f, 7 * sizeof(int32_t));
+    } else {
+        spec sp;
+        memset(&sp, 0, sizeof sp);
+        sp.version = version;
+        sp.dim = f[0], sp.hidden = f[1], sp.layers = f[2], sp.heads = f[3];
+        sp.kv_heads = f[4], sp.vocab = f[5], sp.seq = f[6];
+        sp.shared = 1;
+        sp.group = group;
+        put_header_v12(&b, &sp);
+    }
+    pad_to(&b, n);
+    return b.p;
+}
+
+/* A 64-bit host sees a file shorter than its header implies; a 32-bit one a
+ * model it cannot address. Never RUNC_OK, whatever the host. */
+static void check_beyond_4gib(const char *what, const unsigned char *p, size_t n, unsigned long long implied)
+{
+    char needle[32];
+    int want = SIZE_MAX > 0xFFFFFFFFu ? RUNC_E_TRUNCATED : RUNC_E_OVERFLOW;
+    int k, rc;
+    runc_config c;
+    runc_error e;
+    runc_model *m = NULL;
+    if (want == RUNC_E_TRUNCATED) snprintf(needle, sizeof needle, "implies %llu", implied);
+    else snprintf(needle, sizeof needle, "overflow");
+    rc = runc_parse_header(p, n, &c, &e);
+    CHECK(rc == want && strstr(e.message, needle), "%s: parse_header gives %s: %s (want %s, \"%s\")", what,
+          runc_status_name(rc), e.message, runc_status_name(want), needle);
+    rc = runc_model_open_buffer(&m, p, n, 0, &e);
+    CHECK(rc == want && m == NULL, "%s: open_buffer gives %s: %s", what, runc_status_name(rc), e.message);
+    write_temp(p, n);
+    for (k = 0; k < 2; k++) {
+        int flags = k ? RUNC_OPEN_NO_MMAP : 0;
+        rc = runc_model_open(&m, tmp_path, flags, &e);
+        CHECK(rc == want && m == NULL && strstr(e.message, needle), "%s: open (%s) gives %s: %s", what,
+              k ? "read" : "mmap", runc_status_name(rc), e.message);
+        runc_model_close(m);
+        m = NULL;
+    }
+    remove(tmp_path);
+}
+
+static void test_sizes_beyond_4gib(void)
+{
+    /* wrap traps: fields whose true length is 2^32 + n bytes, in a file of n
+     * bytes. Size arithmetic that wrapped modulo 2^32 would find the lengths
+     * equal, accept the file and point tensors gigabytes past its end. */
+    static const struct {
+        const char *what;
+        int version;
+        int32_t f[7]; /* dim, hidden, layers, heads, kv heads, vocab, seq */
+        int group;
+        size_t n;
+    } traps[] = {
+        {"v1 of 2^32 + 1280 bytes in 1280", 1, {256, 256, 1, 1, 1, 4192510, 16}, 0, 1280},
+        {"v2 of 2^32 + 1408 bytes in 1408", 2, {1024, 1024, 1, 1, 1, 3940402, 16}, 64, 1408},
+        {"v0 of 2^32 + 1052 bytes in 1052", 0, {256, 256, 1, 1, 1, 4000000, 192510}, 0, 1052},
+    };
+    /* the header of a Llama-2 7B-sized fp32 model (tied: 26 GB) on a 256-byte file */
+    static const int32_t llama7b[7] = {4096, 11008, 32, 32, 32, 32000, 2048};
+    size_t i;
+    for (i = 0; i < sizeof traps / sizeof traps[0]; i++) {
+        unsigned char *p = header_file(traps[i].version, traps[i].f, traps[i].group, traps[i].n);
+        check_beyond_4gib(traps[i].what, p, traps[i].n, 4294967296ull + traps[i].n);
+        free(p);
+    }
+    {
+        unsigned char *p = header_file(1, llama7b, 0, 256);
+        check_beyond_4gib("Llama-2 7B header", p, 256, 26429374720ull);
+        free(p);
+    }
+
+    /* A valid 525 KB file whose KV cache is n_layers * context * kv_dim floats
+     * = 4096 * 2^20 * 2: n_layers * context alone is 2^32. A 32-bit host must
+     * refuse the state; a 64-bit one would allocate 64 GiB, so it only opens
+     * a short context. */
+    {
+        const int32_t f[7] = {2, 2, 4096, 1, 1, 4, 1048576};
+        size_t D = 2, L = 4096, floats = 2 * L * D + D + L * (2 * D * D + 2 * D * D + 3 * D * D) + 4 * D;
+        unsigned char *p = header_file(1, f, 0, 256 + 4 * floats);
+        runc_model *m = NULL;
+        runc_state *st = NULL;
+        runc_error e;
+        int rc = runc_model_open_buffer(&m, p, 256 + 4 * floats, 0, &e);
+        CHECK(rc == RUNC_OK, "4096-layer model opens: %s", e.message);
+        if (rc == RUNC_OK) {
+#if SIZE_MAX <= 0xFFFFFFFFu
+            rc = runc_state_open(&st, m, 0, &e);
+            CHECK(rc == RUNC_E_OVERFLOW && st == NULL && strstr(e.message, "overflow"),
+                  "KV cache of 2^33 floats on a 32-bit host: %s: %s", runc_status_name(rc), e.message);
+            runc_state_close(st);
+            st = NULL;
+#endif
+            rc = runc_state_open(&st, m, 16, &e);
+            CHECK(rc == RUNC_OK, "4096-layer model, context 16: %s", e.message);
+            runc_state_close(st);
+        }
+        runc_model_close(m);
+        free(p);
+    }
+
+    /* runc_answer_cap is context * max_token_length + 1 = 2^36 + 1 here:
+     * SIZE_MAX (refused by malloc) on a 32-bit host, never a wrapped 1 */
+    {
+        const int32_t f[7] = {2, 2, 1, 1, 1, 4, 1048576};
+        size_t D = 2, floats = 3 * D + (2 * D * D + 2 * D * D + 3 * D * D) + 4 * D;
+        unsigned char *p = header_file(1, f, 0, 256 + 4 * floats);
+        static const char *const pieces[4] = {"a", "b", "c", "d"};
+        buf tb;
+        runc_model *m = NULL;
+        runc_state *st = NULL;
+        runc_tokenizer *t = NULL;
+        runc_error e;
+        int rc, k;
+        memset(&tb, 0, sizeof tb);
+        put_i32(&tb, RUNC_MAX_TOKEN_LENGTH);
+        for (k = 0; k < 4; k++) {
+            put_f32(&tb, 0.0f);
+            put_i32(&tb, 1);
+            put(&tb, pieces[k], 1);
+        }
+        rc = runc_model_open_buffer(&m, p, 256 + 4 * floats, 0, &e);
+        if (rc == RUNC_OK) rc = runc_state_open(&st, m, 0, &e);
+        if (rc == RUNC_OK) rc = runc_tokenizer_open_buffer(&t, tb.p, tb.n, 4, &e);
+        CHECK(rc == RUNC_OK, "context 2^20, max_token_length 2^16: %s", e.message);
+        if (rc == RUNC_OK) {
+            size_t cap = runc_answer_cap(st, t);
+#if SIZE_MAX > 0xFFFFFFFFu
+            CHECK(cap == ((size_t)1 << 36) + 1, "answer cap %zu, want 2^36 + 1", cap);
+#else
+            CHECK(cap == SIZE_MAX, "answer cap %zu on a 32-bit host, want SIZE_MAX", cap);
+#endif
+        }
+        runc_tokenizer_close(t);
+        runc_state_close(st);
+        runc_model_close(m);
+        free(tb.p);
+        free(p);
+    }
+}
+
+static int host_little_endian(void)
+{
+    const uint32_t one = 1;
+    unsigned char first;
+    memcpy(&first, &one, 1);
+    return first == 1;
+}
+
+/* On a big-endian host every entry point that reads a file refuses it with
+ * RUNC_E_UNSUPPORTED and a message saying why, instead of misreading it. */
+static void test_big_endian_host(void)
+{
+    spec s1 = {"v1 untied", 1, 16, 36, 2, 4, 2, 20, 8, 0, 0, 1, 500.0f, 1e-3f};
+    weights w = make_weights(s1);
+    buf b = write_model(&w);
+    unsigned char tok[16] = {0};
+    runc_config c;
+    runc_error e;
+    runc_model *m = NULL;
+    runc_tokenizer *t = NULL;
+    int rc, k;
+    rc = runc_parse_header(b.p, b.n, &c, &e);
+    CHECK(rc == RUNC_E_UNSUPPORTED && strstr(e.message, "little-endian"), "big-endian parse_header: %s: %s",
+          runc_status_name(rc), e.message);
+    rc = runc_model_open_buffer(&m, b.p, b.n, 0, &e);
+    CHECK(rc == RUNC_E_UNSUPPORTED && m == NULL && strstr(e.message, "little-endian"),
+          "big-endian open_buffer: %s: %s", runc_status_name(rc), e.message);
+    write_temp(b.p, b.n);
+    for (k = 0; k < 2; k++) {
+        rc = runc_model_open(&m, tmp_path, k ? RUNC_OPEN_NO_MMAP : 0, &e);
+        CHECK(rc == RUNC_E_UNSUPPORTED && m == NULL && strstr(e.message, "little-endian"),
+              "big-endian open (%s): %s: %s", k ? "read" : "mmap", runc_status_name(rc), e.message);
+    }
+    remove(tmp_path);
+    rc = runc_tokenizer_open_buffer(&t, tok, sizeof tok, 1, &e);
+    CHECK(rc == RUNC_E_UNSUPPORTED && t == NULL && strstr(e.message, "little-endian"),
+          "big-endian tokenizer: %s: %s", runc_status_name(rc), e.message);
+    free(b.p);
+    free_weights(&w);
+}
+
 int main(void)
 {
+    if (!host_little_endian()) { /* the formats are little-endian: check the refusal only */
+        test_big_endian_host();
+        printf("%d passed, %d failed (big-endian host: refusal checks only)\n", n_pass, n_fail);
+        return n_fail == 0 ? 0 : 1;
+    }
     test_forward_matches_reference();
     test_load_paths_agree();
     test_int8_close_to_fp32();
@@ -1840,6 +2039,7 @@ int main(void)
     test_corrupt_weights();
     test_tokenizer_pieces();
     test_null_arguments();
+    test_sizes_beyond_4gib();
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail == 0 ? 0 : 1;
 }
