@@ -1,0 +1,112 @@
+# runc/fuzz.mk - libFuzzer harnesses of the C loaders and encoder (included by the Makefile).
+#
+#   make fuzz                     each harness for FUZZ_SECONDS (default 60) in turn;
+#                                 `make -j3 fuzz` runs the three at once
+#   make fuzz FUZZ_SECONDS=600    the long run (benchmark-style; corpora persist in build/fuzz/corpus/)
+#   make fuzz-model | fuzz-tokenizer | fuzz-encode     one harness
+#   make fuzz-check               the short run `make test` does (FUZZ_CHECK_SECONDS each, fresh corpus)
+#   make fuzz-repro FUZZ_INPUT=build/fuzz/crashes/model-crash-...   replay one input
+#
+# The harnesses (runc/fuzz_model.c, fuzz_tokenizer.c, fuzz_encode.c) are built with clang and
+# -fsanitize=fuzzer,address,undefined. Seeds come from real exports made at build time by
+# runc/fuzz_seeds.py (tinymath.export, tinymath.tokenizer: small random-weight models, SentencePiece
+# tokenizers), never committed. Crashes land in build/fuzz/crashes/ and fail the target.
+#
+# Without clang (or its libFuzzer runtime) the fuzz step is skipped with a message saying so;
+# under CI=true it fails instead, so that CI can never pass without fuzzing.
+
+FUZZ_CC            ?= clang
+FUZZ_SECONDS       ?= 60
+FUZZ_CHECK_SECONDS ?= 8
+FUZZ_FLAGS         ?= -std=c99 -Wall -Wextra -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+                      -fno-sanitize-recover=all
+FUZZ_DIR           := build/fuzz
+FUZZ_NAMES         := model tokenizer encode
+FUZZ_BINS          := $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
+# per-harness input size caps: the model seeds are up to ~40 KB, tokenizers ~6 KB
+FUZZ_MAXLEN_model     := 65536
+FUZZ_MAXLEN_tokenizer := 16384
+FUZZ_MAXLEN_encode    := 8192
+# ASan/UBSan settings for every run: a leak or any UB report is a crash
+FUZZ_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 \
+            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+            RUNC_FUZZ_TOKENIZERS="$$(cat $(FUZZ_DIR)/tokenizers.txt)"
+FUZZ_OPTS = -max_len=$(FUZZ_MAXLEN_$*) -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 \
+            -artifact_prefix=$(FUZZ_DIR)/crashes/$*-
+
+.PHONY: fuzz fuzz-check fuzz-toolchain $(FUZZ_NAMES:%=fuzz-%) $(FUZZ_NAMES:%=fuzz-check-%) fuzz-repro fuzz-clean
+
+TEST_TARGETS += fuzz-check
+
+# Is there a clang that links -fsanitize=fuzzer? "yes" or empty; probed on first use, once.
+FUZZ_HAVE = $(eval FUZZ_HAVE := $(FUZZ_PROBE))$(FUZZ_HAVE)
+FUZZ_PROBE = $(shell printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' \
+              > /tmp/tinymath_fuzz_probe_$$$$.c && \
+              $(FUZZ_CC) -fsanitize=fuzzer,address,undefined /tmp/tinymath_fuzz_probe_$$$$.c \
+                -o /tmp/tinymath_fuzz_probe_$$$$ >/dev/null 2>&1 && echo yes; \
+              rm -f /tmp/tinymath_fuzz_probe_$$$$ /tmp/tinymath_fuzz_probe_$$$$.c)
+
+fuzz-toolchain:
+	@if [ "$(FUZZ_HAVE)" != yes ]; then \
+	  if [ "$(CI)" = true ]; then \
+	    echo "fuzz: FAILED: '$(FUZZ_CC)' cannot build libFuzzer harnesses (-fsanitize=fuzzer), and CI=true" >&2; \
+	    echo "fuzz: install clang and its runtime (apt-get install -y clang libclang-rt-dev) - .ci/run does" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+$(FUZZ_DIR)/fuzz_%: runc/fuzz_%.c runc/runc.c runc/runc.h | fuzz-toolchain
+	@mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< runc/runc.c -lm
+
+# Seeds from real exports (numpy + sentencepiece + tinymath, no torch).
+# (Not a prerequisite on the venv's stamp: that one follows every runc/*.c, harnesses included.)
+$(FUZZ_DIR)/seeds.stamp: runc/fuzz_seeds.py
+	@test -x $(PY) || $(MAKE) --no-print-directory venv
+	$(PY) runc/fuzz_seeds.py $(FUZZ_DIR)
+	@touch $@
+
+# The short run of `make test`: each harness on its seeds for FUZZ_CHECK_SECONDS, writing new
+# inputs to a scratch corpus (the seeds stay as they are).
+fuzz-check:
+	@if [ "$(FUZZ_HAVE)" = yes ]; then \
+	  $(MAKE) --no-print-directory $(FUZZ_NAMES:%=fuzz-check-%); \
+	elif [ "$(CI)" = true ]; then \
+	  $(MAKE) --no-print-directory fuzz-toolchain; \
+	else \
+	  echo "fuzz-check: SKIPPED - '$(FUZZ_CC)' with libFuzzer (-fsanitize=fuzzer) is not available here;" \
+	       "the loaders are not fuzzed by this run. Install clang (Debian/Ubuntu: apt-get install clang" \
+	       "libclang-rt-dev) to enable it; CI installs it and never skips."; \
+	fi
+
+$(FUZZ_NAMES:%=fuzz-check-%): fuzz-check-%: $(FUZZ_DIR)/fuzz_% $(FUZZ_DIR)/seeds.stamp
+	@rm -rf $(FUZZ_DIR)/scratch/$* && mkdir -p $(FUZZ_DIR)/scratch/$* $(FUZZ_DIR)/crashes
+	@echo "fuzz-check: $* for $(FUZZ_CHECK_SECONDS) s"
+	@$(FUZZ_ENV) $(FUZZ_DIR)/fuzz_$* $(FUZZ_OPTS) -max_total_time=$(FUZZ_CHECK_SECONDS) \
+	  $(FUZZ_DIR)/scratch/$* $(FUZZ_DIR)/seeds/$* > $(FUZZ_DIR)/check_$*.log 2>&1 || \
+	  { tail -60 $(FUZZ_DIR)/check_$*.log; echo "fuzz-check: $* FAILED (crash input in $(FUZZ_DIR)/crashes/;" \
+	    "replay: make fuzz-repro FUZZ_INPUT=<file>)" >&2; exit 1; }
+	@grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb)|Done [0-9]+ runs" $(FUZZ_DIR)/check_$*.log | \
+	  tr '\n' ' ' | sed 's/^/fuzz-check: $* ok: /'; echo
+
+fuzz: $(FUZZ_NAMES:%=fuzz-%)
+
+$(FUZZ_NAMES:%=fuzz-%): fuzz-%: $(FUZZ_DIR)/fuzz_% $(FUZZ_DIR)/seeds.stamp
+	@if [ "$(FUZZ_HAVE)" != yes ]; then echo "fuzz: SKIPPED - no clang with libFuzzer (see fuzz-check)"; exit 0; fi; \
+	mkdir -p $(FUZZ_DIR)/corpus/$* $(FUZZ_DIR)/crashes; \
+	echo "fuzz: $* for $(FUZZ_SECONDS) s (log: $(FUZZ_DIR)/fuzz_$*.log)"; \
+	$(FUZZ_ENV) $(FUZZ_DIR)/fuzz_$* $(FUZZ_OPTS) -max_total_time=$(FUZZ_SECONDS) \
+	  $(FUZZ_DIR)/corpus/$* $(FUZZ_DIR)/seeds/$* > $(FUZZ_DIR)/fuzz_$*.log 2>&1; rc=$$?; \
+	grep -E "^#[0-9]+.*(DONE|pulse)" $(FUZZ_DIR)/fuzz_$*.log | tail -1; \
+	grep -E "^stat::" $(FUZZ_DIR)/fuzz_$*.log | tr '\n' ' '; echo; \
+	echo "fuzz: $* corpus: $$(ls $(FUZZ_DIR)/corpus/$* | wc -l) inputs"; \
+	if [ $$rc -ne 0 ]; then tail -60 $(FUZZ_DIR)/fuzz_$*.log; \
+	  echo "fuzz: $* FOUND A CRASH (input in $(FUZZ_DIR)/crashes/)" >&2; exit 1; fi
+
+fuzz-repro: $(FUZZ_BINS) $(FUZZ_DIR)/seeds.stamp
+	@test -n "$(FUZZ_INPUT)" || { echo "usage: make fuzz-repro FUZZ_INPUT=path (the harness is the name's prefix)" >&2; exit 2; }
+	@name=$$(basename "$(FUZZ_INPUT)" | sed 's/-.*//'); \
+	$(FUZZ_ENV) $(FUZZ_DIR)/fuzz_$$name "$(FUZZ_INPUT)"
+
+fuzz-clean:
+	rm -rf $(FUZZ_DIR)

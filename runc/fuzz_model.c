@@ -1,0 +1,141 @@
+/*
+ * fuzz_model.c - libFuzzer harness for the model loader (runc_model_open_buffer)
+ * and, when the bytes load, a few forward steps and samples.
+ *
+ *   make fuzz-model FUZZ_SECONDS=60      (runc/fuzz.mk; seeds from real exports)
+ *
+ * Built with clang -fsanitize=fuzzer,address,undefined: any out-of-bounds read,
+ * overflow, undefined behaviour, leak or abort() below is a crash. Beyond
+ * "no crash", the harness checks the loader's contract and aborts on a breach:
+ * a model pointer exactly on success, a NUL-terminated one-line message on
+ * failure, runc_parse_header agreeing with the open, and the header's implied
+ * size equal to the input's. Inputs of odd length are opened from a
+ * misaligned copy (the loader's copy path); files with non-finite weights are
+ * also run unchecked (RUNC_OPEN_NO_WEIGHT_CHECK), where sampled ids must
+ * still be in range.
+ */
+#include "runc.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FUZZ_CONTEXT 4   /* positions run per input: enough for attention over several */
+
+static void fail(const char *what, const runc_error *e)
+{
+    fprintf(stderr, "fuzz_model: contract broken: %s (%s: %s)\n", what, runc_status_name(e->code), e->message);
+    abort();
+}
+
+static void check_message(int rc, const runc_error *e)
+{
+    size_t n = 0;
+    while (n < sizeof e->message && e->message[n]) n++; /* strnlen is POSIX, not C99 */
+    if (n == sizeof e->message) fail("message not NUL-terminated", e);
+    if (e->code != rc) fail("err->code differs from the returned status", e);
+    if (rc != RUNC_OK && n == 0) fail("failure without a message", e);
+    if (memchr(e->message, '\n', n)) fail("message spans lines", e);
+    if (strcmp(runc_status_name(rc), "RUNC_E_UNKNOWN") == 0) fail("status without a name", e);
+}
+
+static void run_model(const runc_model *m, const uint8_t *data, size_t size, int checked)
+{
+    const runc_config *c = runc_model_config(m);
+    runc_state *st = NULL;
+    runc_sampler *smp = NULL;
+    runc_error e;
+    int ctx = c->max_seq_len < FUZZ_CONTEXT ? c->max_seq_len : FUZZ_CONTEXT;
+    int tokens[FUZZ_CONTEXT], out[FUZZ_CONTEXT], n_out = -1, pos, rc, tok;
+    const float *logits = NULL;
+
+    if (runc_state_open(&st, m, ctx, &e) != RUNC_OK) {
+        if (e.code != RUNC_E_NOMEM) fail("state_open refused a loaded model", &e);
+        return;
+    }
+    /* token ids taken from the file's last bytes, so the fuzzer steers them */
+    for (pos = 0; pos < ctx; pos++) {
+        uint32_t v = 0;
+        size_t k;
+        for (k = 0; k < 4 && 4 * (size_t)pos + k < size; k++) v = v << 8 | data[size - 1 - 4 * (size_t)pos - k];
+        tokens[pos] = (int)(v % (uint32_t)c->vocab_size);
+        rc = runc_forward(st, tokens[pos], pos, &logits, &e);
+        if (rc != RUNC_OK || !logits) fail("forward failed on a loaded model", &e);
+    }
+    if (runc_forward(st, 0, ctx, &logits, &e) != RUNC_E_CONTEXT) fail("forward past the context", &e);
+    if (runc_forward(st, c->vocab_size, 0, &logits, &e) != RUNC_E_ARG) fail("forward of a token past vocab", &e);
+
+    /* sample: temperature and top-p from the header's bytes */
+    rc = runc_sampler_open(&smp, c->vocab_size, (float)(data[8] % 4) * 0.5f, (float)(data[9] % 5) * 0.25f,
+                           (unsigned long long)size, &e);
+    if (rc != RUNC_OK) fail("sampler_open", &e);
+    if (runc_forward(st, tokens[0], 0, &logits, &e) != RUNC_OK) fail("forward at 0", &e);
+    {
+        float lp;
+        if (runc_sample(smp, logits, &tok, &lp) != RUNC_OK || tok < 0 || tok >= c->vocab_size)
+            fail("sampled id out of range", &e);
+    }
+    /* generation over the whole context, stopping at nothing */
+    if (ctx >= 2) {
+        float lps[FUZZ_CONTEXT];
+        int i;
+        rc = runc_generate(st, smp, tokens, 1, ctx, -1, out, lps, &n_out, &e);
+        if (rc != RUNC_OK || n_out != ctx - 1) fail("generate", &e);
+        for (i = 0; i < n_out; i++)
+            if (out[i] < 0 || out[i] >= c->vocab_size) fail("generated id out of range", &e);
+    }
+    (void)checked;
+    runc_sampler_close(smp);
+    runc_state_close(st);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const uint8_t *p = data;
+    uint8_t *shifted = NULL;
+    runc_model *m = (runc_model *)&m;
+    runc_config cfg;
+    runc_error e, eh;
+    int rc, rh;
+
+    if (size & 1) { /* odd sizes: a buffer at an odd address */
+        shifted = (uint8_t *)malloc(size + 1);
+        if (!shifted) return 0;
+        memcpy(shifted + 1, data, size);
+        p = shifted + 1;
+    }
+    memset(&e, 0x55, sizeof e); /* no stale NUL to hide a missing terminator */
+    rc = runc_model_open_buffer(&m, p, size, 0, &e);
+    check_message(rc, &e);
+    if ((rc == RUNC_OK) != (m != NULL)) fail("model pointer set on failure or NULL on success", &e);
+
+    /* the header check alone agrees with the open, unless the tensors were the problem */
+    rh = runc_parse_header(p, size, &cfg, &eh);
+    check_message(rh, &eh);
+    if (rc == RUNC_OK || rc == RUNC_E_WEIGHT) {
+        if (rh != RUNC_OK) fail("parse_header rejects what open accepted", &eh);
+        if (cfg.file_bytes != size) fail("accepted file whose size differs from the header's", &eh);
+    } else if (rh != rc) {
+        fail("parse_header and open_buffer disagree", &e);
+    }
+
+    if (rc == RUNC_OK) {
+        const runc_config *mc = runc_model_config(m);
+        if (mc->dim != cfg.dim || mc->vocab_size != cfg.vocab_size || mc->version != cfg.version ||
+            mc->file_bytes != cfg.file_bytes || mc->group_size != cfg.group_size ||
+            mc->shared_classifier != cfg.shared_classifier)
+            fail("config differs from parse_header's", &e);
+        run_model(m, data, size, 1);
+        runc_model_close(m);
+    } else if (rc == RUNC_E_WEIGHT) {
+        /* non-finite weights, unchecked: must still run without a crash */
+        runc_model *u = NULL;
+        rc = runc_model_open_buffer(&u, p, size, RUNC_OPEN_NO_WEIGHT_CHECK | RUNC_OPEN_COPY, &e);
+        if (rc != RUNC_OK) fail("unchecked open of a file that failed only its weight check", &e);
+        run_model(u, data, size, 0);
+        runc_model_close(u);
+    }
+    free(shifted);
+    return 0;
+}
