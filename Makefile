@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: help test venv clean
+.PHONY: help test venv clean model
 
 # Each stage's .mk file adds its own targets, and may add checks to TEST_TARGETS
 # (run by `make test` before pytest).
@@ -36,3 +36,12 @@ test: venv $(TEST_TARGETS)
 
 clean:
 	rm -rf build dist *.egg-info $(VENV)
+
+# The shipped default model, reproduced from models/default.toml and its seed (about 15-20 minutes on 2 CPU cores).
+model: venv
+	$(VENV)/bin/tinymath train -c models/default.toml --force --no-progress
+	$(VENV)/bin/tinymath export runs/default/best.pt --format v1 --out models/tinymath.bin
+	$(VENV)/bin/tinymath export runs/default/best.pt --format v2 --out models/tinymath.q8.bin
+	cp runs/default/tokenizer.bin models/tokenizer.bin
+	$(VENV)/bin/tinymath eval models/tinymath.bin
+	$(VENV)/bin/tinymath eval models/tinymath.q8.bin
