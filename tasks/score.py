@@ -100,14 +100,16 @@ class ScoreReport:
         return json.dumps(self.to_dict(), indent=2)
 
     def table(self) -> str:
-        head = f"{'group':<16}{'n':>7}  {'exact %':>8} {'95% CI':>13}  {'numeric':>7} {'digits':>7} {'length':>7} {'mean abs err':>13}"
+        head = (f"{'group':<16}{'n':>7}  {'exact %':>8} {'95% CI':>13}  {'numeric':>7} {'digits':>7} {'length':>7} "
+                f"{'abs err':>9} {'rel err':>9}")
         rows = [head, "-" * len(head)]
         for name, g in self.groups.items():
             s = g.summary()
             mae = "-" if s["mean_abs_err"] is None else f"{s['mean_abs_err']:.3g}"
+            mre = "-" if s["mean_rel_err"] is None else f"{s['mean_rel_err']:.3g}"
             ci = f"{100 * s['exact_ci95'][0]:.1f}-{100 * s['exact_ci95'][1]:.1f}"
             rows.append(f"{name:<16}{s['n']:>7}  {100 * s['exact']:>8.2f} {ci:>13}  "
-                        f"{100 * s['numeric']:>7.2f} {100 * s['digits']:>7.2f} {100 * s['length']:>7.2f} {mae:>13}")
+                        f"{100 * s['numeric']:>7.2f} {100 * s['digits']:>7.2f} {100 * s['length']:>7.2f} {mae:>9} {mre:>9}")
         for op, items in self.wrong.items():
             rows.append(f"wrong ({op}): " + "; ".join(f"{p} {e} (model: {w or '<empty>'})" for p, e, w in items))
         return "\n".join(rows)
