@@ -148,7 +148,19 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if rep > 1:
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        if t > 1 and k.shape[2] == t:  # no cached past: plain causal attention
+        if t > 1 and k.shape[2] == t and x.device.type == "cpu":
+            # no cached past, on CPU: explicit causal attention. For the short sequences of
+            # arithmetic problems (~20 tokens, head size 8) it is 1.3-2x faster than the CPU
+            # flash-attention kernel, whose cost is per (batch, head) block.
+            scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
+            causal = torch.full((t, t), float("-inf"), device=x.device, dtype=scores.dtype).triu(1)
+            scores = scores + causal
+            if t < 16:  # CPU softmax over a last dim shorter than a vector register is ~5x slower
+                probs = scores.transpose(-1, -2).softmax(-2).transpose(-1, -2)
+            else:
+                probs = scores.softmax(-1)
+            y = torch.matmul(probs, v)
+        elif t > 1 and k.shape[2] == t:  # no cached past: plain causal attention
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:  # causal within the new tokens; all cached positions are in the past
             mask = None

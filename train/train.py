@@ -33,6 +33,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from tinymath import fileio
+
 from .checkpoint import FORMAT_VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ModelSection, TrainConfig
 from .data import IGNORE, Batches, Encoded, encode, load_splits
@@ -161,7 +163,75 @@ def resolve_model_config(m: ModelSection, vocab_size: int, longest: int) -> Mode
     return cfg
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+class AdamW:
+    """torch.optim.AdamW's update (decoupled weight decay, bias correction) with foreach kernels.
+
+    Same arithmetic as torch's foreach AdamW, but standalone: constructing any
+    torch.optim optimizer imports torch._dynamo, which costs ~2 s at every start-up
+    on a small CPU machine, noticeable when a study trains hundreds of small models.
+    Offers the part of the Optimizer interface the loop uses: param_groups
+    (with "lr"), zero_grad, step, state_dict, load_state_dict.
+    """
+
+    def __init__(self, groups: list[dict], lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.param_groups = [{"params": list(g["params"]), "weight_decay": float(g.get("weight_decay", 0.0)),
+                              "lr": lr, "betas": tuple(betas), "eps": eps} for g in groups]
+        self.steps = 0
+        self.exp_avg = [[torch.zeros_like(p, memory_format=torch.preserve_format) for p in g["params"]]
+                        for g in self.param_groups]
+        self.exp_avg_sq = [[torch.zeros_like(p, memory_format=torch.preserve_format) for p in g["params"]]
+                           for g in self.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for g in self.param_groups:
+            for p in g["params"]:
+                p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        t = self.steps
+        for g, m, v in zip(self.param_groups, self.exp_avg, self.exp_avg_sq):
+            live = [i for i, p in enumerate(g["params"]) if p.grad is not None]
+            if not live:
+                continue
+            params = [g["params"][i] for i in live]
+            grads = [g["params"][i].grad for i in live]
+            m, v = [m[i] for i in live], [v[i] for i in live]
+            lr, (b1, b2), eps, wd = g["lr"], g["betas"], g["eps"], g["weight_decay"]
+            if wd:
+                torch._foreach_mul_(params, 1 - lr * wd)
+            torch._foreach_lerp_(m, grads, 1 - b1)
+            torch._foreach_mul_(v, b2)
+            torch._foreach_addcmul_(v, grads, grads, 1 - b2)
+            bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+            denom = torch._foreach_sqrt(v)
+            torch._foreach_div_(denom, math.sqrt(bc2))
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(params, m, denom, -lr / bc1)
+
+    def state_dict(self) -> dict:
+        return {"kind": "adamw", "steps": self.steps,
+                "param_groups": [{"lr": g["lr"], "betas": list(g["betas"]), "eps": g["eps"],
+                                  "weight_decay": g["weight_decay"], "n_params": len(g["params"])}
+                                 for g in self.param_groups],
+                "exp_avg": [list(x) for x in self.exp_avg], "exp_avg_sq": [list(x) for x in self.exp_avg_sq]}
+
+    def load_state_dict(self, d: dict) -> None:
+        if d.get("kind") != "adamw" or len(d["param_groups"]) != len(self.param_groups):
+            raise ValueError("optimizer state in the checkpoint does not match this optimizer")
+        for g, sg, m, v, sm, sv in zip(self.param_groups, d["param_groups"], self.exp_avg, self.exp_avg_sq,
+                                       d["exp_avg"], d["exp_avg_sq"]):
+            if len(sm) != len(m) or any(a.shape != b.shape for a, b in zip(m, sm)):
+                raise ValueError("optimizer state in the checkpoint has other parameter shapes")
+            g.update(lr=sg["lr"], betas=tuple(sg["betas"]), eps=sg["eps"], weight_decay=sg["weight_decay"])
+            for a, b in zip(m + v, list(sm) + list(sv)):
+                a.copy_(b)
+        self.steps = int(d["steps"])
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> AdamW:
     """AdamW; weight decay on the matrices of the linear layers only (not norms, not embeddings)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():  # a tied classifier appears once, as tok_embeddings
@@ -169,8 +239,43 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
             continue
         (decay if p.dim() >= 2 and "tok_embeddings" not in name else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps,
-                             foreach=True)
+    return AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
+
+
+def clip_grad_norm(model: torch.nn.Module, max_norm: float) -> None:
+    """Scale all gradients so their global L2 norm is at most max_norm (torch's clip_grad_norm_)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+
+
+def train_step(train_model: torch.nn.Module, model: Transformer, opt: AdamW, batches: Batches, step: int,
+               grad_clip: float, device: torch.device, amp: Callable = contextlib.nullcontext,
+               world: int = 1) -> tuple[torch.Tensor, int, int]:
+    """One optimizer update on global batch `step` (this rank's share of it).
+
+    The loss is the mean cross-entropy over the global batch's answer tokens (and
+    EOS); only those positions go through the classifier. Returns (this rank's
+    summed loss, its answer tokens, the global batch's problem tokens).
+    """
+    x, y, n_tok, n_ans = batches.get(step)
+    yf = y.reshape(-1)
+    sel = (yf != IGNORE).nonzero().squeeze(1)
+    tgt = yf[sel]
+    x, sel, tgt = x.to(device, non_blocking=True), sel.to(device), tgt.to(device)
+    with amp():
+        logits = train_model(x, select=sel)
+    loss_total = F.cross_entropy(logits.float(), tgt, reduction="sum")
+    # DDP averages gradients over ranks, hence the factor `world`
+    loss = loss_total * (world / n_ans)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        clip_grad_norm(model, grad_clip)
+    opt.step()
+    return loss_total.detach(), len(tgt), n_tok
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -316,10 +421,13 @@ def _read_metrics(path: Path, upto_step: int) -> list[str]:
     keep = []
     for line in path.read_text().splitlines():
         try:
-            if json.loads(line).get("step", 0) <= upto_step:
-                keep.append(line)
+            record = json.loads(line)
         except json.JSONDecodeError:
             break  # a torn last line from a crash
+        # an end-of-run record ("event": "final") is logged again when the resumed run ends: a run
+        # killed after logging it but before exiting would otherwise end up with two
+        if "event" not in record and record.get("step", 0) <= upto_step:
+            keep.append(line)
     return keep
 
 
@@ -430,7 +538,8 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
 
     step, tokens_seen, elapsed, best_acc, metrics, loss_acc = 0, 0, 0.0, -1.0, {}, None
     # (sum of answer-token losses, answer tokens) since the last evaluation, for the logged loss
-    loss_sum = torch.zeros(2, dtype=torch.float64)
+    acc_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+    loss_sum = torch.zeros(2, dtype=acc_dtype, device=device)
     if resume_ckpt is not None:
         model.load_state_dict(resume_ckpt["model"])
         opt.load_state_dict(resume_ckpt["optimizer"])
@@ -442,7 +551,7 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
         loss_acc = resume_ckpt.get("loss_acc")
 
     if loss_acc is not None and dist.world == 1:
-        loss_sum += torch.tensor(loss_acc, dtype=torch.float64)
+        loss_sum += torch.tensor(loss_acc, dtype=acc_dtype, device=device)
     train_model: torch.nn.Module = model
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -485,8 +594,9 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
 
     if dist.main:
         lines = _read_metrics(metrics_path, step) if resume_ckpt is not None else []
-        metrics_path.write_text("".join(line + "\n" for line in lines))
-        (out / "config.json").write_text(json.dumps(saved_config, indent=2, sort_keys=True) + "\n")
+        # atomically: a kill here must not lose the history (metrics) or leave half a config
+        fileio.write_text(metrics_path, "".join(line + "\n" for line in lines))
+        fileio.write_text(out / "config.json", json.dumps(saved_config, indent=2, sort_keys=True) + "\n")
 
     def log(record: dict) -> None:
         if dist.main:
@@ -522,25 +632,12 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
                 lr = lr_at(step, cfg)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                x, y, n_tok, n_ans = batches.get(step)
-                yf = y.reshape(-1)
-                sel = (yf != IGNORE).nonzero().squeeze(1)
-                tgt = yf[sel]
-                x, sel, tgt = x.to(device, non_blocking=True), sel.to(device), tgt.to(device)
-                with amp():
-                    logits = train_model(x, select=sel)
-                loss_total = F.cross_entropy(logits.float(), tgt, reduction="sum")
-                # mean over the global batch's answer tokens (DDP averages gradients over ranks)
-                loss = loss_total * (dist.world / n_ans)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
+                loss_total, n_local, n_tok = train_step(train_model, model, opt, batches, step, cfg.grad_clip,
+                                                        device, amp, dist.world)
                 step += 1
                 tokens_seen += n_tok
-                loss_sum[0] += loss_total.detach().double().cpu()
-                loss_sum[1] += len(tgt)
+                loss_sum[0] += loss_total.to(acc_dtype)  # stays on the device: no sync per step
+                loss_sum[1] += n_local
                 if bar is not None:
                     bar.update(1)
                     if step % 10 == 0:
