@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define ROUND_TRIP_MAX 64 /* pieces longer than this are not round-tripped (speed) */
+
 static void fail(const char *what, const runc_error *e)
 {
     fprintf(stderr, "fuzz_tokenizer: contract broken: %s (%s: %s)\n", what, runc_status_name(e->code),
@@ -133,9 +135,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (runc_tokenizer_vocab_size(t) != vocab) fail("vocab size", &e);
     {
         int max_len = runc_tokenizer_max_token_length(t), i, fallback = has_byte_fallback(t), has_space = 0;
-        int cap = 2 * max_len + 8;
+        size_t longest = 0;
+        /* texts are one or two pieces of at most ROUND_TRIP_MAX bytes; buffers sized by the
+         * documented rules (ids: strlen + 3; decode: ids x max_token_length + 1) */
+        int cap = 2 * ROUND_TRIP_MAX + 3;
         int *ids = (int *)malloc((size_t)cap * sizeof *ids);
-        char *text = (char *)malloc((size_t)max_len * 2 + 2);
+        char *text = (char *)malloc(2 * ROUND_TRIP_MAX + 1);
         char *out = (char *)malloc((size_t)cap * (size_t)max_len + 1);
         if (!ids || !text || !out) abort();
         for (i = 0; i < vocab && !has_space; i++) {
@@ -147,20 +152,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             size_t len, dlen;
             const char *piece = runc_token_piece(t, i, &len), *dp;
             if (!piece || len == 0 || len > (size_t)max_len) fail("piece of a loaded token", &e);
+            longest = len > longest ? len : longest;
             if (runc_decode_piece(t, 5, i, &dp, &dlen) != RUNC_OK || (dlen > 0 && !dp)) fail("decode_piece", &e);
             if (runc_token_score(t, i) != runc_token_score(t, i)) fail("NaN score loaded", &e);
             /* the piece as text (up to a NUL byte), and the piece twice;
              * long pieces and large vocabularies only in part (speed) */
-            if (len > 64 || (i > 1024 && i % 16 != 0)) continue;
+            if (len > ROUND_TRIP_MAX || (i > 1024 && i % 16 != 0)) continue;
             memcpy(text, piece, len);
             text[len] = '\0';
             round_trip(t, text, fallback, has_space, ids, cap, out, (size_t)cap * (size_t)max_len + 1);
             if (i % 7 == 0) {
-                memcpy(text + strlen(text), piece, len);
-                text[2 * len] = '\0';
+                size_t at = strlen(text); /* < len when the piece holds a NUL byte */
+                memcpy(text + at, piece, len);
+                text[at + len] = '\0';
                 round_trip(t, text, fallback, has_space, ids, cap, out, (size_t)cap * (size_t)max_len + 1);
             }
         }
+        if (longest != (size_t)max_len) fail("max_token_length is not the longest piece", &e);
         if (runc_token_piece(t, vocab, NULL) != NULL || runc_token_piece(t, -1, NULL) != NULL)
             fail("piece out of range", &e);
         free(ids);

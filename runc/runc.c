@@ -880,7 +880,7 @@ int runc_tokenizer_open_buffer(runc_tokenizer **out, const void *data, size_t si
     const unsigned char *p = (const unsigned char *)data;
     runc_tokenizer *t;
     size_t off, arena_bytes = 0, a;
-    int i, max_len;
+    int i, max_len, longest = 0;
 
     if (!out) return set_error(err, RUNC_E_ARG, "runc_tokenizer_open_buffer: NULL output pointer");
     *out = NULL;
@@ -936,6 +936,7 @@ int runc_tokenizer_open_buffer(runc_tokenizer **out, const void *data, size_t si
         }
         off += (size_t)len;
         arena_bytes += (size_t)len + 1;
+        if (len > longest) longest = len;
     }
     if (off != size)
         return set_error(err, RUNC_E_VOCAB,
@@ -946,7 +947,10 @@ int runc_tokenizer_open_buffer(runc_tokenizer **out, const void *data, size_t si
     t = (runc_tokenizer *)calloc(1, sizeof *t);
     if (!t) return set_error(err, RUNC_E_NOMEM, "out of memory");
     t->vocab_size = vocab_size;
-    t->max_token_length = max_len;
+    /* the longest piece, not the header's bound: buffers sized from it (the encoder's pair,
+     * runc_answer_cap, callers' decode buffers) then follow the real vocabulary, not a
+     * header claiming 65536 */
+    t->max_token_length = longest;
     t->arena = (char *)malloc(arena_bytes);
     t->piece = (const char **)malloc((size_t)vocab_size * sizeof *t->piece);
     t->len = (int *)malloc((size_t)vocab_size * sizeof *t->len);

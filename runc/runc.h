@@ -152,13 +152,17 @@ const runc_config *runc_model_config(const runc_model *model);
 /* ---- tokenizer ----------------------------------------------------------- */
 
 /* tokenizer.bin: int32 max_token_length, then vocab_size x (float32 score,
- * int32 length, bytes). The vocabulary size comes from the model. */
+ * int32 length, bytes). The vocabulary size comes from the model. Every piece
+ * must be non-empty, at most max_token_length bytes, valid UTF-8 and unlike
+ * every other piece; scores must not be NaN (infinite ones are allowed). */
 int runc_tokenizer_open(runc_tokenizer **tok, const char *path, int vocab_size, runc_error *err);
 int runc_tokenizer_open_buffer(runc_tokenizer **tok, const void *data, size_t size, int vocab_size,
                                runc_error *err);
 void runc_tokenizer_close(runc_tokenizer *tok);
 
 int runc_tokenizer_vocab_size(const runc_tokenizer *tok);
+/* The length of the longest piece (at most the header's max_token_length, which
+ * is only an upper bound). */
 int runc_tokenizer_max_token_length(const runc_tokenizer *tok);
 
 /* The raw piece of a token (not NUL-terminated in general; *len bytes), and

@@ -1663,6 +1663,21 @@ static void test_tokenizer_pieces(void)
         CHECK(rc == RUNC_E_TRUNCATED && t == NULL && strstr(e.message, "no vocabulary"), "missing vocabulary: %s",
               e.message);
     }
+    /* a header claiming far longer pieces than there are: the real longest counts (fuzz_tokenizer
+     * found callers sizing buffers by the claim: context x 65536 bytes) */
+    {
+        int V;
+        buf tb = write_tokenizer(digits_vocab, N_DIGITS, 0, &V);
+        int32_t claim = RUNC_MAX_TOKEN_LENGTH;
+        runc_tokenizer *t = NULL;
+        runc_error e;
+        memcpy(tb.p, &claim, 4);
+        CHECK(runc_tokenizer_open_buffer(&t, tb.p, tb.n, V, &e) == RUNC_OK && runc_tokenizer_max_token_length(t) == 5,
+              "max_token_length is the longest piece (5), not the header's %d: %d", (int)claim,
+              runc_tokenizer_max_token_length(t));
+        runc_tokenizer_close(t);
+        free(tb.p);
+    }
     /* scores: infinite ones are allowed (-inf: never merged into) */
     {
         vocab_entry v[N_DIGITS];
@@ -1956,10 +1971,11 @@ static void test_sizes_beyond_4gib(void)
         int rc, k;
         memset(&tb, 0, sizeof tb);
         put_i32(&tb, RUNC_MAX_TOKEN_LENGTH);
-        for (k = 0; k < 4; k++) {
+        for (k = 0; k < 4; k++) { /* the last piece as long as allowed: max_token_length is the longest piece */
+            int len = k < 3 ? 1 : RUNC_MAX_TOKEN_LENGTH, j;
             put_f32(&tb, 0.0f);
-            put_i32(&tb, 1);
-            put(&tb, pieces[k], 1);
+            put_i32(&tb, len);
+            for (j = 0; j < len; j++) put(&tb, pieces[k], 1);
         }
         rc = runc_model_open_buffer(&m, p, 256 + 4 * floats, 0, &e);
         if (rc == RUNC_OK) rc = runc_state_open(&st, m, 0, &e);
