@@ -7,6 +7,9 @@
 #   make fuzz-check               the short run `make test` does (FUZZ_CHECK_SECONDS each, fresh corpus)
 #   make fuzz-repro FUZZ_INPUT=build/fuzz/crashes/model-crash-...   replay one input
 #
+# runc/fuzz_regressions/ keeps the (tiny) inputs of crashes found and fixed, named <harness>-<what>;
+# fuzz-check replays them before fuzzing.
+#
 # The harnesses (runc/fuzz_model.c, fuzz_tokenizer.c, fuzz_encode.c) are built with clang and
 # -fsanitize=fuzzer,address,undefined. Seeds come from real exports made at build time by
 # runc/fuzz_seeds.py (tinymath.export, tinymath.tokenizer: small random-weight models, SentencePiece
@@ -81,6 +84,10 @@ fuzz-check:
 
 $(FUZZ_NAMES:%=fuzz-check-%): fuzz-check-%: $(FUZZ_DIR)/fuzz_% $(FUZZ_DIR)/seeds.stamp
 	@rm -rf $(FUZZ_DIR)/scratch/$* && mkdir -p $(FUZZ_DIR)/scratch/$* $(FUZZ_DIR)/crashes
+	@regress="$$(ls runc/fuzz_regressions/$*-* 2>/dev/null)"; if [ -n "$$regress" ]; then \
+	  echo "fuzz-check: $* replays $$(echo $$regress | wc -w) earlier crash input(s) (runc/fuzz_regressions/)"; \
+	  $(FUZZ_ENV) $(FUZZ_DIR)/fuzz_$* $(FUZZ_OPTS) $$regress > $(FUZZ_DIR)/regress_$*.log 2>&1 || \
+	  { tail -40 $(FUZZ_DIR)/regress_$*.log; echo "fuzz-check: $* regression input crashes again" >&2; exit 1; }; fi
 	@echo "fuzz-check: $* for $(FUZZ_CHECK_SECONDS) s"
 	@$(FUZZ_ENV) $(FUZZ_DIR)/fuzz_$* $(FUZZ_OPTS) -max_total_time=$(FUZZ_CHECK_SECONDS) \
 	  $(FUZZ_DIR)/scratch/$* $(FUZZ_DIR)/seeds/$* > $(FUZZ_DIR)/check_$*.log 2>&1 || \
