@@ -76,16 +76,18 @@ class ModelConfig:
         Rule: heads of `head_dim` (8) channels, n_kv_heads = n_heads, hidden_dim =
         the multiple of 4 nearest 8/3 * dim (llama's SwiGLU ratio), and n_layers
         = 1 below 5K params, 2 below 200K, 4 below 2M, else 6, unless given. dim is
-        searched over multiples of head_dim.
+        searched over even values below 2 * head_dim (one head when dim < 2 * head_dim,
+        so the smallest sizes are finely spaced), then over multiples of head_dim.
         """
         if target <= 0:
             raise ValueError(f"target parameter count must be positive, got {target}")
         if n_layers is None:
             n_layers = 1 if target < 5_000 else 2 if target < 200_000 else 4 if target < 2_000_000 else 6
         best: ModelConfig | None = None
-        for dim in range(head_dim, 4097, head_dim):
+        for dim in list(range(2, 2 * head_dim, 2)) + list(range(2 * head_dim, 4097, head_dim)):
             hidden = max(4, int(round(dim * 8 / 3 / 4)) * 4)
-            cfg = cls(dim=dim, n_layers=n_layers, n_heads=dim // head_dim, n_kv_heads=dim // head_dim,
+            heads = max(1, dim // head_dim)
+            cfg = cls(dim=dim, n_layers=n_layers, n_heads=heads, n_kv_heads=heads,
                       hidden_dim=hidden, vocab_size=vocab_size, max_seq_len=max_seq_len, tied=tied)
             if best is None or abs(cfg.n_params() - target) < abs(best.n_params() - target):
                 best = cfg

@@ -61,13 +61,14 @@ class Point:
 
 def curve(rows: list[dict], group: str, split: str, op: str, precision: str = "fp32") -> list[Point]:
     """Exact-match against parameters for one group, seeds gathered per size."""
-    by_size: dict[int, list[float]] = defaultdict(list)
+    # gathered by the study's size target, so two targets that resolve to one shape stay apart
+    by_size: dict[tuple[int, int], list[float]] = defaultdict(list)
     for r in rows:
         if r["group"] == group:
             v = exact(r, split, op, precision)
             if v is not None:
-                by_size[int(r["params"])].append(v)
-    return [Point(p, v) for p, v in sorted(by_size.items())]
+                by_size[(int(r["params"]), int(r.get("size_target", r["params"])))].append(v)
+    return [Point(p, v) for (p, _), v in sorted(by_size.items())]
 
 
 def smallest_passing(points: list[Point], bar: float) -> Point | None:
