@@ -748,6 +748,10 @@ static void build_corrupt_table(const buf *v0, const buf *v1, const buf *v2)
     add_i32(v1, "version 3", 4, 3, RUNC_E_VERSION, "version 3");
     add_i32(v1, "version 0 with magic", 4, 0, RUNC_E_VERSION, "version 0");
     add_i32(v1, "version -1", 4, -1, RUNC_E_VERSION, "version -1");
+    /* a version that does not match the layout: v1 read as v2 has no group size (zero padding),
+     * v2 read as v1 is int8 data a quarter the size fp32 needs */
+    add_i32(v1, "v1 file labelled version 2", 4, 2, RUNC_E_GROUP, "group_size = 0");
+    add_i32(v2, "v2 file labelled version 1", 4, 1, RUNC_E_TRUNCATED, "truncated");
 
     for (i = 0; i < 7; i++) {
         static char what[7][3][48];
