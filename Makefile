@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml setup.py runc/build_engine.py $(wildcard runc
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: a bare `torch` requirement could pull a multi-gigabyte CUDA build
 	$(PY) -m pip install -q torch==$(TORCH_VERSION)
-	$(PY) -m pip install -q -e ".[train,test,report,dmmath]"
+	$(PY) -m pip install -q -e ".[train,test,report,dmmath,serve]"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("tinymath.runc.evaluate", "score a model file on its task's test and holdout splits"),
     "sweep": ("tinymath.train.sweep", "run a study: sizes x tasks x seeds, each trained, exported, evaluated"),
     "report": ("tinymath.train.report", "turn a study's results.jsonl into report.md and plots"),
+    "inspect": ("tinymath.inspect.cli", "look inside a model: top-k, entropy, attention, attribution, confidence, transfer"),
+    "serve": ("tinymath.serve.cli", "a local web page and JSON API that ask every loaded model side by side"),
 }
 
 
