@@ -110,6 +110,28 @@ $(FUZZ_NAMES:%=fuzz-%): fuzz-%: $(FUZZ_DIR)/fuzz_% $(FUZZ_DIR)/seeds.stamp
 	if [ $$rc -ne 0 ]; then tail -60 $(FUZZ_DIR)/fuzz_$*.log; \
 	  echo "fuzz: $* FOUND A CRASH (input in $(FUZZ_DIR)/crashes/)" >&2; exit 1; fi
 
+# Line coverage of runc/runc.c by each harness's corpus (seeds + what fuzzing found), via llvm-cov.
+LLVM_PROFDATA ?= llvm-profdata
+LLVM_COV      ?= llvm-cov
+.PHONY: fuzz-coverage
+fuzz-coverage: $(FUZZ_DIR)/seeds.stamp
+	@mkdir -p $(FUZZ_DIR)/cov
+	@for n in $(FUZZ_NAMES); do \
+	  $(FUZZ_CC) -std=c99 -g -O1 -fsanitize=fuzzer -fprofile-instr-generate -fcoverage-mapping \
+	    -o $(FUZZ_DIR)/cov/fuzz_$$n runc/fuzz_$$n.c runc/runc.c -lm || exit 1; \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$n; \
+	  LLVM_PROFILE_FILE=$(FUZZ_DIR)/cov/$$n.profraw RUNC_FUZZ_TOKENIZERS="$$(cat $(FUZZ_DIR)/tokenizers.txt)" \
+	    $(FUZZ_DIR)/cov/fuzz_$$n -runs=0 $(FUZZ_DIR)/corpus/$$n $(FUZZ_DIR)/seeds/$$n >/dev/null 2>&1; \
+	  $(LLVM_PROFDATA) merge -sparse $(FUZZ_DIR)/cov/$$n.profraw -o $(FUZZ_DIR)/cov/$$n.profdata || exit 1; \
+	  printf '%-10s corpus %5s inputs: ' $$n "$$(ls $(FUZZ_DIR)/corpus/$$n $(FUZZ_DIR)/seeds/$$n | wc -l)"; \
+	  $(LLVM_COV) report $(FUZZ_DIR)/cov/fuzz_$$n -instr-profile=$(FUZZ_DIR)/cov/$$n.profdata runc/runc.c | \
+	    awk '/^TOTAL/ {print "runc.c regions " $$4 ", functions " $$7 ", lines " $$10}'; \
+	done; \
+	$(LLVM_PROFDATA) merge -sparse $(FUZZ_DIR)/cov/*.profraw -o $(FUZZ_DIR)/cov/all.profdata; \
+	printf '%-10s ' all; $(LLVM_COV) report $(FUZZ_DIR)/cov/fuzz_model -object $(FUZZ_DIR)/cov/fuzz_tokenizer \
+	  -object $(FUZZ_DIR)/cov/fuzz_encode -instr-profile=$(FUZZ_DIR)/cov/all.profdata runc/runc.c | \
+	  awk '/^TOTAL/ {print "runc.c regions " $$4 ", functions " $$7 ", lines " $$10}'
+
 fuzz-repro: $(FUZZ_BINS) $(FUZZ_DIR)/seeds.stamp
 	@test -n "$(FUZZ_INPUT)" || { echo "usage: make fuzz-repro FUZZ_INPUT=path (the harness is the name's prefix)" >&2; exit 2; }
 	@name=$$(basename "$(FUZZ_INPUT)" | sed 's/-.*//'); \
@@ -117,3 +139,4 @@ fuzz-repro: $(FUZZ_BINS) $(FUZZ_DIR)/seeds.stamp
 
 fuzz-clean:
 	rm -rf $(FUZZ_DIR)
+

@@ -40,6 +40,54 @@ static void check_message(int rc, const runc_error *e)
     if (strcmp(runc_status_name(rc), "RUNC_E_UNKNOWN") == 0) fail("status without a name", e);
 }
 
+/* runc_solve (encode, greedy generation, decode) with a made-up tokenizer of the model's
+ * vocabulary size: control pieces, then the printable ASCII characters (" " first), then
+ * two-character pieces, all distinct. The prompt comes from the input's last bytes. */
+static void solve_with_tokenizer(runc_state *st, int vocab, const uint8_t *data, size_t size)
+{
+    static const char *const control[3] = {"<unk>", "\n<s>\n", "\n</s>\n"};
+    unsigned char *file;
+    size_t n = 4, cap = 4 + (size_t)vocab * 14, k;
+    int32_t max_len = 6;
+    runc_tokenizer *tok = NULL;
+    runc_error e;
+    char prompt[9], *answer;
+    int i, rc, gen = -1;
+    if (vocab > 4096) return; /* keep each input fast */
+    file = (unsigned char *)malloc(cap);
+    if (!file) abort();
+    memcpy(file, &max_len, 4);
+    for (i = 0; i < vocab; i++) {
+        char piece[8];
+        int32_t len;
+        float score = -(float)(i % 7);
+        if (i < 3) strcpy(piece, control[i]);
+        else if (i - 3 < 95) piece[0] = (char)(0x20 + (i - 3)), piece[1] = '\0';
+        else piece[0] = (char)(0x21 + (i - 98) % 94), piece[1] = (char)(0x21 + (i - 98) / 94 % 94), piece[2] = '\0';
+        if (i >= 98 + 94 * 94) snprintf(piece, sizeof piece, "#%d", i); /* not reached (vocab <= 4096) */
+        len = (int32_t)strlen(piece);
+        memcpy(file + n, &score, 4);
+        memcpy(file + n + 4, &len, 4);
+        memcpy(file + n + 8, piece, (size_t)len);
+        n += 8 + (size_t)len;
+    }
+    rc = runc_tokenizer_open_buffer(&tok, file, n, vocab, &e);
+    free(file);
+    if (rc != RUNC_OK) fail("made-up tokenizer does not load", &e);
+    /* 0-2 characters: with BOS and the dummy prefix the prompt fits the (at most 4) positions */
+    for (k = 0; k < (size_t)(data[size - 1] % 3); k++) prompt[k] = (char)(0x21 + data[(size - 2 - k) % size] % 94);
+    prompt[k] = '\0';
+    answer = (char *)malloc(runc_answer_cap(st, tok));
+    if (!answer) abort();
+    rc = runc_solve(st, tok, prompt, answer, runc_answer_cap(st, tok), &gen, &e);
+    check_message(rc, &e);
+    if (rc != RUNC_OK && rc != RUNC_E_ENCODE && rc != RUNC_E_CONTEXT && rc != RUNC_E_VOCAB)
+        fail("runc_solve", &e);
+    if (rc == RUNC_OK && (gen < 0 || gen >= runc_state_context(st))) fail("runc_solve generated count", &e);
+    free(answer);
+    runc_tokenizer_close(tok);
+}
+
 static void run_model(const runc_model *m, const uint8_t *data, size_t size, int checked)
 {
     const runc_config *c = runc_model_config(m);
@@ -86,6 +134,7 @@ static void run_model(const runc_model *m, const uint8_t *data, size_t size, int
             if (out[i] < 0 || out[i] >= c->vocab_size) fail("generated id out of range", &e);
     }
     (void)checked;
+    solve_with_tokenizer(st, c->vocab_size, data, size);
     runc_sampler_close(smp);
     runc_state_close(st);
 }
