@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-DEFAULT_TASK: dict = {"task": "arith", "ops": "+"}
+DEFAULT_TASK: dict = {"task": "arith"}  # the classic task: + - * / on 0-89, 90-99 held out
 
 
 @dataclass

@@ -122,6 +122,11 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     complex multiplication (llama2.c's own formulation), about 4x faster on CPU
     than splitting and re-stacking the pairs.
     """
+    if torch.compiler.is_compiling():  # inductor generates no code for complex ops: pairs, fused
+        xf = x.float().reshape(*x.shape[:-1], -1, 2)
+        re, im = xf[..., 0], xf[..., 1]
+        c, s = cos[None, :, None, :], sin[None, :, None, :]
+        return torch.stack((re * c - im * s, re * s + im * c), dim=-1).flatten(-2).type_as(x)
     xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2).contiguous())
     rot = torch.complex(cos, sin)[None, :, None, :]
     return torch.view_as_real(xc * rot).flatten(-2).type_as(x)
