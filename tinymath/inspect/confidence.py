@@ -49,36 +49,18 @@ def mean_logprob(model, prompt: str) -> float:
 def solve_with_confidence(model, prompts: Sequence[str]) -> tuple[list[str], list[float]]:
     """(answers, confidences in (0, 1]) for prompts, greedily, as `solve` answers them.
 
-    Uses the batch engine's solve(prompts, confidence=True) where the bindings have it;
-    otherwise solve() for the answers and per-prompt log-probabilities for the confidences.
+    Uses the batch engine's solve(prompts, confidence=True) where the bindings have it (its
+    Answer records carry mean_logprob); otherwise solve() for the answers and one prompt at a
+    time for the log-probabilities (same definition, much slower).
     """
     prompts = list(prompts)
     if not prompts:
         return [], []
     if _batch_confidence(model):
         out = model.solve(prompts, confidence=True)
-        answers, confs = _split_batch_result(out, len(prompts))
-        return answers, confs
+        return [a.text for a in out], [math.exp(a.mean_logprob) for a in out]
     answers = model.solve(prompts)
     return answers, [math.exp(mean_logprob(model, p)) for p in prompts]
-
-
-def _split_batch_result(out, n: int) -> tuple[list[str], list[float]]:
-    """The batch engine's (answers, confidences): a pair of sequences, or a list of pairs / objects."""
-    if isinstance(out, tuple) and len(out) == 2 and len(out[0]) == n:
-        return list(out[0]), [float(c) for c in out[1]]
-    answers, confs = [], []
-    for item in out:
-        if isinstance(item, tuple):
-            answers.append(item[0])
-            confs.append(float(item[1]))
-        elif isinstance(item, dict):
-            answers.append(item["answer"])
-            confs.append(float(item["confidence"]))
-        else:
-            answers.append(item.answer)
-            confs.append(float(item.confidence))
-    return answers, confs
 
 
 # ---- measures ---------------------------------------------------------------------------------

@@ -175,23 +175,30 @@ def attribution(model, ids: Sequence[int], position: int, target: int, baseline_
 
 # ---- plots ----------------------------------------------------------------------------------------------
 
-def plot_attention(maps: np.ndarray, labels: Sequence[str], path: str | Path, title: str = "") -> Path:
-    """A grid: one row per layer, one column per head; each a query x key heat map."""
+def plot_attention(maps: np.ndarray, labels: Sequence[str], path: str | Path, title: str = "",
+                   columns: int = 4) -> Path:
+    """A grid of query x key heat maps, one per (layer, head), `columns` heads to a row."""
     from .common import pyplot
 
     plt = pyplot()
     n_layers, n_heads, t, _ = maps.shape
-    cell = max(1.6, 0.16 * t + 0.6)
-    fig, axes = plt.subplots(n_layers, n_heads, figsize=(cell * n_heads + 0.8, cell * n_layers + 0.6),
-                             squeeze=False)
+    cols = min(columns, n_heads)
+    rows_per_layer = -(-n_heads // cols)
+    n_rows = n_layers * rows_per_layer
+    cell = max(1.8, 0.13 * t + 0.7)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(cell * cols + 0.4, cell * n_rows + 0.5), squeeze=False)
     shown = [show(s) for s in labels]
+    font = 6 if t <= 24 else 4
     for li in range(n_layers):
-        for hi in range(n_heads):
-            ax = axes[li][hi]
+        for hi in range(rows_per_layer * cols):
+            ax = axes[li * rows_per_layer + hi // cols][hi % cols]
+            if hi >= n_heads:
+                ax.axis("off")
+                continue
             ax.imshow(maps[li, hi], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_title(f"layer {li} head {hi}", fontsize=7)
-            ax.set_xticks(range(t), shown, fontsize=5, rotation=90, family="monospace")
-            ax.set_yticks(range(t), shown, fontsize=5, family="monospace")
+            ax.set_title(f"layer {li} head {hi}", fontsize=8)
+            ax.set_xticks(range(t), shown, fontsize=font, rotation=90, family="monospace")
+            ax.set_yticks(range(t), shown, fontsize=font, family="monospace")
             ax.tick_params(length=0, pad=1)
     fig.suptitle(title or "attention (row: query, column: key)", fontsize=9)
     fig.tight_layout()

@@ -100,12 +100,14 @@ def plot_trace(t: Trace, path: str | Path, title: str | None = None) -> Path:
     plt = pyplot()
     n = max(1, len(t.steps))
     k = max((len(s.top) for s in t.steps), default=1)
-    fig, axes = plt.subplots(1, n, figsize=(1.9 * n + 0.6, 0.32 * k + 1.3), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(1, n, figsize=(1.6 * n + 0.6, 0.32 * k + 1.3), squeeze=False, sharex=True)
     for ax, s in zip(axes[0], t.steps):
         labels = [show(txt) for _, txt, _ in s.top][::-1]
         probs = [p for _, _, p in s.top][::-1]
         colors = ["#d9534f" if i == s.token else "#5b8fd1" for i, _, _ in s.top][::-1]
         ax.barh(range(len(probs)), probs, color=colors)
+        for y, p in enumerate(probs):
+            ax.text(min(p, 0.62) + 0.02, y, f"{p:.2f}" if p >= 0.005 else "<.01", va="center", fontsize=6.5)
         ax.set_yticks(range(len(probs)), labels, fontsize=8, family="monospace")
         ax.set_xlim(0, 1)
         ax.set_title(f"{show(s.text)}  p={s.prob:.2f}\nH={s.entropy:.2f} nats", fontsize=8)
