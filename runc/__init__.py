@@ -11,6 +11,6 @@ library through cffi in API mode (`tinymath.runc._engine`, built by
 the compiled engine; creating a Model does.
 """
 
-from .model import Generation, Model, RuncError
+from .model import Answer, Generation, Model, RuncError
 
-__all__ = ["Model", "RuncError", "Generation"]
+__all__ = ["Model", "RuncError", "Generation", "Answer"]

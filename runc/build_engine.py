@@ -39,13 +39,18 @@ def make_builder(absolute: bool = False) -> FFI:
     path = (lambda p: p) if absolute else _rel
     ffi = FFI()
     ffi.cdef(cdef_source())
+    threads = ["-pthread"] if os.name == "posix" else []
     ffi.set_source(
         "tinymath.runc._engine",
         '#include "runc.h"\n',
-        sources=[path(os.path.join(HERE, "runc.c"))],
+        # runc.c: one sequence at a time; batch.c: the batch engine (its kernels,
+        # batch_kern.h, are compiled portably and for AVX2 / AVX-512VL, picked at
+        # run time by the CPU's features: no -march flag is needed here)
+        sources=[path(os.path.join(HERE, "runc.c")), path(os.path.join(HERE, "batch.c"))],
         include_dirs=[path(HERE)],
-        depends=[path(os.path.join(HERE, "runc.h"))],
-        extra_compile_args=["-O3", "-std=c99"],
+        depends=[path(os.path.join(HERE, name)) for name in ("runc.h", "runc_impl.h", "batch_kern.h")],
+        extra_compile_args=["-O3", "-std=c99", *threads],
+        extra_link_args=threads,
         libraries=["m"] if os.name == "posix" else [],
     )
     return ffi

@@ -1,8 +1,10 @@
 """Python face of the C engine: `Model(path, tokenizer=...)` over `tinymath.runc._engine`.
 
-The engine is runc.c compiled by cffi in API mode (runc/build_engine.py); cffi
-releases the GIL around every C call, so long calls (solve, generate, logits)
-let other Python threads run. A Model owns C memory (weights, tokenizer, one
+The engine is runc.c and batch.c compiled by cffi in API mode
+(runc/build_engine.py); cffi releases the GIL around every C call, so long
+calls (solve, generate, logits) let other Python threads run. `solve` runs the
+batch engine (many problems in flight, worker threads, matrix-matrix work):
+its greedy answers are identical to runc_solve's, one problem at a time. A Model owns C memory (weights, tokenizer, one
 run state) and frees it on close(), at the end of a `with` block, or when
 garbage-collected. One Model is safe to share between threads: calls are
 serialised by a lock (use one Model per thread for parallelism; the weights of
@@ -16,14 +18,15 @@ RuncError, TypeError or ValueError with a message naming the problem.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-__all__ = ["Model", "RuncError", "Generation"]
+__all__ = ["Model", "RuncError", "Generation", "Answer"]
 
 
 class RuncError(ValueError):
@@ -51,6 +54,26 @@ class Generation:
     logprobs: np.ndarray
 
 
+class Answer(NamedTuple):
+    """One answer of `Model.solve(prompts, confidence=True)`.
+
+    text: the answer (as solve returns it); mean_logprob and min_logprob: the
+    mean and the minimum log-probability of the generated tokens, the closing
+    EOS included (absent when the answer ran to the end of the context) -- the
+    model's confidence: exp(mean_logprob) is the geometric mean of the tokens'
+    probabilities, exp(min_logprob) the least likely token's; n_tokens: tokens
+    generated, EOS not counted.
+    """
+
+    text: str
+    mean_logprob: float
+    min_logprob: float
+    n_tokens: int
+
+
+_SOLVE_CHUNK = 16384  # prompts per call into the batch engine (bounds the answer buffers)
+
+
 def _load_engine():
     try:
         from . import _engine  # type: ignore[attr-defined]
@@ -70,17 +93,19 @@ _CONFIG_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "voc
 class Model:
     """A llama2.c model file (v0, v1 fp32 or v2 int8) and its tokenizer, run by the C engine.
 
-    Model(path, tokenizer=None, context=None, mmap=True)
+    Model(path, tokenizer=None, context=None, mmap=True, threads=0)
       tokenizer: path of tokenizer.bin; None uses tokenizer.bin beside the model
         when there is one (else text methods raise); False opens no tokenizer.
       context: positions of the run state (default: the model's max_seq_len).
       mmap: False reads the file into memory instead of mapping it.
+      threads: worker threads of the batch engine (solve): 0 = one per CPU core.
     """
 
     def __init__(self, path: str | os.PathLike, tokenizer: str | os.PathLike | None | bool = None, *,
-                 context: int | None = None, mmap: bool = True):
+                 context: int | None = None, mmap: bool = True, threads: int = 0):
         self._ffi, self._lib = _load_engine()
-        self._model = self._tok = self._state = None
+        self._model = self._tok = self._state = self._batch = None
+        self._threads = self._check_threads(threads)
         self._lock = threading.Lock()
         self.path = os.fspath(path)
         if not isinstance(self.path, str):
@@ -94,11 +119,13 @@ class Model:
         self._init_rest(tokenizer, context, os.path.dirname(self.path))
 
     @classmethod
-    def from_bytes(cls, model: bytes, tokenizer: bytes | None = None, *, context: int | None = None) -> "Model":
+    def from_bytes(cls, model: bytes, tokenizer: bytes | None = None, *, context: int | None = None,
+                   threads: int = 0) -> "Model":
         """A Model from the bytes of a model file (and of a tokenizer.bin); the bytes are copied."""
         self = cls.__new__(cls)
         self._ffi, self._lib = _load_engine()
-        self._model = self._tok = self._state = None
+        self._model = self._tok = self._state = self._batch = None
+        self._threads = self._check_threads(threads)
         self._lock = threading.Lock()
         self.path = None
         ffi, lib = self._ffi, self._lib
@@ -159,6 +186,9 @@ class Model:
         if lock is not None:
             lock.acquire()
         try:
+            if getattr(self, "_batch", None) is not None:
+                lib.runc_batch_close(self._batch)
+                self._batch = None
             if getattr(self, "_state", None) is not None:
                 lib.runc_state_close(self._state)
                 self._state = None
@@ -239,7 +269,47 @@ class Model:
     def has_tokenizer(self) -> bool:
         return self._tok is not None
 
+    @property
+    def threads(self) -> int:
+        """Worker threads of the batch engine (the count asked for; 0 = one per CPU core)."""
+        return self._threads
+
+    def batch_info(self) -> dict:
+        """The batch engine's setup (opening it if need be): kernels (e.g. "avx2"), threads, slots
+        (sequences in flight per thread), context, bytes (packed weights and arena), and tokens run by
+        the last solve call (prompt and answer tokens)."""
+        with self._lock:
+            b = self._open_batch()
+            lib, ffi = self._lib, self._ffi
+            return {"kernels": ffi.string(lib.runc_batch_kernels(b)).decode(), "threads": lib.runc_batch_threads(b),
+                    "slots": lib.runc_batch_slots(b), "context": lib.runc_batch_context(b),
+                    "bytes": int(lib.runc_batch_bytes(b)), "last_tokens": int(lib.runc_batch_tokens(b))}
+
     # ---- helpers ----------------------------------------------------------------
+
+    @staticmethod
+    def _check_threads(threads: Any) -> int:
+        _, lib = _load_engine()
+        if isinstance(threads, bool) or not isinstance(threads, int):
+            raise TypeError(f"threads must be an int, got {type(threads).__name__}")
+        if not 0 <= threads <= lib.RUNC_BATCH_MAX_THREADS:
+            raise ValueError(f"threads must be 0 (one per CPU core) or 1..{lib.RUNC_BATCH_MAX_THREADS}, "
+                             f"got {threads}")
+        return threads
+
+    def _open_batch(self):
+        """The batch engine, opened on first use (under self._lock)."""
+        self._need_tokenizer()
+        if self._batch is None:
+            ffi, lib = self._ffi, self._lib
+            opt = ffi.new("runc_batch_options *")
+            opt.threads = self._threads
+            opt.context = self._context
+            out = ffi.new("runc_batch **")
+            err = ffi.new("runc_error *")
+            self._check(lib.runc_batch_open(out, self._model, self._tok, opt, err), err)
+            self._batch = out[0]
+        return self._batch
 
     def _check(self, rc: int, err: Any) -> None:
         if rc != 0:
@@ -393,8 +463,19 @@ class Model:
         """Log-probabilities of the generated tokens (greedy by default)."""
         return self.generate_tokens(prompt, max_new, temperature, topp, seed).logprobs
 
-    def solve(self, prompts: Sequence[str]) -> list[str]:
-        """Answers to problems, greedily: [BOS] + encode("24 + 82 =") -> " 106.00" EOS -> "106.00"."""
+    def solve(self, prompts: Sequence[str], confidence: bool = False, *,
+              batch: bool = True) -> list[str] | list[Answer]:
+        """Answers to problems, greedily: [BOS] + encode("24 + 82 =") -> " 106.00" EOS -> "106.00".
+
+        Runs the batch engine (`threads` worker threads, many problems in flight); its answers
+        are identical to those of runc_solve one problem at a time, which batch=False runs (the
+        reference path, much slower). With confidence=True, returns a list of Answer records
+        (text, mean_logprob, min_logprob, n_tokens) instead of strings.
+
+        Raises TypeError for a non-list or a non-str prompt, ValueError for an empty list or
+        a NUL in a prompt, RuncError naming the first prompt that cannot be encoded or does
+        not fit in the context (and for a closed model).
+        """
         if isinstance(prompts, (str, bytes)):
             raise TypeError("solve takes a list of prompt strings; for one prompt use solve([prompt])")
         try:
@@ -409,6 +490,52 @@ class Model:
                 raise TypeError(f"solve: prompt {i} is a {type(p).__name__}, not a str")
             encoded.append(self._text(p, f"prompt {i}"))
         self._need_tokenizer()
+        if not batch:
+            if confidence:
+                raise ValueError("solve: confidence needs the batch engine (batch=True)")
+            return self._solve_single(prompts, encoded)
+        out: list = []
+        with self._lock:
+            self._live()
+            b = self._open_batch()
+            for start in range(0, len(encoded), _SOLVE_CHUNK):
+                out += self._solve_chunk(b, prompts, encoded, start, confidence)
+        return out
+
+    def _solve_chunk(self, b, prompts: list[str], encoded: list[bytes], start: int, confidence: bool) -> list:
+        ffi, lib = self._ffi, self._lib
+        chunk = encoded[start:start + _SOLVE_CHUNK]
+        n = len(chunk)
+        keep = [ffi.new("char[]", p) for p in chunk]
+        ptrs = ffi.new("char *[]", keep)
+        cap = int(lib.runc_batch_answer_cap(b))
+        answers = ffi.new("char[]", n * cap)
+        err = ffi.new("runc_error *")
+        if confidence:
+            n_gen = np.zeros(n, dtype=np.int32)
+            mean = np.zeros(n, dtype=np.float32)
+            low = np.zeros(n, dtype=np.float32)
+            rc = lib.runc_batch_solve(b, ptrs, n, answers, cap, ffi.from_buffer("int[]", n_gen),
+                                      ffi.from_buffer("float[]", mean), ffi.from_buffer("float[]", low), err)
+        else:
+            rc = lib.runc_batch_solve(b, ptrs, n, answers, cap, ffi.NULL, ffi.NULL, ffi.NULL, err)
+        if rc != 0:
+            message = ffi.string(err.message).decode("utf-8", errors="replace")
+            m = re.match(r"prompt (\d+): (.*)", message, re.S)
+            if m:  # the engine names the first failing prompt by its index in this chunk
+                i = start + int(m.group(1))
+                message = f"prompt {i} ({prompts[i]!r}): {m.group(2)}"
+            raise RuncError(message, code=rc, status=ffi.string(lib.runc_status_name(rc)).decode())
+        raw = ffi.buffer(answers)[:]
+        texts = []
+        for i in range(n):
+            off = i * cap
+            texts.append(raw[off:raw.index(b"\0", off)].decode("utf-8", errors="replace"))
+        if not confidence:
+            return texts
+        return [Answer(t, float(mean[i]), float(low[i]), int(n_gen[i])) for i, t in enumerate(texts)]
+
+    def _solve_single(self, prompts: list[str], encoded: list[bytes]) -> list[str]:
         ffi, lib = self._ffi, self._lib
         answers = []
         with self._lock:

@@ -55,6 +55,7 @@ static void usage(FILE *f)
             "  -m <string> mode: generate|chat|calc|batch, default generate\n"
             "  -y <string> system prompt in chat mode\n"
             "  -f <string> batch mode: file of prompts, one per line (default stdin)\n"
+            "  -j <int>    batch mode: worker threads, default 0 = one per CPU core\n"
             "calc and batch answer greedily, stopping at EOS: prompt \"36 / 3 =\" -> \"12.00\".\n");
 }
 
@@ -351,18 +352,19 @@ static int calc(runner *r, const char *single)
     return ok;
 }
 
-/* batch: every input line gets exactly one output line (empty on error). */
-static int batch(runner *r, const char *path)
+/* batch: every input line gets exactly one output line (empty on error).
+ * Built with RUNC_RUN_BATCH (runc.mk links batch.c), lines are answered by the
+ * batch engine in chunks (the same answers as runc_solve's, many times faster);
+ * a line that fails is re-run alone for its own error message. From a terminal,
+ * or without the batch engine, one line at a time. */
+#define BATCH_CHUNK 4096
+
+static int batch_one_by_one(runner *r, FILE *f)
 {
-    FILE *f = stdin;
     size_t cap = runc_answer_cap(r->state, r->tok), line_cap = 0;
     char *answer = (char *)malloc(cap), *line = NULL, where[64];
     int ok = 1, lineno = 0;
     if (!answer) die("out of memory");
-    if (path) {
-        f = fopen(path, "r");
-        if (!f) die("%s: cannot open: %s", path, strerror(errno));
-    }
     while (read_line(f, &line, &line_cap)) {
         lineno++;
         snprintf(where, sizeof where, "line %d: ", lineno);
@@ -375,10 +377,104 @@ static int batch(runner *r, const char *path)
             ok = 0;
         }
     }
-    if (ferror(f)) die("error reading %s", path ? path : "stdin");
-    if (f != stdin) fclose(f);
     free(line);
     free(answer);
+    return ok;
+}
+
+#ifdef RUNC_RUN_BATCH
+/* Answer lines[0..n) (blank lines stay blank); first_lineno numbers lines[0]. */
+static int batch_chunk(runner *r, runc_batch *b, char **lines, int n, int first_lineno, char *answers, size_t cap,
+                       const char **prompts)
+{
+    int i, m = 0, ok = 1, rc;
+    runc_error err;
+    for (i = 0; i < n; i++)
+        if (*lines[i] != '\0') prompts[m++] = lines[i];
+    rc = m ? runc_batch_solve(b, prompts, m, answers, cap, NULL, NULL, NULL, &err) : RUNC_OK;
+    for (i = 0, m = 0; i < n; i++) {
+        char *a;
+        if (*lines[i] == '\0') {
+            printf("\n");
+            continue;
+        }
+        a = answers + (size_t)m++ * cap;
+        if (rc != RUNC_OK && *a == '\0') { /* maybe this line failed: runc_solve says how */
+            char where[64];
+            snprintf(where, sizeof where, "line %d: ", first_lineno + i);
+            if (!answer_one(r, lines[i], a, cap, where)) {
+                printf("\n");
+                ok = 0;
+            }
+            continue;
+        }
+        printf("%s\n", a);
+    }
+    fflush(stdout);
+    return ok;
+}
+#endif
+
+static int batch(runner *r, const char *path, int threads)
+{
+    FILE *f = stdin;
+    int ok = 1;
+    if (path) {
+        f = fopen(path, "r");
+        if (!f) die("%s: cannot open: %s", path, strerror(errno));
+    }
+#ifdef RUNC_RUN_BATCH
+    if (path || !interactive()) {
+        runc_batch *b = NULL;
+        runc_batch_options opt;
+        runc_error err;
+        char **lines = (char **)calloc(BATCH_CHUNK, sizeof *lines), *line = NULL, *answers;
+        const char **prompts = (const char **)calloc(BATCH_CHUNK, sizeof *prompts);
+        size_t cap, line_cap = 0, *caps = (size_t *)calloc(BATCH_CHUNK, sizeof *caps);
+        int n = 0, lineno = 0;
+        memset(&opt, 0, sizeof opt);
+        opt.threads = threads;
+        if (runc_batch_open(&b, r->model, r->tok, &opt, &err) != RUNC_OK) die("%s", err.message);
+        cap = runc_batch_answer_cap(b);
+        answers = (char *)malloc(cap * BATCH_CHUNK);
+        if (!lines || !prompts || !caps || !answers) die("out of memory");
+        for (;;) {
+            int more = read_line(f, &line, &line_cap) != NULL;
+            if (more) {
+                const char *t = trim(line);
+                size_t len = strlen(t) + 1;
+                if (len > caps[n]) {
+                    char *grown = (char *)realloc(lines[n], len);
+                    if (!grown) die("out of memory");
+                    lines[n] = grown;
+                    caps[n] = len;
+                }
+                memcpy(lines[n++], t, len);
+                lineno++;
+            }
+            if (n == BATCH_CHUNK || (!more && n > 0)) {
+                if (!batch_chunk(r, b, lines, n, lineno - n + 1, answers, cap, prompts)) ok = 0;
+                n = 0;
+            }
+            if (!more) break;
+        }
+        if (ferror(f)) die("error reading %s", path ? path : "stdin");
+        for (n = 0; n < BATCH_CHUNK; n++) free(lines[n]);
+        free(lines);
+        free(caps);
+        free(prompts);
+        free(answers);
+        free(line);
+        runc_batch_close(b);
+    } else
+#else
+    (void)threads;
+#endif
+    {
+        ok = batch_one_by_one(r, f);
+        if (ferror(f)) die("error reading %s", path ? path : "stdin");
+    }
+    if (f != stdin) fclose(f);
     return ok;
 }
 
@@ -391,7 +487,7 @@ int main(int argc, char **argv)
     float temperature = 1.0f, topp = 0.9f;
     unsigned long long seed = 0;
     int seed_given = 0, steps_given = 0, i = 1, ok = 1;
-    long steps = 0;
+    long steps = 0, threads = 0;
     char *tok_path;
     runner r;
     runc_error err;
@@ -408,7 +504,7 @@ int main(int argc, char **argv)
             return EXIT_SUCCESS;
         }
         if (flag[0] != '-') die("unexpected argument '%s' (the model path goes first; run -h for usage)", flag);
-        if (strlen(flag) != 2 || !strchr("tpsnizmyf", flag[1]))
+        if (strlen(flag) != 2 || !strchr("tpsnizmyfj", flag[1]))
             die("unknown flag '%s' (run -h for usage)", flag);
         if (i + 1 >= argc) die("flag %s needs a value", flag);
         switch (flag[1]) {
@@ -421,6 +517,7 @@ int main(int argc, char **argv)
         case 'm': mode = argv[i + 1]; break;
         case 'y': system_prompt = argv[i + 1]; break;
         case 'f': batch_file = argv[i + 1]; break;
+        case 'j': threads = parse_long(flag, argv[i + 1]); break;
         default: break;
         }
     }
@@ -430,6 +527,8 @@ int main(int argc, char **argv)
     if (topp < 0.0f || topp > 1.0f) die("top-p %g must be in [0, 1]", (double)topp);
     if (steps < 0) die("-n %ld must be >= 0", steps);
     if (batch_file && strcmp(mode, "batch") != 0) die("-f is for -m batch");
+    if (threads < 0 || threads > RUNC_BATCH_MAX_THREADS)
+        die("-j %ld must be in 0..%d (0 = one thread per CPU core)", threads, (int)RUNC_BATCH_MAX_THREADS);
     if (!seed_given) seed = (unsigned long long)time(NULL);
 
     if (runc_model_open(&r.model, model_path, 0, &err) != RUNC_OK) die("%s", err.message);
@@ -454,7 +553,7 @@ int main(int argc, char **argv)
     if (strcmp(mode, "generate") == 0) generate(&r, prompt ? prompt : "");
     else if (strcmp(mode, "chat") == 0) chat(&r, prompt, system_prompt);
     else if (strcmp(mode, "calc") == 0) ok = calc(&r, prompt);
-    else ok = batch(&r, batch_file);
+    else ok = batch(&r, batch_file, (int)threads);
 
     runc_sampler_close(r.sampler);
     runc_state_close(r.state);

@@ -23,7 +23,7 @@
 #define RUNC_HAVE_MMAP 0
 #endif
 
-#include "runc.h"
+#include "runc_impl.h"
 
 /* The same answers on every machine: no fused multiply-add (a*b+c rounded
  * once) where C says two roundings. GCC contracts only in its GNU modes (the
@@ -176,34 +176,7 @@ static float rd_f32(const unsigned char *p)
 /* 2. config and weights                                                       */
 /* ========================================================================== */
 
-/* One weight matrix (rows x cols, row-major): fp32 in f, or Q8_0 in q (int8
- * values) and s (one fp32 scale per group of group_size consecutive values;
- * group_size divides cols, so groups never straddle rows). */
-typedef struct {
-    const float *f;
-    const int8_t *q;
-    const float *s;
-} runc_mat;
-
-struct runc_model {
-    runc_config cfg;
-    /* where the file's bytes live */
-    const unsigned char *data;
-    size_t size;
-    unsigned char *owned;        /* our malloc'd copy (read path, RUNC_OPEN_COPY, misaligned buffer) */
-    void *map;                   /* our mmap (size bytes) */
-    void **allocs;               /* aligned copies of misaligned fp32 tensors (v2 scales) */
-    size_t n_allocs, cap_allocs;
-    /* weights; the per-layer matrices all live in `mats` */
-    const float *rms_att;        /* (n_layers, dim) */
-    const float *rms_ffn;        /* (n_layers, dim) */
-    const float *rms_final;      /* (dim) */
-    runc_mat tok;                /* (vocab_size, dim) */
-    runc_mat cls;                /* (vocab_size, dim); equal to tok when shared */
-    runc_mat *mats;              /* 7 x n_layers: wq, wk, wv, wo, w1, w2, w3 */
-    runc_mat *wq, *wk, *wv, *wo, *w1, *w2, *w3;
-    float *rope_freq;            /* (head_size / 2) rotation frequencies */
-};
+/* runc_mat and struct runc_model are in runc_impl.h (batch.c reads the weights too). */
 
 static const char *const field_names[7] = {"dim", "hidden_dim", "n_layers", "n_heads",
                                            "n_kv_heads", "vocab_size", "max_seq_len"};
@@ -1383,10 +1356,8 @@ static void softmax(float *x, int n)
     int i;
     for (i = 1; i < n; i++)
         if (x[i] > max) max = x[i];
-    for (i = 0; i < n; i++) {
-        x[i] = expf(x[i] - max);
-        sum += x[i];
-    }
+    for (i = 0; i < n; i++) x[i] = runc_expf(x[i] - max); /* a loop of its own: it vectorises */
+    for (i = 0; i < n; i++) sum += x[i];
     for (i = 0; i < n; i++) x[i] /= sum;
 }
 
@@ -1565,7 +1536,7 @@ int runc_forward(runc_state *s, int token, int pos, const float **logits, runc_e
         matmul(s, s->hb2, s->xb, &m->w3[l], D, H);
         for (i = 0; i < H; i++) {
             float v = s->hb[i];
-            s->hb[i] = v / (1.0f + expf(-v)) * s->hb2[i];
+            s->hb[i] = v / (1.0f + runc_expf(-v)) * s->hb2[i];
         }
         matmul_input(s, s->hb, H);
         matmul(s, s->xb, s->hb, &m->w2[l], H, D);

@@ -248,6 +248,64 @@ size_t runc_answer_cap(const runc_state *state, const runc_tokenizer *tok);
 int runc_solve(runc_state *state, const runc_tokenizer *tok, const char *prompt,
                char *answer, size_t cap, int *n_generated, runc_error *err);
 
+/* ---- the batch engine ----------------------------------------------------- */
+
+/* Many problems at once: each of `threads` workers keeps `slots` sequences in
+ * flight and advances all of them by one token per step (prompt or answer)
+ * with matrix-matrix products, refilling a finished slot from the queue at
+ * once. Greedy answers are identical to runc_solve's (same arithmetic, bit
+ * for bit). Weights are packed once at open (fp32 rows aligned; int8 values
+ * as exact floats), KV caches and activations live in one arena allocated at
+ * open: solving allocates nothing. */
+typedef struct runc_batch runc_batch;
+
+enum {
+    RUNC_BATCH_MAX_THREADS = 1024,
+    RUNC_BATCH_MAX_SLOTS = 65536,
+    RUNC_KERNELS_AUTO = 0,       /* the fastest kernels this CPU runs (AVX2 on x86-64 when present) */
+    RUNC_KERNELS_PORTABLE = 1    /* the portable C kernels (same results; for tests and comparisons) */
+};
+
+typedef struct runc_batch_options {
+    int threads;    /* worker threads: 0 = one per online CPU core, else 1..RUNC_BATCH_MAX_THREADS */
+    int slots;      /* sequences in flight per thread: 0 = a default for the model's size */
+    int context;    /* positions per sequence: 0 = the model's max_seq_len */
+    int kernels;    /* RUNC_KERNELS_AUTO or RUNC_KERNELS_PORTABLE */
+} runc_batch_options;
+
+/* A batch engine over a model and its tokenizer, which must outlive it (both
+ * are only read: other states and engines may share them). opt NULL = all
+ * defaults. The calling thread is worker 0; the others are started for each
+ * runc_batch_solve call and joined before it returns. */
+int runc_batch_open(runc_batch **batch, const runc_model *model, const runc_tokenizer *tok,
+                    const runc_batch_options *opt, runc_error *err);
+void runc_batch_close(runc_batch *batch);   /* NULL is fine */
+
+int runc_batch_threads(const runc_batch *batch);
+int runc_batch_slots(const runc_batch *batch);      /* per thread */
+int runc_batch_context(const runc_batch *batch);
+size_t runc_batch_bytes(const runc_batch *batch);   /* packed weights + arena */
+const char *runc_batch_kernels(const runc_batch *batch);   /* e.g. "avx2", "portable C" */
+long long runc_batch_tokens(const runc_batch *batch); /* tokens run by the last solve (prompt + answer) */
+
+/* A per-answer buffer size that always suffices (as runc_answer_cap). */
+size_t runc_batch_answer_cap(const runc_batch *batch);
+
+/* Solve prompts[0..n) with runc_solve's convention (greedy until EOS or the
+ * end of the context; the answer stripped of surrounding whitespace). Answer
+ * i is a NUL-terminated string at answers + i * answer_cap. Optional outputs,
+ * NULL or n entries each: n_generated (tokens generated, EOS not counted),
+ * mean_logprob and min_logprob: the mean and the minimum log-probability of
+ * the generated tokens and of the closing EOS (absent when the answer ran to
+ * the end of the context) -- the model's confidence in its answer.
+ * A prompt that cannot be encoded or leaves no room for an answer fails the
+ * call: the other answers are still computed (that one's is ""), and the
+ * error names the lowest failing index ("prompt 7: ..."). One call at a time
+ * per engine. */
+int runc_batch_solve(runc_batch *batch, const char *const *prompts, int n, char *answers,
+                     size_t answer_cap, int *n_generated, float *mean_logprob, float *min_logprob,
+                     runc_error *err);
+
 /* RUNC-CDEF-END */
 
 #ifdef __cplusplus

@@ -38,7 +38,7 @@ def _sanitizers_work(tmp: Path) -> bool:
 def test_c_test_program(tmp_path):
     if _sanitizers_work(tmp_path):
         r = subprocess.run(["make", "c-test"], cwd=ROOT, capture_output=True, text=True, timeout=900)
-        runs = 2
+        runs = 4  # test_runc and test_batch (the batch engine), each plain and under ASan+UBSan
     else:  # pragma: no cover - a compiler without ASan: the plain build only
         r = subprocess.run(["make", "runc/test_runc"], cwd=ROOT, capture_output=True, text=True, timeout=900)
         if r.returncode == 0:

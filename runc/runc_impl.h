@@ -1,0 +1,96 @@
+/*
+ * runc_impl.h - internals shared by the two halves of the runc library:
+ * runc.c (one sequence at a time) and batch.c (the batch engine). Not an API:
+ * nothing outside the library includes it.
+ *
+ * Both halves must compute bit-identical activations for the same token at
+ * the same position (the batch engine's greedy answers equal runc_solve's),
+ * so the one function whose result depends on its implementation, exp, is
+ * defined here once, and both use it.
+ */
+#ifndef RUNC_IMPL_H
+#define RUNC_IMPL_H
+
+#include "runc.h"
+
+#include <stdint.h>
+#include <string.h>
+
+/* One weight matrix (rows x cols, row-major): fp32 in f, or Q8_0 in q (int8
+ * values) and s (one fp32 scale per group of group_size consecutive values;
+ * group_size divides cols, so groups never straddle rows). */
+typedef struct {
+    const float *f;
+    const int8_t *q;
+    const float *s;
+} runc_mat;
+
+struct runc_model {
+    runc_config cfg;
+    /* where the file's bytes live */
+    const unsigned char *data;
+    size_t size;
+    unsigned char *owned;        /* our malloc'd copy (read path, RUNC_OPEN_COPY, misaligned buffer) */
+    void *map;                   /* our mmap (size bytes) */
+    void **allocs;               /* aligned copies of misaligned fp32 tensors (v2 scales) */
+    size_t n_allocs, cap_allocs;
+    /* weights; the per-layer matrices all live in `mats` */
+    const float *rms_att;        /* (n_layers, dim) */
+    const float *rms_ffn;        /* (n_layers, dim) */
+    const float *rms_final;      /* (dim) */
+    runc_mat tok;                /* (vocab_size, dim) */
+    runc_mat cls;                /* (vocab_size, dim); equal to tok when shared */
+    runc_mat *mats;              /* 7 x n_layers: wq, wk, wv, wo, w1, w2, w3 */
+    runc_mat *wq, *wk, *wv, *wo, *w1, *w2, *w3;
+    float *rope_freq;            /* (head_size / 2) rotation frequencies */
+};
+
+/* exp(x) in float, within 1 ulp of the exact value (subnormal results and
+ * overflow to inf included; NaN in, NaN out). Written without branches or
+ * libm calls so that a loop of it vectorises (libm's expf does not), and
+ * deterministic across platforms and libm versions.
+ *
+ * x = n ln2 + r with n = round(x / ln2) and |r| <= ln2/2 (Cody-Waite, two
+ * parts of ln2), exp(r) by Cephes' polynomial, and 2^n applied in two halves
+ * so that neither factor leaves the normal range. |x| > 104 is first clamped
+ * to +-104, whose exp already overflows / underflows; the clamp and the NaN
+ * test work on the bits (integer compares), which keeps the loop free of
+ * floating-point compares the compiler may not if-convert. */
+static inline float runc_expf(float x)
+{
+    float t, n, r, p, s1, s2, y;
+    uint32_t xb, ax, tb, b1, b2, yb, m;
+    int32_t ni, n1, n2;
+    memcpy(&xb, &x, sizeof xb);
+    ax = xb & 0x7FFFFFFFu;
+    m = 0u - (uint32_t)(ax > 0x42D00000u); /* |x| > 104, inf, NaN */
+    xb = (xb & ~m) | (((xb & 0x80000000u) | 0x42D00000u) & m);
+    memcpy(&x, &xb, sizeof x);
+    t = x * 1.44269504088896341f + 12582912.0f; /* + 1.5 * 2^23 rounds x/ln2 to an integer */
+    memcpy(&tb, &t, sizeof tb);
+    n = t - 12582912.0f;
+    r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    ni = (int32_t)(tb - 0x4B400000u); /* n, from the low bits of t */
+    n1 = ni / 2;
+    n2 = ni - n1;
+    b1 = (uint32_t)(n1 + 127) << 23;
+    b2 = (uint32_t)(n2 + 127) << 23;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    y = p * s1 * s2;
+    memcpy(&yb, &y, sizeof yb);
+    m = 0u - (uint32_t)(ax > 0x7F800000u); /* NaN in: a quiet NaN out */
+    yb = (yb & ~m) | ((ax | 0x00400000u) & m);
+    memcpy(&y, &yb, sizeof y);
+    return y;
+}
+
+#endif /* RUNC_IMPL_H */
