@@ -158,6 +158,7 @@ def test_solve_matches_engine_and_scorer(server, engines):
         assert row["answers"][:100] == answers == engines[row["name"]].solve(full[:100])
         assert all(abs(a - b) < 1e-5 for a, b in zip(row["confidences"][:100], confs))
         assert row["answers"][100:] == row["answers"][:100] * 9
+        assert row["score"]["n"] == 1000 and abs(row["score"]["exact"] - sum(row["right"]) / 1000) < 1e-12
         for p, a, e, ok in zip(full[:100], row["answers"], row["expected"], row["right"]):
             a_, b_ = int(p.split()[0]), int(p.split()[2])
             assert e == f"{a_ + b_:.2f}"

@@ -55,6 +55,14 @@ class Loaded:
     params: int
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def task_key(self) -> str | None:
+        if self.spec is None:
+            return None
+        if not hasattr(self, "_key"):
+            self._key = json.dumps(self.spec.to_dict(), sort_keys=True)
+        return self._key
+
     def info(self) -> dict:
         from tinymath.inspect.transfer import task_label
 
@@ -139,10 +147,10 @@ class Tasks:
         self._index: dict[str, dict] = {}
         self._lock = threading.Lock()
 
-    def splits(self, spec) -> dict:
+    def splits(self, spec, key: str | None = None) -> dict:
         from tinymath.tasks import build_splits
 
-        key = json.dumps(spec.to_dict(), sort_keys=True)
+        key = key or json.dumps(spec.to_dict(), sort_keys=True)
         with self._lock:
             if key not in self._splits:
                 s = build_splits(spec)
@@ -150,12 +158,13 @@ class Tasks:
                 self._index[key] = {p.prompt: p for name in ("train", "val", "test", "holdout") for p in s[name]}
             return self._splits[key]
 
-    def problem(self, spec, prompt: str):
+    def problem(self, spec, prompt: str, key: str | None = None):
         """The task's Problem for a prompt (with its answer and region), or None when it has none."""
         from tinymath.tasks import Problem
 
-        self.splits(spec)
-        key = json.dumps(spec.to_dict(), sort_keys=True)
+        key = key or json.dumps(spec.to_dict(), sort_keys=True)
+        if key not in self._index:
+            self.splits(spec, key)
         p = self._index[key].get(prompt)
         if p is not None:
             return p
@@ -270,19 +279,19 @@ class Service:
                 if detail:
                     steps = [trace(m.model, p, k=top_k).to_dict()["steps"] if ok else None
                              for p, ok in zip(prompts, fits)]
-            expected, right, regions = [], [], []
-            fmt = m.spec.answer_format() if m.spec else None
-            for p, ans in zip(prompts, answers):
-                prob = self.tasks.problem(m.spec, p) if m.spec else None
-                expected.append(prob.answer if prob else None)
-                regions.append(prob.region if prob else None)
-                if prob is None or ans is None:
-                    right.append(None)
-                else:
-                    right.append(score([prob], [ans], fmt).groups["all"].exact == 1)
-            row = {"name": m.name, "params": m.params, "answers": answers,
+            probs = [self.tasks.problem(m.spec, p, m.task_key) if m.spec else None for p in prompts]
+            # right: the task scorer's exact match (the stripped answer is the expected string)
+            right = [None if pr is None or a is None else a.strip() == pr.answer for pr, a in zip(probs, answers)]
+            judged = [i for i, r in enumerate(right) if r is not None]
+            summary = None
+            if judged:
+                rep = score([probs[i] for i in judged], [answers[i] for i in judged], m.spec.answer_format())
+                summary = {k: v for k, v in rep.to_dict()["groups"]["all"].items()
+                           if k in ("n", "exact", "numeric", "digits")}
+            row = {"name": m.name, "params": m.params, "answers": answers, "score": summary,
                    "confidences": [None if c is None or not math.isfinite(c) else c for c in confs],
-                   "right": right, "expected": expected, "regions": regions,
+                   "right": right, "expected": [pr.answer if pr else None for pr in probs],
+                   "regions": [pr.region if pr else None for pr in probs],
                    "errors": [None if ok else f"the prompt does not fit this model's context "
                               f"({m.model.context} tokens with the answer)" for ok in fits]}
             if steps is not None:
@@ -304,7 +313,7 @@ class Service:
         # the largest model's task: the page's problems are its problems
         m = models[-1]
         split = "test" if region == "in" else "holdout"
-        pool = self.tasks.splits(m.spec)[split]
+        pool = self.tasks.splits(m.spec, m.task_key)[split]
         if not pool:
             raise BadRequest(f"the task of {m.name} has no {split} problems"
                              + (" (it holds no operands out)" if split == "holdout" else ""), 404)
