@@ -32,7 +32,7 @@ def _refresh_engine() -> None:
     import tinymath.runc
 
     here = Path(tinymath.runc.__file__).resolve().parent
-    sources = [here / "runc.c", here / "runc.h", here / "build_engine.py"]
+    sources = [here / n for n in ("runc.c", "runc.h", "runc_impl.h", "batch.c", "batch_kern.h", "build_engine.py")]
     if not all(p.exists() for p in sources):
         return
     engines = list(here.glob("_engine*.so")) + list(here.glob("_engine*.pyd"))
@@ -284,5 +284,73 @@ def test_null_buffers_through_the_c_api():
         lib.runc_sampler_close(ffi.NULL)
     finally:
         lib.runc_state_close(state)
+        lib.runc_tokenizer_close(tok)
+        lib.runc_model_close(model)
+
+
+# ---- the batch engine: bad settings, zero and failing batches ----------------------------------------------
+
+def test_batch_settings_and_batches():
+    m, t = model_bytes(), tokenizer_bytes()
+    for bad, exc in ((-1, ValueError), (10**6, ValueError), ("2", TypeError), (True, TypeError), (1.0, TypeError)):
+        with pytest.raises(exc, match="threads"):
+            Model.from_bytes(m, t, threads=bad)
+    with Model.from_bytes(m, t, threads=2) as model:
+        with pytest.raises(ValueError, match="empty list"):
+            model.solve([])
+        with pytest.raises(ValueError, match="empty list"):
+            model.solve([], batch=False)
+        with pytest.raises(ValueError, match="confidence"):
+            model.solve(["1 ="], confidence=True, batch=False)
+        prompts = ["1 + 1 =", "2 * 3 =", "9 - 4 =", "", "7 / 7 ="] * 7
+        assert model.solve(prompts) == model.solve(prompts, batch=False)
+        # one bad prompt among many: the error names it; the model stays usable
+        with pytest.raises(RuncError, match="prompt 12") as e:
+            model.solve(prompts[:12] + ["x"] + prompts[12:])
+        assert e.value.status == "RUNC_E_ENCODE"
+        with pytest.raises(RuncError, match="prompt 3") as e:
+            model.solve(prompts[:3] + ["1" * (3 * model.context)])
+        assert e.value.status == "RUNC_E_CONTEXT"
+        assert model.solve(prompts[:2]) == model.solve(prompts[:2], batch=False)
+
+
+def test_batch_null_and_zero_through_the_c_api():
+    ffi, lib = _load_engine()
+    err = ffi.new("runc_error *")
+    out_m, out_t, out_b = ffi.new("runc_model **"), ffi.new("runc_tokenizer **"), ffi.new("runc_batch **")
+    m, t = model_bytes(), tokenizer_bytes()
+    assert lib.runc_model_open_buffer(out_m, m, len(m), lib.RUNC_OPEN_COPY, err) == 0
+    assert lib.runc_tokenizer_open_buffer(out_t, t, len(t), len(PIECES), err) == 0
+    model, tok = out_m[0], out_t[0]
+    opt = ffi.new("runc_batch_options *")
+    opt.threads, opt.slots = 2, 2
+    try:
+        assert lib.runc_batch_open(ffi.NULL, model, tok, opt, err) == lib.RUNC_E_ARG
+        assert lib.runc_batch_open(out_b, ffi.NULL, tok, opt, err) == lib.RUNC_E_ARG and out_b[0] == ffi.NULL
+        assert lib.runc_batch_open(out_b, model, ffi.NULL, opt, err) == lib.RUNC_E_ARG
+        for field, value in (("threads", -1), ("slots", -1), ("context", -1), ("context", 10**6), ("kernels", 9)):
+            bad = ffi.new("runc_batch_options *")
+            setattr(bad, field, value)
+            assert lib.runc_batch_open(out_b, model, tok, bad, err) == lib.RUNC_E_ARG, field
+        assert lib.runc_batch_open(out_b, model, tok, opt, err) == 0
+        b = out_b[0]
+        cap = lib.runc_batch_answer_cap(b)
+        answers = ffi.new("char[]", 3 * cap)
+        keep = [ffi.new("char[]", s) for s in (b"1 + 1 =", b"2 =")]
+        prompts = ffi.new("char *[]", keep + [ffi.NULL])
+        # zero batch: nothing to do, not an error; negative or NULL: RUNC_E_ARG
+        assert lib.runc_batch_solve(b, ffi.NULL, 0, ffi.NULL, 0, ffi.NULL, ffi.NULL, ffi.NULL, err) == 0
+        assert lib.runc_batch_solve(b, prompts, -1, answers, cap, ffi.NULL, ffi.NULL, ffi.NULL, err) == lib.RUNC_E_ARG
+        assert lib.runc_batch_solve(b, ffi.NULL, 2, answers, cap, ffi.NULL, ffi.NULL, ffi.NULL, err) == lib.RUNC_E_ARG
+        assert lib.runc_batch_solve(b, prompts, 2, ffi.NULL, cap, ffi.NULL, ffi.NULL, ffi.NULL, err) == lib.RUNC_E_ARG
+        assert lib.runc_batch_solve(b, prompts, 2, answers, 0, ffi.NULL, ffi.NULL, ffi.NULL, err) == lib.RUNC_E_ARG
+        assert lib.runc_batch_solve(ffi.NULL, prompts, 2, answers, cap, ffi.NULL, ffi.NULL, ffi.NULL, err) == \
+            lib.RUNC_E_ARG
+        rc = lib.runc_batch_solve(b, prompts, 3, answers, cap, ffi.NULL, ffi.NULL, ffi.NULL, err)
+        assert rc == lib.RUNC_E_ARG and "prompt 2" in ffi.string(err.message).decode()
+        assert lib.runc_batch_solve(b, prompts, 2, answers, cap, ffi.NULL, ffi.NULL, ffi.NULL, err) == 0
+        lib.runc_batch_close(b)
+        lib.runc_batch_close(ffi.NULL)
+    finally:
         lib.runc_tokenizer_close(tok)
         lib.runc_model_close(model)

@@ -1,0 +1,354 @@
+/*
+ * tsan_batch.c - the batch engine under ThreadSanitizer (make tsan-check; runs in make test).
+ *
+ *   clang -fsanitize=thread -g -O1 runc/tsan_batch.c runc/runc.c runc/batch.c -lm -lpthread
+ *
+ * Small random models (v1 fp32 and v2 int8, grouped-query attention) with a
+ * digits tokenizer; a few hundred problems solved by:
+ *   - runc_solve, one sequence at a time (the reference answers);
+ *   - runc_batch_solve with 4 worker threads and 3 slots each (so finished
+ *     slots are refilled from the shared queue while other threads decode),
+ *     with the portable and the automatic kernels, twice per engine;
+ *   - two batch engines and two runc_solve threads at once, all on the same
+ *     model and tokenizer (documented as shareable, read-only objects).
+ * Every answer must equal the reference, and TSan must report no data race
+ * (a report makes the program exit non-zero: TSAN_OPTIONS=halt_on_error=1 in
+ * runc/fuzz.mk). Also checks the engine's argument errors (zero batch, NULL
+ * prompts and buffers, bad options).
+ */
+#include "runc.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define N_PROMPTS 96
+#define DIM 32
+#define HIDDEN 64
+#define LAYERS 2
+#define HEADS 4
+#define KV_HEADS 2
+#define SEQ 24
+
+static int failures;
+
+#define EXPECT(cond, ...)                                  \
+    do {                                                   \
+        if (!(cond)) {                                     \
+            failures++;                                    \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);    \
+            printf(__VA_ARGS__);                           \
+            printf("\n");                                  \
+        }                                                  \
+    } while (0)
+
+typedef struct {
+    unsigned char *p;
+    size_t n, cap;
+} buf;
+
+static void put(buf *b, const void *data, size_t n)
+{
+    if (b->n + n > b->cap) {
+        b->cap = 2 * (b->n + n) + 1024;
+        b->p = (unsigned char *)realloc(b->p, b->cap);
+        if (!b->p) exit(2);
+    }
+    memcpy(b->p + b->n, data, n);
+    b->n += n;
+}
+
+static void put_i32(buf *b, int32_t v) { put(b, &v, 4); }
+static void put_f32(buf *b, float v) { put(b, &v, 4); }
+
+static unsigned long long rng = 88172645463325252ull;
+static float frand(void) /* uniform [-1, 1) */
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((double)(rng >> 11) / 4503599627370496.0 - 1.0);
+}
+
+static const char *const pieces[] = {"<unk>", "\n<s>\n", "\n</s>\n", " ", "0", "1", "2", "3", "4", "5",
+                                     "6", "7", "8", "9", "+", "-", "*", "/", "=", ".", " =", "00", ".00"};
+#define VOCAB ((int)(sizeof pieces / sizeof pieces[0]))
+
+static buf tokenizer_file(void)
+{
+    buf b = {NULL, 0, 0};
+    int i;
+    put_i32(&b, 6);
+    for (i = 0; i < VOCAB; i++) {
+        put_f32(&b, i < 3 ? 0.0f : (float)-(i % 5) - 1.0f);
+        put_i32(&b, (int32_t)strlen(pieces[i]));
+        put(&b, pieces[i], strlen(pieces[i]));
+    }
+    return b;
+}
+
+/* n random values of scale a, written fp32 (v1) or Q8_0 in groups of gs (v2) */
+static void put_matrix(buf *b, size_t n, float a, int version, int gs)
+{
+    size_t i, g;
+    float *w = (float *)malloc(n * sizeof *w);
+    if (!w) exit(2);
+    for (i = 0; i < n; i++) w[i] = a * frand();
+    if (version == 1) {
+        put(b, w, n * sizeof *w);
+    } else {
+        int8_t *q = (int8_t *)malloc(n);
+        float *s = (float *)malloc(n / (size_t)gs * sizeof *s);
+        if (!q || !s) exit(2);
+        for (g = 0; g < n / (size_t)gs; g++) {
+            float mx = 0.0f;
+            for (i = 0; i < (size_t)gs; i++) {
+                float v = w[g * (size_t)gs + i] < 0 ? -w[g * (size_t)gs + i] : w[g * (size_t)gs + i];
+                if (v > mx) mx = v;
+            }
+            s[g] = mx / 127.0f;
+            for (i = 0; i < (size_t)gs; i++) {
+                float v = s[g] > 0 ? w[g * (size_t)gs + i] / s[g] : 0.0f;
+                q[g * (size_t)gs + i] = (int8_t)(v < 0 ? v - 0.5f : v + 0.5f);
+            }
+        }
+        put(b, q, n);
+        put(b, s, n / (size_t)gs * sizeof *s);
+        free(q);
+        free(s);
+    }
+    free(w);
+}
+
+static buf model_file(int version)
+{
+    buf b = {NULL, 0, 0};
+    const int gs = 16, kv = DIM / HEADS * KV_HEADS;
+    uint32_t magic = 0x616b3432u;
+    unsigned char shared = 0;
+    int l, k;
+    put(&b, &magic, 4);
+    put_i32(&b, version);
+    put_i32(&b, DIM);
+    put_i32(&b, HIDDEN);
+    put_i32(&b, LAYERS);
+    put_i32(&b, HEADS);
+    put_i32(&b, KV_HEADS);
+    put_i32(&b, VOCAB);
+    put_i32(&b, SEQ);
+    put(&b, &shared, 1);
+    if (version == 2) put_i32(&b, gs);
+    while (b.n < 256) put(&b, "", 1);
+    for (k = 0; k < 2 * LAYERS * DIM + DIM; k++) put_f32(&b, 1.0f + 0.2f * frand()); /* norms */
+    put_matrix(&b, (size_t)VOCAB * DIM, 1.0f, version, gs);                       /* embedding */
+    {
+        const size_t sizes[7] = {(size_t)DIM * DIM, (size_t)kv * DIM, (size_t)kv * DIM, (size_t)DIM * DIM,
+                                 (size_t)HIDDEN * DIM, (size_t)DIM * HIDDEN, (size_t)HIDDEN * DIM};
+        for (k = 0; k < 7; k++)
+            for (l = 0; l < LAYERS; l++) put_matrix(&b, sizes[k], 0.5f, version, gs);
+    }
+    put_matrix(&b, (size_t)VOCAB * DIM, 1.0f, version, gs); /* untied classifier */
+    return b;
+}
+
+/* ---- shared inputs ---------------------------------------------------------------------------------- */
+
+static const runc_model *g_model;
+static const runc_tokenizer *g_tok;
+static const char *g_prompts[N_PROMPTS];
+static char g_prompt_text[N_PROMPTS][32];
+static char *g_reference; /* N_PROMPTS x cap */
+static size_t g_cap;
+
+typedef struct {
+    int first, count; /* prompts solved */
+    int use_batch;
+    int kernels;
+    int bad;          /* answers that differ from the reference */
+    int rc;
+} job;
+
+static void *solve_job(void *arg)
+{
+    job *j = (job *)arg;
+    runc_error e;
+    if (j->use_batch) {
+        runc_batch *b = NULL;
+        runc_batch_options o;
+        char *answers = NULL;
+        size_t cap;
+        int i;
+        memset(&o, 0, sizeof o);
+        o.threads = 2;
+        o.slots = 2;
+        o.kernels = j->kernels;
+        j->rc = runc_batch_open(&b, g_model, g_tok, &o, &e);
+        if (j->rc != RUNC_OK) return NULL;
+        cap = runc_batch_answer_cap(b);
+        answers = (char *)calloc((size_t)j->count, cap);
+        if (!answers) exit(2);
+        j->rc = runc_batch_solve(b, g_prompts + j->first, j->count, answers, cap, NULL, NULL, NULL, &e);
+        for (i = 0; i < j->count; i++)
+            if (strcmp(answers + (size_t)i * cap, g_reference + (size_t)(j->first + i) * g_cap) != 0) j->bad++;
+        free(answers);
+        runc_batch_close(b);
+    } else {
+        runc_state *st = NULL;
+        char *answer = (char *)malloc(g_cap);
+        int i;
+        if (!answer) exit(2);
+        j->rc = runc_state_open(&st, g_model, 0, &e);
+        for (i = 0; i < j->count && j->rc == RUNC_OK; i++) {
+            j->rc = runc_solve(st, g_tok, g_prompts[j->first + i], answer, g_cap, NULL, &e);
+            if (j->rc == RUNC_OK && strcmp(answer, g_reference + (size_t)(j->first + i) * g_cap) != 0) j->bad++;
+        }
+        runc_state_close(st);
+        free(answer);
+    }
+    return NULL;
+}
+
+static void check_version(int version)
+{
+    buf mb = model_file(version), tb = tokenizer_file();
+    runc_model *m = NULL;
+    runc_tokenizer *t = NULL;
+    runc_state *st = NULL;
+    runc_error e;
+    int i, k, rc;
+
+    rc = runc_model_open_buffer(&m, mb.p, mb.n, RUNC_OPEN_COPY, &e);
+    EXPECT(rc == RUNC_OK, "v%d model: %s", version, e.message);
+    rc = runc_tokenizer_open_buffer(&t, tb.p, tb.n, VOCAB, &e);
+    EXPECT(rc == RUNC_OK, "tokenizer: %s", e.message);
+    if (!m || !t) return;
+    g_model = m;
+    g_tok = t;
+
+    /* the reference: runc_solve, one at a time */
+    runc_state_open(&st, m, 0, &e);
+    g_cap = runc_answer_cap(st, t);
+    g_reference = (char *)calloc(N_PROMPTS, g_cap);
+    if (!g_reference) exit(2);
+    for (i = 0; i < N_PROMPTS; i++) {
+        rc = runc_solve(st, t, g_prompts[i], g_reference + (size_t)i * g_cap, g_cap, NULL, &e);
+        EXPECT(rc == RUNC_OK, "runc_solve '%s': %s", g_prompts[i], e.message);
+    }
+    runc_state_close(st);
+
+    /* one engine, 4 workers x 3 slots, both kernel sets, twice each */
+    for (k = 0; k < 2; k++) {
+        runc_batch *b = NULL;
+        runc_batch_options o;
+        memset(&o, 0, sizeof o);
+        o.threads = 4;
+        o.slots = 3;
+        o.kernels = k ? RUNC_KERNELS_PORTABLE : RUNC_KERNELS_AUTO;
+        rc = runc_batch_open(&b, m, t, &o, &e);
+        EXPECT(rc == RUNC_OK, "batch open: %s", e.message);
+        if (rc == RUNC_OK) {
+            size_t cap = runc_batch_answer_cap(b);
+            char *answers = (char *)calloc(N_PROMPTS, cap);
+            int *n_gen = (int *)calloc(N_PROMPTS, sizeof *n_gen);
+            float *mean_lp = (float *)calloc(N_PROMPTS, sizeof *mean_lp);
+            float *min_lp = (float *)calloc(N_PROMPTS, sizeof *min_lp);
+            int round, bad;
+            if (!answers || !n_gen || !mean_lp || !min_lp) exit(2);
+            for (round = 0; round < 2; round++) {
+                rc = runc_batch_solve(b, g_prompts, N_PROMPTS, answers, cap, n_gen, mean_lp, min_lp, &e);
+                EXPECT(rc == RUNC_OK, "batch solve (%s): %s", runc_batch_kernels(b), e.message);
+                for (i = 0, bad = 0; i < N_PROMPTS; i++)
+                    if (strcmp(answers + (size_t)i * cap, g_reference + (size_t)i * g_cap) != 0) {
+                        if (bad++ < 3)
+                            printf("  v%d %s: '%s' -> batch '%s', runc_solve '%s'\n", version, runc_batch_kernels(b),
+                                   g_prompts[i], answers + (size_t)i * cap, g_reference + (size_t)i * g_cap);
+                    }
+                EXPECT(bad == 0, "v%d %s round %d: %d batch answers differ from runc_solve's", version,
+                       runc_batch_kernels(b), round, bad);
+            }
+            /* misuse: a clear error or a no-op, never a crash */
+            EXPECT(runc_batch_solve(b, g_prompts, 0, NULL, 0, NULL, NULL, NULL, &e) == RUNC_OK,
+                   "zero batch is a no-op: %s", e.message);
+            EXPECT(runc_batch_solve(b, g_prompts, -1, answers, cap, NULL, NULL, NULL, &e) == RUNC_E_ARG,
+                   "negative count");
+            EXPECT(runc_batch_solve(b, NULL, 3, answers, cap, NULL, NULL, NULL, &e) == RUNC_E_ARG, "NULL prompts");
+            EXPECT(runc_batch_solve(b, g_prompts, 3, NULL, cap, NULL, NULL, NULL, &e) == RUNC_E_ARG, "NULL answers");
+            EXPECT(runc_batch_solve(b, g_prompts, 3, answers, 0, NULL, NULL, NULL, &e) == RUNC_E_ARG,
+                   "answer_cap 0");
+            EXPECT(runc_batch_solve(NULL, g_prompts, 3, answers, cap, NULL, NULL, NULL, &e) == RUNC_E_ARG,
+                   "NULL engine");
+            {
+                const char *with_null[3] = {"1 + 1 =", NULL, "2 + 2 ="};
+                rc = runc_batch_solve(b, with_null, 3, answers, cap, NULL, NULL, NULL, &e);
+                EXPECT(rc == RUNC_E_ARG && strstr(e.message, "prompt 1"),
+                       "a NULL prompt fails the call, naming it: %s (%s)", runc_status_name(rc), e.message);
+            }
+            free(answers);
+            free(n_gen);
+            free(mean_lp);
+            free(min_lp);
+            runc_batch_close(b);
+        }
+    }
+
+    /* engines and states at once on the same model and tokenizer */
+    {
+        job jobs[4];
+        pthread_t tid[4];
+        int started[4];
+        memset(jobs, 0, sizeof jobs);
+        jobs[0].use_batch = 1, jobs[0].first = 0, jobs[0].count = N_PROMPTS, jobs[0].kernels = RUNC_KERNELS_AUTO;
+        jobs[1].use_batch = 1, jobs[1].first = 0, jobs[1].count = N_PROMPTS, jobs[1].kernels = RUNC_KERNELS_PORTABLE;
+        jobs[2].first = 0, jobs[2].count = N_PROMPTS / 2;
+        jobs[3].first = N_PROMPTS / 2, jobs[3].count = N_PROMPTS - N_PROMPTS / 2;
+        for (i = 0; i < 4; i++) started[i] = pthread_create(&tid[i], NULL, solve_job, &jobs[i]) == 0;
+        for (i = 0; i < 4; i++)
+            if (started[i]) pthread_join(tid[i], NULL);
+        for (i = 0; i < 4; i++)
+            EXPECT(started[i] && jobs[i].rc == RUNC_OK && jobs[i].bad == 0, "v%d concurrent job %d: rc %s, %d differ",
+                   version, i, runc_status_name(jobs[i].rc), jobs[i].bad);
+    }
+
+    /* bad options */
+    {
+        runc_batch *b = (runc_batch *)&b;
+        runc_batch_options o;
+        memset(&o, 0, sizeof o);
+        o.threads = -1;
+        EXPECT(runc_batch_open(&b, m, t, &o, &e) == RUNC_E_ARG && b == NULL, "threads -1");
+        o.threads = 1, o.slots = -1;
+        EXPECT(runc_batch_open(&b, m, t, &o, &e) == RUNC_E_ARG, "slots -1");
+        o.slots = 1, o.context = SEQ + 1;
+        EXPECT(runc_batch_open(&b, m, t, &o, &e) == RUNC_E_ARG, "context past max_seq_len");
+        o.context = 0, o.kernels = 7;
+        EXPECT(runc_batch_open(&b, m, t, &o, &e) == RUNC_E_ARG, "kernels 7");
+        EXPECT(runc_batch_open(&b, NULL, t, NULL, &e) == RUNC_E_ARG, "NULL model");
+        EXPECT(runc_batch_open(&b, m, NULL, NULL, &e) == RUNC_E_ARG, "NULL tokenizer");
+        EXPECT(runc_batch_open(NULL, m, t, NULL, &e) == RUNC_E_ARG, "NULL out");
+        runc_batch_close(NULL);
+    }
+
+    free(g_reference);
+    runc_tokenizer_close(t);
+    runc_model_close(m);
+    free(mb.p);
+    free(tb.p);
+}
+
+int main(void)
+{
+    static const char ops[4] = {'+', '-', '*', '/'};
+    int i;
+    for (i = 0; i < N_PROMPTS; i++) {
+        /* a few lengths, so that sequences finish at different steps */
+        if (i % 7 == 0) snprintf(g_prompt_text[i], sizeof g_prompt_text[i], "%d =", i);
+        else snprintf(g_prompt_text[i], sizeof g_prompt_text[i], "%d %c %d =", (i * 37) % 100, ops[i % 4], (i * 11) % 97);
+        g_prompts[i] = g_prompt_text[i];
+    }
+    check_version(1);
+    check_version(2);
+    printf("tsan_batch: %s\n", failures ? "FAILED" : "ok");
+    return failures ? 1 : 0;
+}
