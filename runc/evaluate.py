@@ -57,8 +57,10 @@ def solve_all(model, prompts: list[str], progress: bool = True, desc: str = "sol
 
 
 def evaluate(model_path: str | Path, tokenizer: str | None = None, data: str | None = None,
-             splits: tuple[str, ...] = ("test", "holdout"), progress: bool = True) -> dict:
-    """Score the model on `splits`; returns {"spec", "report": ScoreReport, "by_split": {split: ScoreReport}}."""
+             splits: tuple[str, ...] = ("test", "holdout"), progress: bool = True, threads: int = 0) -> dict:
+    """Score the model on `splits`; returns {"spec", "report": ScoreReport, "by_split": {split: ScoreReport}}.
+
+    threads: the batch engine's worker threads (0 = one per CPU core)."""
     from tinymath.runc import Model
 
     model_path = Path(model_path)
@@ -71,7 +73,7 @@ def evaluate(model_path: str | Path, tokenizer: str | None = None, data: str | N
     problems: list[Problem] = [p for s in splits for p in all_splits[s]]
     if not problems:
         raise ValueError(f"no problems in splits {', '.join(splits)} of this task")
-    with Model(str(model_path), tokenizer=str(tok)) as model:
+    with Model(str(model_path), tokenizer=str(tok), threads=threads) as model:
         answers = solve_all(model, [p.prompt for p in problems], progress, desc=model_path.name)
     fmt = spec.answer_format()
     by_split, i = {}, 0
@@ -113,11 +115,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="a folder from `tinymath gen` (default: the task in the model card)")
     p.add_argument("--splits", default="test,holdout", help="comma-separated splits to score (default test,holdout)")
     p.add_argument("--no-write", action="store_true", help="print only; leave the card and files alone")
+    p.add_argument("--threads", "-j", type=int, default=0,
+                   help="worker threads of the C batch engine (default 0: one per CPU core)")
 
 
 def run(args: argparse.Namespace) -> int:
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
-    result = evaluate(args.model, args.tokenizer, args.data, splits)
+    result = evaluate(args.model, args.tokenizer, args.data, splits, threads=args.threads)
     spec = result["spec"]
     print(f"{args.model}: task {json.dumps(spec.to_dict())}")
     sizes = ", ".join(f"{k} {v.groups['all'].n}" for k, v in result["by_split"].items())
