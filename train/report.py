@@ -149,6 +149,7 @@ def _ci(r: dict) -> str:
 # ---- plots ---------------------------------------------------------------------------------
 def make_plots(rows: list[dict], study: Path) -> list[Path]:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -164,6 +165,7 @@ def make_plots(rows: list[dict], study: Path) -> list[Path]:
         written.append(path)
 
     def bars(ax) -> None:
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # log-axis minor labels collide
         for b in BARS:
             ax.axhline(100 * b, color="grey", ls="--", lw=0.8)
             ax.text(ax.get_xlim()[0], 100 * b, f" {int(100 * b)}%", va="bottom", fontsize=7, color="grey")
