@@ -28,7 +28,11 @@ CROSS_DIR    ?= build/cross
 CROSS_N      ?= 500
 # `make test` answers fewer: qemu emulates floating point in software (about 50x slower than
 # native here), and the check should add well under a minute on 2 cores
-CROSS_CHECK_N ?= 300
+CROSS_CHECK_N ?= 200
+# problems per model shape in the batch engine's C tests (runc/test_batch.c), each solved with
+# default threads, 1 thread, 2 and 3 threads: `make cross`, `make test`
+CROSS_BATCH_N ?= 20
+CROSS_CHECK_BATCH_N ?= 3
 CROSS_STEPS  ?= 150
 CROSS_CFLAGS ?= $(RUNC_CFLAGS) -Werror -static
 CROSS_ARCHS  := aarch64 armhf
@@ -108,24 +112,33 @@ $(CROSS_PROBLEMS): $(CROSS_ID) | $(CROSS_VENV)
 	@head -n $(CROSS_N) $(CROSS_DIR)/classic/test.txt | sed 's/ = .*/ =/' > $@.tmp && mv $@.tmp $@
 
 # ---- builds ----------------------------------------------------------------------------------
-$(CROSS_DIR)/bin/%/run: runc/run.c $(RUNC_LIB)
+# The same sources and flags as runc.mk's builds (the runner links the batch engine, with
+# threads), plus -static and -Werror.
+CROSS_RUN_SRCS := -DRUNC_RUN_BATCH runc/run.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
+CROSS_TEST_SRCS := runc/test_runc.c runc/runc.c -lm
+CROSS_BATCH_SRCS := runc/test_batch.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
+
+$(CROSS_DIR)/bin/%/run: runc/run.c $(RUNC_LIB) $(RUNC_BATCH)
 	@mkdir -p $(@D)
-	$(call cross_cc,$*) $(CROSS_CFLAGS) -o $@ runc/run.c runc/runc.c -lm
+	$(call cross_cc,$*) $(CROSS_CFLAGS) -o $@ $(CROSS_RUN_SRCS)
 $(CROSS_DIR)/bin/%/test_runc: runc/test_runc.c $(RUNC_LIB)
 	@mkdir -p $(@D)
-	$(call cross_cc,$*) $(CROSS_CFLAGS) -o $@ runc/test_runc.c runc/runc.c -lm
+	$(call cross_cc,$*) $(CROSS_CFLAGS) -o $@ $(CROSS_TEST_SRCS)
 $(CROSS_DIR)/bin/%/test_runc_nommap: runc/test_runc.c $(RUNC_LIB)
 	@mkdir -p $(@D)
-	$(call cross_cc,$*) $(CROSS_CFLAGS) -DRUNC_NO_MMAP -o $@ runc/test_runc.c runc/runc.c -lm
-$(CROSS_DIR)/bin/x86/run_nommap: runc/run.c $(RUNC_LIB)
+	$(call cross_cc,$*) $(CROSS_CFLAGS) -DRUNC_NO_MMAP -o $@ $(CROSS_TEST_SRCS)
+$(CROSS_DIR)/bin/%/test_batch: runc/test_batch.c $(RUNC_LIB) $(RUNC_BATCH)
 	@mkdir -p $(@D)
-	$(RUNC_CC) $(RUNC_CFLAGS) -Werror -DRUNC_NO_MMAP -o $@ runc/run.c runc/runc.c -lm
+	$(call cross_cc,$*) $(CROSS_CFLAGS) -o $@ $(CROSS_BATCH_SRCS)
+$(CROSS_DIR)/bin/x86/run_nommap: runc/run.c $(RUNC_LIB) $(RUNC_BATCH)
+	@mkdir -p $(@D)
+	$(RUNC_CC) $(RUNC_CFLAGS) -Werror -DRUNC_NO_MMAP -o $@ $(CROSS_RUN_SRCS)
 $(CROSS_DIR)/bin/native/test_runc_nommap: runc/test_runc.c $(RUNC_LIB)
 	@mkdir -p $(@D)
-	$(RUNC_CC) $(RUNC_CFLAGS) -Werror -DRUNC_NO_MMAP -o $@ runc/test_runc.c runc/runc.c -lm
+	$(RUNC_CC) $(RUNC_CFLAGS) -Werror -DRUNC_NO_MMAP -o $@ $(CROSS_TEST_SRCS)
 
-# The x86 reference answers (the host build of runc.mk), fp32 and int8; the no-mmap build must
-# give the same ones.
+# The x86 reference answers (runc.mk's runc/run: the batch engine with default threads and the
+# kernels it picks for this CPU), fp32 and int8; the no-mmap build must give the same ones.
 $(CROSS_DIR)/x86-%-$(CROSS_N).txt: runc/run $(CROSS_DIR)/bin/x86/run_nommap $(CROSS_DIR)/model/%.bin \
     $(CROSS_TOK) $(CROSS_PROBLEMS) $(CROSS_ID)
 	@./runc/run $(CROSS_DIR)/model/$*.bin -z $(CROSS_TOK) -m batch -f $(CROSS_PROBLEMS) > $@.tmp
@@ -147,11 +160,13 @@ cross_ctest = out=$$($(2) 2>&1); rc=$$?; last=$$(printf '%s\n' "$$out" | tail -n
 	  echo "cross $(1): C tests FAILED: $$last" >&2; exit 1; fi
 
 $(addprefix cross-,$(CROSS_ARCHS)): cross-%: $(CROSS_DIR)/bin/%/run $(CROSS_DIR)/bin/%/test_runc \
-    $(CROSS_DIR)/bin/%/test_runc_nommap $(CROSS_DIR)/x86-fp32-$(CROSS_N).txt \
+    $(CROSS_DIR)/bin/%/test_runc_nommap $(CROSS_DIR)/bin/%/test_batch $(CROSS_DIR)/x86-fp32-$(CROSS_N).txt \
     $(CROSS_DIR)/x86-int8-$(CROSS_N).txt $(CROSS_DIR)/x86-examples.txt
 	@start=$$(date +%s); bin=$(CROSS_DIR)/bin/$*; \
 	$(call cross_ctest,$*,$(call cross_run,$*) $$bin/test_runc); tests="$$last"; \
 	$(call cross_ctest,$* no-mmap,$(call cross_run,$*) $$bin/test_runc_nommap); tests_nm="$$last"; \
+	$(call cross_ctest,$* batch engine,$(call cross_run,$*) $$bin/test_batch $(CROSS_BATCH_N) \
+	  $(CROSS_FP32) $(CROSS_INT8) $(CROSS_TOK)); tests_b="$$last"; \
 	for p in $(RUNC_EXAMPLES); do \
 	  a=$$($(call cross_run,$*) $$bin/run $(CROSS_FP32) -z $(CROSS_TOK) -m calc -i "$$p") || exit 1; \
 	  echo "$$p $$a"; \
@@ -159,16 +174,18 @@ $(addprefix cross-,$(CROSS_ARCHS)): cross-%: $(CROSS_DIR)/bin/%/run $(CROSS_DIR)
 	if ! cmp -s $(CROSS_DIR)/$*-examples.txt $(CROSS_DIR)/x86-examples.txt; then \
 	  echo "cross $*: make run's answers differ from x86's:" >&2; \
 	  diff $(CROSS_DIR)/x86-examples.txt $(CROSS_DIR)/$*-examples.txt >&2; exit 1; fi; \
-	for f in fp32 int8; do \
-	  $(call cross_run,$*) $$bin/run $(CROSS_DIR)/model/$$f.bin -z $(CROSS_TOK) -m batch -f $(CROSS_PROBLEMS) \
-	    > $(CROSS_DIR)/$*-$$f-$(CROSS_N).txt || { echo "cross $*: the batch run failed ($$f)" >&2; exit 1; }; \
-	  if ! cmp -s $(CROSS_DIR)/$*-$$f-$(CROSS_N).txt $(CROSS_DIR)/x86-$$f-$(CROSS_N).txt; then \
-	    echo "cross $*: $$f answers differ from x86's (problem, x86, $*):" >&2; \
-	    paste -d '|' $(CROSS_PROBLEMS) $(CROSS_DIR)/x86-$$f-$(CROSS_N).txt $(CROSS_DIR)/$*-$$f-$(CROSS_N).txt \
+	for f in fp32 int8; do for j in 0 1; do \
+	  out=$(CROSS_DIR)/$*-$$f-j$$j-$(CROSS_N).txt; \
+	  $(call cross_run,$*) $$bin/run $(CROSS_DIR)/model/$$f.bin -z $(CROSS_TOK) -m batch -j $$j \
+	    -f $(CROSS_PROBLEMS) > $$out || { echo "cross $*: the batch run failed ($$f, -j $$j)" >&2; exit 1; }; \
+	  if ! cmp -s $$out $(CROSS_DIR)/x86-$$f-$(CROSS_N).txt; then \
+	    echo "cross $*: $$f answers (-j $$j) differ from x86's (problem, x86, $*):" >&2; \
+	    paste -d '|' $(CROSS_PROBLEMS) $(CROSS_DIR)/x86-$$f-$(CROSS_N).txt $$out \
 	      | awk -F'|' '$$2 != $$3' | head -n 20 >&2; exit 1; fi; \
-	done; \
-	echo "cross $*: C tests $$tests (no-mmap: $$tests_nm); make run's $$(wc -l < $(CROSS_DIR)/x86-examples.txt) examples and" \
-	  "$(CROSS_N) classic problems (fp32, int8) answered as on x86 [$(CROSS_MODEL_NOTE); $$(( $$(date +%s) - start )) s]"
+	done; done; \
+	echo "cross $*: C tests $$tests (no-mmap: $$tests_nm); batch engine tests $$tests_b; make run's" \
+	  "$$(wc -l < $(CROSS_DIR)/x86-examples.txt) examples and $(CROSS_N) classic problems (fp32 and int8; 1 and" \
+	  "default threads) answered as on x86 [$(CROSS_MODEL_NOTE); $$(( $$(date +%s) - start )) s]"
 
 cross-s390x: $(CROSS_DIR)/bin/s390x/run $(CROSS_DIR)/bin/s390x/test_runc $(CROSS_FP32) $(CROSS_TOK)
 	@$(call cross_ctest,s390x,$(call cross_run,s390x) $(CROSS_DIR)/bin/s390x/test_runc); tests="$$last"; \
@@ -193,7 +210,7 @@ CROSS_MISSING = $(foreach a,$(CROSS_ARCHS),$(if $(shell command -v $(call cross_
   $(if $(call cross_qemu,$(a)),,qemu-user($(CROSS_QEMUNAME_$(a)))))
 cross-check:
 	@missing="$(strip $(CROSS_MISSING))"; \
-	if [ -z "$$missing" ]; then $(MAKE) --no-print-directory -j2 -Otarget cross CROSS_N=$(CROSS_CHECK_N); \
+	if [ -z "$$missing" ]; then $(MAKE) --no-print-directory -j2 -Otarget cross CROSS_N=$(CROSS_CHECK_N) CROSS_BATCH_N=$(CROSS_CHECK_BATCH_N); \
 	elif [ "$(CI)" = true ]; then \
 	  echo "cross-check: FAILED: CI must run the ARM checks, but these are missing: $$missing (.ci/run installs them with apt-get)" >&2; \
 	  exit 1; \
