@@ -91,7 +91,7 @@ class TrainConfig:
     device: str = "auto"              # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"               # auto (bf16 autocast on CUDA) | float32 | bfloat16
     compile: bool = False             # torch.compile the model
-    threads: int | None = None        # torch.set_num_threads (None: 1 below 200K params, else all)
+    threads: int | None = None        # torch.set_num_threads (None: 1 below 5M params, else all cores)
     progress: bool = True             # tqdm progress bar
 
     # ---- (de)serialisation ---------------------------------------------------------------

@@ -63,10 +63,16 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 def auto_threads(n_params: int, world: int = 1) -> int:
-    """Intra-op threads for a CPU run: small models lose more to thread hand-offs than they gain."""
+    """Intra-op threads for a CPU run (when the config leaves `threads` unset).
+
+    One thread up to 5M parameters. The ops of a small model are short, and a second
+    thread costs more in hand-offs than it gains; on a machine where other work runs,
+    every parallel op waits for a descheduled thread, and two threads measured 5-50x
+    slower than one here. Run two trainings side by side to use two cores.
+    """
     cores = os.cpu_count() or 1
     per_rank = max(1, cores // max(1, world))
-    return 1 if n_params < 200_000 else per_rank
+    return 1 if n_params < 5_000_000 else per_rank
 
 
 class Dist:
@@ -78,6 +84,7 @@ class Dist:
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.enabled = self.world > 1
         self.owns_group = False
+        self.coll_device = torch.device("cpu")
 
     @property
     def main(self) -> bool:
@@ -91,6 +98,8 @@ class Dist:
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
             self.owns_group = True
+        # NCCL reduces CUDA tensors only; gloo CPU tensors
+        self.coll_device = device if dist.get_backend() == "nccl" else torch.device("cpu")
 
     def barrier(self) -> None:
         if self.enabled:
@@ -102,7 +111,12 @@ class Dist:
         if self.enabled:
             import torch.distributed as dist
 
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            if t.device != self.coll_device:
+                moved = t.to(self.coll_device)
+                dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+                t.copy_(moved)
+            else:
+                dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
     def any(self, flag: bool) -> bool:
@@ -431,6 +445,10 @@ def _read_metrics(path: Path, upto_step: int) -> list[str]:
     return keep
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
 def _autocast(device: torch.device, dtype: str) -> Callable:
     use_bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
     if not use_bf16:
@@ -611,8 +629,10 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
                    leave=True)
 
     def run_eval() -> dict:
-        val = evaluate(model, val_enc, tok, device, cfg.eval_batch_size, cfg.eval_decode, amp, dist)
-        hold = (evaluate(model, hold_enc, tok, device, cfg.eval_batch_size, cfg.eval_decode, amp, dist)
+        # evaluation in float32 even when training autocasts to bf16: the accuracy is the fp32
+        # model's, the one export writes and the C runner runs
+        val = evaluate(model, val_enc, tok, device, cfg.eval_batch_size, cfg.eval_decode, dist=dist)
+        hold = (evaluate(model, hold_enc, tok, device, cfg.eval_batch_size, cfg.eval_decode, dist=dist)
                 if len(hold_enc) else None)
         return {"val_acc": val["acc"], "val_by_op": val["by_op"], "val_n": val["n"],
                 "holdout_acc": hold["acc"] if hold else None, "holdout_by_op": hold["by_op"] if hold else {},
@@ -642,7 +662,8 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
                     bar.update(1)
                     if step % 10 == 0:
                         bar.set_postfix(loss=f"{loss_sum[0].item() / max(1, loss_sum[1].item()):.4f}",
-                                        lr=f"{lr:.2e}", val=metrics.get("val_acc"), refresh=False)
+                                        lr=f"{lr:.2e}", val=_pct(metrics.get("val_acc")),
+                                        hold=_pct(metrics.get("holdout_acc")), refresh=False)
             now_elapsed = elapsed + (time.perf_counter() - t0) - excluded
             want_stop = intr.flag or (interrupt_at is not None and step >= interrupt_at)
             if cfg.max_time is not None and now_elapsed >= cfg.max_time:
@@ -678,7 +699,7 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
                     log(metrics)
                 if bar is not None:
                     bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
-                                    val=f"{metrics['val_acc']:.4f}", refresh=True)
+                                    val=_pct(metrics["val_acc"]), hold=_pct(metrics["holdout_acc"]), refresh=True)
                 if cfg.target_acc is not None and (metrics["val_acc"] or 0) >= cfg.target_acc and stop_reason is None:
                     stop_reason = "target_acc"
                 if on_eval is not None:
@@ -706,7 +727,7 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
     # ---- the end: test, once -------------------------------------------------------------------------------------
     final = dict(metrics)
     if cfg.test_at_end and len(enc["test"]):
-        test = evaluate(model, enc["test"], tok, device, cfg.eval_batch_size, True, amp, dist)
+        test = evaluate(model, enc["test"], tok, device, cfg.eval_batch_size, True, dist=dist)
         final.update({"test_acc": test["acc"], "test_by_op": test["by_op"], "test_n": test["n"]})
     final["stop_reason"] = stop_reason
     if dist.main:
@@ -719,7 +740,7 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
             elif cfg.test_at_end and len(enc["test"]):
                 probe = Transformer(mcfg).to(device)
                 probe.load_state_dict(best["model"])
-                t = evaluate(probe, enc["test"], tok, device, cfg.eval_batch_size, True, amp)
+                t = evaluate(probe, enc["test"], tok, device, cfg.eval_batch_size, True)
                 best["metrics"] = {**best["metrics"], "test_acc": t["acc"], "test_by_op": t["by_op"], "test_n": t["n"]}
                 save_checkpoint(best_path, best)
         log({"event": "final", **final})
