@@ -20,7 +20,7 @@
 
 FUZZ_CC            ?= clang
 FUZZ_SECONDS       ?= 60
-FUZZ_CHECK_SECONDS ?= 8
+FUZZ_CHECK_SECONDS ?= 6
 FUZZ_FLAGS         ?= -std=c99 -Wall -Wextra -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
                       -fno-sanitize-recover=all
 FUZZ_DIR           := build/fuzz

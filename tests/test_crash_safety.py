@@ -254,7 +254,7 @@ def test_export_killed_mid_write_leaves_the_old_file_or_none(tmp_path):
     big_checkpoint(b, tok, 192, 2)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    for fmt, name, kills in (("v1", "model.bin", 3), ("v2", "model.q8.bin", 2)):
+    for fmt, name, kills in (("v1", "model.bin", 2), ("v2", "model.q8.bin", 1)):
         out = out_dir / name
         ref = tmp_path / f"ref_{name}"
         with warnings.catch_warnings():
@@ -314,7 +314,7 @@ def test_sweep_killed_anywhere_resumes_to_the_same_results(tmp_path):
     toml.write_text(STUDY)
     run_ok(cli("sweep", str(ref_toml)))
     study = tmp_path / "crash"
-    first, second = study / "runs" / "add-p900-s0", study / "runs" / "add-p2500-s0"
+    first = study / "runs" / "add-p900-s0"
 
     def logged(run_dir: Path, step: int):
         def held() -> bool:
@@ -329,14 +329,13 @@ def test_sweep_killed_anywhere_resumes_to_the_same_results(tmp_path):
     history = []
     for what, delay, when in [
             ("training the first run", rng.uniform(0.0, 0.3), logged(first, rng.randrange(10, 50, 10))),
-            ("exporting/evaluating the first run", rng.uniform(0.0, 0.3), exists(first / "model.bin")),
-            ("training the second run", rng.uniform(0.0, 0.3), logged(second, rng.randrange(10, 70, 10)))]:
+            ("exporting/evaluating the first run", rng.uniform(0.0, 0.3), exists(first / "model.bin"))]:
         history.append(f"{what}: " + kill_at(cli("sweep", str(toml)), delay=delay, when=when))
         check_tree(study, "; ".join(history))
     run_ok(cli("sweep", str(toml)))
     check_tree(study, "; ".join(history) + "; the final resume")
     print(f"sweep kills (seed {SEED}): {'; '.join(history)}")
-    assert sum("killed" in h for h in history) >= 2, history
+    assert all("killed" in h for h in history), history
     ref_rows = [strip_timing(json.loads(line)) for line in (tmp_path / "ref" / "results.jsonl").read_text().splitlines()]
     rows = [strip_timing(json.loads(line)) for line in (study / "results.jsonl").read_text().splitlines()]
     assert rows == ref_rows, f"results differ after {'; '.join(history)} (seed {SEED})"
@@ -367,9 +366,6 @@ def test_checkpoints_load_with_weights_only(tmp_path):
         load_checkpoint(evil)
     with pytest.raises(ExportError, match="not a loadable torch checkpoint"):
         export_load(evil)
-    r = subprocess.run(cli("export", str(evil), "--format", "v1", "--out", str(tmp_path / "x.bin")),
-                       capture_output=True, text=True, env=ENV, cwd=ROOT)
-    assert r.returncode != 0 and not (tmp_path / "x.bin").exists()
     assert not marker.exists(), "loading a checkpoint ran code from its pickle"
     # and the package loads checkpoints nowhere else without weights_only=True
     for src in list(ROOT.glob("*/*.py")) + list(ROOT.glob("tinymath/**/*.py")):
