@@ -126,6 +126,7 @@ struct runc_batch {
     const runc_tokenizer *tok;
     int threads, slots, context, q8, gs;
     int D, H, KV, hs, nh, nkv, V, L;
+    int gp;              /* kv heads padded to a multiple of 8: the attention's vector lanes */
     /* row strides (floats) of the activation matrices, multiples of 16 */
     int sD, sH, sQKV, s13, sV, sX, gX;
     size_t kv_slot;      /* floats of one slot's KV cache (all layers) */
@@ -133,6 +134,7 @@ struct runc_batch {
     rb_layer *layers;
     rb_mat cls;
     float *rope_cos, *rope_sin; /* (context, head_size/2) */
+    float *rope_cx, *rope_sx;   /* (context, head_size): (cos, cos) and (-sin, sin) per pair */
     void *wmem, *amem;          /* the weight and activation arenas (malloc'd, unaligned base) */
     size_t wbytes, abytes;
     rb_worker *workers;
@@ -163,7 +165,7 @@ struct rb_worker {
     int *slot_prob, *slot_pos, *slot_tok, *slot_np, *slot_ngen, *ids;
     float *slot_lpsum, *slot_lpmin;
     int *row_slot, *row_tok, *row_pos, *lrow, *scratch;
-    float *x, *xb, *xb2, *qkv, *h13, *hb, *logits, *lp, *tmpv, *att, *qt, *hsum, *xq, *xsc, *qdiv, *kv;
+    float *x, *xb, *xb2, *qkv, *h13, *hb, *logits, *lp, *tmpv, *att, *qt, *xq, *xsc, *qdiv, *kv;
     uint32_t *qab;
     int want_lp;
     /* results of the call */
@@ -174,7 +176,7 @@ struct rb_worker {
 
 static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int layer)
 {
-    return w->kv + ((size_t)slot * (size_t)b->L + (size_t)layer) * (2 * (size_t)b->KV * (size_t)b->context);
+    return w->kv + ((size_t)slot * (size_t)b->L + (size_t)layer) * (2 * (size_t)b->context * (size_t)b->hs * (size_t)b->gp);
 }
 
 /* ========================================================================== */
@@ -381,14 +383,20 @@ static void rb_pack_all(rb_bump *a, runc_batch *b)
     }
     b->rope_cos = (float *)rb_take(a, (size_t)b->context * (size_t)(b->hs / 2), sizeof(float));
     b->rope_sin = (float *)rb_take(a, (size_t)b->context * (size_t)(b->hs / 2), sizeof(float));
-    if (a->base && b->rope_cos && b->rope_sin) {
+    b->rope_cx = (float *)rb_take(a, (size_t)b->context * (size_t)b->hs, sizeof(float));
+    b->rope_sx = (float *)rb_take(a, (size_t)b->context * (size_t)b->hs, sizeof(float));
+    if (a->base && b->rope_cos && b->rope_sin && b->rope_cx && b->rope_sx) {
         /* as runc_forward computes them for each position */
         int pos, i, half = b->hs / 2;
         for (pos = 0; pos < b->context; pos++)
             for (i = 0; i < half; i++) {
-                float angle = (float)pos * m->rope_freq[i];
-                b->rope_cos[(size_t)pos * (size_t)half + (size_t)i] = cosf(angle);
-                b->rope_sin[(size_t)pos * (size_t)half + (size_t)i] = sinf(angle);
+                float angle = (float)pos * m->rope_freq[i], c = cosf(angle), s = sinf(angle);
+                size_t at = (size_t)pos * (size_t)b->hs + 2 * (size_t)i;
+                b->rope_cos[(size_t)pos * (size_t)half + (size_t)i] = c;
+                b->rope_sin[(size_t)pos * (size_t)half + (size_t)i] = s;
+                b->rope_cx[at] = b->rope_cx[at + 1] = c;
+                b->rope_sx[at] = -s;
+                b->rope_sx[at + 1] = s;
             }
     }
 }
@@ -426,10 +434,8 @@ static void rb_layout_workers(rb_bump *a, runc_batch *b)
         w->logits = (float *)rb_take(a, S * (size_t)b->sV, sizeof(float));
         w->lp = (float *)rb_take(a, S, sizeof(float));
         w->tmpv = (float *)rb_take(a, (size_t)b->sV, sizeof(float));
-        /* + 8: the attention's 8-lane loops may read past the last head */
-        w->att = (float *)rb_take(a, (size_t)b->nh * (size_t)b->context + 8, sizeof(float));
-        w->qt = (float *)rb_take(a, (size_t)b->D + 8, sizeof(float));
-        w->hsum = (float *)rb_take(a, (size_t)b->nh, sizeof(float));
+        w->att = (float *)rb_take(a, (size_t)b->context * (size_t)(b->nh / b->nkv) * (size_t)b->gp, sizeof(float));
+        w->qt = (float *)rb_take(a, (size_t)b->hs * (size_t)(b->nh / b->nkv) * (size_t)b->gp, sizeof(float));
         if (b->q8) {
             w->xq = (float *)rb_take(a, S * (size_t)b->sX, sizeof(float));
             w->xsc = (float *)rb_take(a, S * (size_t)b->gX, sizeof(float));
@@ -437,7 +443,6 @@ static void rb_layout_workers(rb_bump *a, runc_batch *b)
             w->qdiv = (float *)rb_take(a, (size_t)b->sX, sizeof(float));
         }
         w->kv = (float *)rb_take(a, S, b->kv_slot * sizeof(float));
-        (void)rb_take(a, 8, sizeof(float)); /* the attention's reads past the last value */
     }
 }
 
@@ -467,7 +472,7 @@ static int rb_default_slots(const runc_batch *b)
     size_t s = budget / (per_slot ? per_slot : 1);
     if (s < 16) s = 16;
     if (s > 64) s = 64;
-    return (int)s;
+    return (int)(s / 4 * 4); /* whole tiles of the matrix kernels */
 }
 
 void runc_batch_close(runc_batch *b)
@@ -553,7 +558,9 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
     b->sV = rup(b->V, 16);
     b->sX = b->sD > b->sH ? b->sD : b->sH;
     b->gX = b->q8 ? (b->D > b->H ? b->D : b->H) / b->gs : 0;
-    b->kv_slot = (size_t)b->L * 2 * (size_t)b->KV * (size_t)b->context; /* keys then values, per layer */
+    b->gp = rup(b->nkv, 8);
+    /* keys then values, per layer, each (context, head_size, gp) */
+    b->kv_slot = (size_t)b->L * 2 * (size_t)b->context * (size_t)b->hs * (size_t)b->gp;
     b->att_scale = 1.0f / sqrtf((float)b->hs);
     b->slots = o.slots ? o.slots : rb_default_slots(b);
     /* the encoding scratch: a prompt that encodes within it cannot be longer

@@ -25,15 +25,31 @@
 
 /* ---- small row kernels ------------------------------------------------------ */
 
-/* runc.c's rmsnorm: a sequential sum of squares, then weight * (scale * x). */
-static RB_ATTR void RB_FN(rmsnorm)(float *restrict out, const float *restrict x, const float *restrict weight,
-                                   int n, float eps)
+/* runc.c's rmsnorm of B rows (out row r = rmsnorm of x row map[r], or of
+ * row r when map is NULL): each row's sum of squares in order, eight rows'
+ * sums at a time (independent chains the CPU overlaps), then weight * (scale
+ * * x). */
+static RB_ATTR void RB_FN(rmsnorm_rows)(float *restrict out, int os, const float *restrict x, int xs,
+                                        const int *map, const float *restrict weight, int B, int n, float eps)
 {
-    float ss = 0.0f, scale;
-    int i;
-    for (i = 0; i < n; i++) ss += x[i] * x[i];
-    scale = 1.0f / sqrtf(ss / (float)n + eps);
-    for (i = 0; i < n; i++) out[i] = weight[i] * (scale * x[i]);
+    int r0, r, i;
+    for (r0 = 0; r0 < B; r0 += 8) {
+        const int rn = B - r0 < 8 ? B - r0 : 8;
+        const float *xr[8];
+        float ss[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        for (r = 0; r < 8; r++) {
+            const int row = r < rn ? r0 + r : r0; /* spare lanes repeat a row */
+            xr[r] = x + (size_t)(map ? map[row] : row) * (size_t)xs;
+        }
+        for (i = 0; i < n; i++)
+            for (r = 0; r < 8; r++) ss[r] += xr[r][i] * xr[r][i];
+        for (r = 0; r < rn; r++) {
+            const float scale = 1.0f / sqrtf(ss[r] / (float)n + eps);
+            float *restrict o = out + (size_t)(r0 + r) * (size_t)os;
+            const float *restrict xx = xr[r];
+            for (i = 0; i < n; i++) o[i] = weight[i] * (scale * xx[i]);
+        }
+    }
 }
 
 /* runc.c's quantize_q8 (runq.c's rounding: roundf(x / scale), clamped to
@@ -450,11 +466,34 @@ static RB_ATTR void RB_FN(matmul)(const runc_batch *b, rb_worker *w, float *out,
 
 /* ---- attention ------------------------------------------------------------------ */
 
-/* RoPE as runc.c's rope(): channel pairs of each head by the position's angles. */
+/* RoPE as runc.c's rope(): channel pairs of each head by the position's
+ * angles. With the vector types (head_size a multiple of 8), 8 channels at a
+ * time against the position's expanded tables, c = (cos_i, cos_i), s =
+ * (-sin_i, +sin_i): v * c + swap_pairs(v) * s is v0 cos - v1 sin, v1 cos +
+ * v0 sin, the same roundings as runc.c's (a + (-b) = a - b exactly, and
+ * addition commutes). */
 static RB_ATTR void RB_FN(rope)(float *restrict vec, int n_heads, int head_size, const float *restrict cosv,
-                                const float *restrict sinv)
+                                const float *restrict sinv, const float *restrict cx, const float *restrict sx)
 {
     int h, i;
+#if RB_KVEC
+    if (head_size % 8 == 0) {
+        for (h = 0; h < n_heads; h++)
+            for (i = 0; i < head_size; i += 8) {
+                float *v = vec + (size_t)h * (size_t)head_size + (size_t)i;
+                rb_v8 x, c, sn, sw;
+                memcpy(&x, v, sizeof x);
+                memcpy(&c, cx + i, sizeof c);
+                memcpy(&sn, sx + i, sizeof sn);
+                sw = RB_SHUF(x, x, 1, 0, 3, 2, 5, 4, 7, 6);
+                x = x * c + sw * sn;
+                memcpy(v, &x, sizeof x);
+            }
+        return;
+    }
+#endif
+    (void)cx;
+    (void)sx;
     for (h = 0; h < n_heads; h++) {
         float *v = vec + (size_t)h * (size_t)head_size;
         for (i = 0; i < head_size / 2; i++) {
@@ -465,105 +504,234 @@ static RB_ATTR void RB_FN(rope)(float *restrict vec, int n_heads, int head_size,
     }
 }
 
+#if RB_KVEC
+/* dst[c * ds + r] = src[r * ss + c] for an 8 x 8 block (r, c < 8): the
+ * classic unpack / shuffle / lane-swap transpose. */
+static RB_ATTR RB_ALWAYS_INLINE void RB_FN(transpose8)(float *restrict dst, size_t ds, const float *restrict src,
+                                                       size_t ss)
+{
+    rb_v8 r0, r1, r2, r3, r4, r5, r6, r7, t0, t1, t2, t3, t4, t5, t6, t7, u0, u1, u2, u3, u4, u5, u6, u7;
+    memcpy(&r0, src, sizeof r0);
+    memcpy(&r1, src + ss, sizeof r1);
+    memcpy(&r2, src + 2 * ss, sizeof r2);
+    memcpy(&r3, src + 3 * ss, sizeof r3);
+    memcpy(&r4, src + 4 * ss, sizeof r4);
+    memcpy(&r5, src + 5 * ss, sizeof r5);
+    memcpy(&r6, src + 6 * ss, sizeof r6);
+    memcpy(&r7, src + 7 * ss, sizeof r7);
+    t0 = RB_SHUF(r0, r1, 0, 8, 1, 9, 4, 12, 5, 13);
+    t1 = RB_SHUF(r0, r1, 2, 10, 3, 11, 6, 14, 7, 15);
+    t2 = RB_SHUF(r2, r3, 0, 8, 1, 9, 4, 12, 5, 13);
+    t3 = RB_SHUF(r2, r3, 2, 10, 3, 11, 6, 14, 7, 15);
+    t4 = RB_SHUF(r4, r5, 0, 8, 1, 9, 4, 12, 5, 13);
+    t5 = RB_SHUF(r4, r5, 2, 10, 3, 11, 6, 14, 7, 15);
+    t6 = RB_SHUF(r6, r7, 0, 8, 1, 9, 4, 12, 5, 13);
+    t7 = RB_SHUF(r6, r7, 2, 10, 3, 11, 6, 14, 7, 15);
+    u0 = RB_SHUF(t0, t2, 0, 1, 8, 9, 4, 5, 12, 13);
+    u1 = RB_SHUF(t0, t2, 2, 3, 10, 11, 6, 7, 14, 15);
+    u2 = RB_SHUF(t1, t3, 0, 1, 8, 9, 4, 5, 12, 13);
+    u3 = RB_SHUF(t1, t3, 2, 3, 10, 11, 6, 7, 14, 15);
+    u4 = RB_SHUF(t4, t6, 0, 1, 8, 9, 4, 5, 12, 13);
+    u5 = RB_SHUF(t4, t6, 2, 3, 10, 11, 6, 7, 14, 15);
+    u6 = RB_SHUF(t5, t7, 0, 1, 8, 9, 4, 5, 12, 13);
+    u7 = RB_SHUF(t5, t7, 2, 3, 10, 11, 6, 7, 14, 15);
+    r0 = RB_SHUF(u0, u4, 0, 1, 2, 3, 8, 9, 10, 11);
+    r1 = RB_SHUF(u1, u5, 0, 1, 2, 3, 8, 9, 10, 11);
+    r2 = RB_SHUF(u2, u6, 0, 1, 2, 3, 8, 9, 10, 11);
+    r3 = RB_SHUF(u3, u7, 0, 1, 2, 3, 8, 9, 10, 11);
+    r4 = RB_SHUF(u0, u4, 4, 5, 6, 7, 12, 13, 14, 15);
+    r5 = RB_SHUF(u1, u5, 4, 5, 6, 7, 12, 13, 14, 15);
+    r6 = RB_SHUF(u2, u6, 4, 5, 6, 7, 12, 13, 14, 15);
+    r7 = RB_SHUF(u3, u7, 4, 5, 6, 7, 12, 13, 14, 15);
+    memcpy(dst, &r0, sizeof r0);
+    memcpy(dst + ds, &r1, sizeof r1);
+    memcpy(dst + 2 * ds, &r2, sizeof r2);
+    memcpy(dst + 3 * ds, &r3, sizeof r3);
+    memcpy(dst + 4 * ds, &r4, sizeof r4);
+    memcpy(dst + 5 * ds, &r5, sizeof r5);
+    memcpy(dst + 6 * ds, &r6, sizeof r6);
+    memcpy(dst + 7 * ds, &r7, sizeof r7);
+}
+#endif
+
+/* dst[c * ds + r] = src[r * ss + c] for r < rows, c < cols: by 8 x 8 blocks where the vector types allow */
+static RB_ATTR void RB_FN(transpose)(float *restrict dst, size_t ds, const float *restrict src, size_t ss, int rows,
+                                     int cols)
+{
+    int r = 0, r1, c;
+#if RB_KVEC
+    for (; r + 8 <= rows; r += 8)
+        for (c = 0; c + 8 <= cols; c += 8) RB_FN(transpose8)(dst + (size_t)c * ds + r, ds, src + (size_t)r * ss + c, ss);
+    for (c = cols / 8 * 8; c < cols; c++) /* the last columns of the full row blocks */
+        for (r1 = 0; r1 < r; r1++) dst[(size_t)c * ds + (size_t)r1] = src[(size_t)r1 * ss + (size_t)c];
+#endif
+    for (r1 = r; r1 < rows; r1++)
+        for (c = 0; c < cols; c++) dst[(size_t)c * ds + (size_t)r1] = src[(size_t)r1 * ss + (size_t)c];
+}
+
 /* Row r of this step: rotate q and k, store k and v in its slot's cache at its
  * position, and attend over positions 0..pos; the heads' outputs go to xb[r].
- * Heads are the vector lanes: keys are stored per position as (head_size,
- * n_kv_heads), scores as (position, head) with head h at lane (h % kv_mul) *
- * n_kv_heads + h / kv_mul, so that the max, the exp, the sum and the division
- * of all heads' softmaxes are vector operations, each head's sums still
- * formed in runc.c's order (over channels, then over positions). Loops with
- * a loop-carried sum run over 8 lanes at a time in local accumulators (kept
- * in registers); their reads may run up to 7 floats past the last head or
- * channel, into other data of the arena (padded at its end), whose lanes are
- * never stored. */
+ *
+ * The kv heads are the vector lanes, padded to gp (a multiple of 8) lanes of
+ * which the padding stays zero: keys and values are cached per position as
+ * (head_size, gp), the queries transposed to (head_size, kv_mul, gp), scores
+ * as (position, kv_mul, gp). Then every loop is over whole 8-lane vectors:
+ * the scores of a position are head_size multiply-adds of vectors, each head's
+ * softmax (max, exp, sum, division) runs down the positions lane-wise, and the
+ * outputs are head_size vector accumulators over the positions -- each sum
+ * still formed in runc.c's order (over channels, then over positions). */
 static RB_ATTR void RB_FN(attend)(const runc_batch *b, rb_worker *w, int r, int l)
 {
-    const int D = b->D, KV = b->KV, hs = b->hs, nh = b->nh, nkv = b->nkv, kv_mul = nh / nkv;
-    const int pos = w->row_pos[r], n = pos + 1;
+    const int D = b->D, KV = b->KV, hs = b->hs, nh = b->nh, nkv = b->nkv, kv_mul = nh / nkv, gp = b->gp;
+    const int pos = w->row_pos[r], n = pos + 1, rowlen = kv_mul * gp; /* floats of one position's scores */
     float *q = w->qkv + (size_t)r * (size_t)b->sQKV, *k = q + D, *v = k + KV;
-    float *kc = rb_slot_kv(b, w, w->row_slot[r], l), *vc = kc + (size_t)b->context * (size_t)KV;
+    float *kc = rb_slot_kv(b, w, w->row_slot[r], l), *vc = kc + (size_t)b->context * (size_t)hs * (size_t)gp;
     float *out = w->xb + (size_t)r * (size_t)b->sD;
-    float *restrict att = w->att, *restrict qt = w->qt, *restrict sum = w->hsum;
+    float *restrict att = w->att, *restrict qt = w->qt;
     const float *cosv = b->rope_cos + (size_t)pos * (size_t)(hs / 2);
     const float *sinv = b->rope_sin + (size_t)pos * (size_t)(hs / 2);
     const float scale = b->att_scale;
-    int h, h0, i, i0, t, j, g, g0, kk;
+    int i, i0, t, j, c, kk;
 
-    RB_FN(rope)(q, nh, hs, cosv, sinv);
-    RB_FN(rope)(k, nkv, hs, cosv, sinv);
     {
-        float *restrict kp = kc + (size_t)pos * (size_t)KV;
-        for (g = 0; g < nkv; g++)
-            for (i = 0; i < hs; i++) kp[(size_t)i * (size_t)nkv + (size_t)g] = k[(size_t)g * (size_t)hs + (size_t)i];
-        memcpy(vc + (size_t)pos * (size_t)KV, v, (size_t)KV * sizeof(float));
+        const float *cx = b->rope_cx + (size_t)pos * (size_t)hs, *sx = b->rope_sx + (size_t)pos * (size_t)hs;
+        RB_FN(rope)(q, nh, hs, cosv, sinv, cx, sx);
+        RB_FN(rope)(k, nkv, hs, cosv, sinv, cx, sx);
     }
-    /* q transposed: qt[(i * kv_mul + j) * nkv + g] = q of head g * kv_mul + j, channel i */
-    for (g = 0; g < nkv; g++)
-        for (j = 0; j < kv_mul; j++)
-            for (i = 0; i < hs; i++)
-                qt[((size_t)i * (size_t)kv_mul + (size_t)j) * (size_t)nkv + (size_t)g] =
-                    q[((size_t)g * (size_t)kv_mul + (size_t)j) * (size_t)hs + (size_t)i];
+    /* k and v (n_kv_heads x head_size) stored transposed at the position (head_size x gp) */
+    RB_FN(transpose)(kc + (size_t)pos * (size_t)hs * (size_t)gp, (size_t)gp, k, (size_t)hs, nkv, hs);
+    RB_FN(transpose)(vc + (size_t)pos * (size_t)hs * (size_t)gp, (size_t)gp, v, (size_t)hs, nkv, hs);
+    /* qt[(i * kv_mul + j) * gp + g] = channel i of query head g * kv_mul + j (padding lanes stay 0) */
+    for (j = 0; j < kv_mul; j++)
+        RB_FN(transpose)(qt + (size_t)j * (size_t)gp, (size_t)kv_mul * (size_t)gp, q + (size_t)j * (size_t)hs,
+                         (size_t)kv_mul * (size_t)hs, nkv, hs);
 
-    /* scores: att[t * nh + j * nkv + g] = (q . k) * scale, summed over channels in order */
-    for (t = 0; t < n; t++) {
-        const float *restrict kt = kc + (size_t)t * (size_t)KV;
-        for (j = 0; j < kv_mul; j++)
-            for (g0 = 0; g0 < nkv; g0 += 8) {
-                float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-                float *restrict a = att + (size_t)t * (size_t)nh + (size_t)j * (size_t)nkv + (size_t)g0;
-                const int gn = nkv - g0 < 8 ? nkv - g0 : 8;
+#if RB_KVEC
+    /* scores, two positions at a time (independent sums) */
+    for (j = 0; j < kv_mul; j++)
+        for (c = 0; c < gp; c += 8) {
+            const float *qj = qt + (size_t)j * (size_t)gp + (size_t)c;
+            for (t = 0; t + 2 <= n; t += 2) {
+                const float *k0 = kc + (size_t)t * (size_t)hs * (size_t)gp + (size_t)c, *k1 = k0 + (size_t)hs * gp;
+                rb_v8 a0 = {0}, a1 = {0};
                 for (i = 0; i < hs; i++) {
-                    const float *restrict qi = qt + ((size_t)i * (size_t)kv_mul + (size_t)j) * (size_t)nkv + g0;
-                    const float *restrict ki = kt + (size_t)i * (size_t)nkv + g0;
-                    for (kk = 0; kk < 8; kk++) acc[kk] += qi[kk] * ki[kk];
+                    const rb_v8 qv = *(const rb_v8 *)(qj + (size_t)i * (size_t)rowlen);
+                    a0 += qv * *(const rb_v8 *)(k0 + (size_t)i * (size_t)gp);
+                    a1 += qv * *(const rb_v8 *)(k1 + (size_t)i * (size_t)gp);
                 }
-                for (kk = 0; kk < gn; kk++) a[kk] = acc[kk] * scale;
+                *(rb_v8 *)(att + (size_t)t * (size_t)rowlen + (size_t)j * gp + c) = a0 * scale;
+                *(rb_v8 *)(att + (size_t)(t + 1) * (size_t)rowlen + (size_t)j * gp + c) = a1 * scale;
             }
-    }
-    /* softmax of each head over t = 0..pos (runc.c's softmax, lanes = heads) */
-    for (h0 = 0; h0 < nh; h0 += 8) {
-        const int hn = nh - h0 < 8 ? nh - h0 : 8;
-        float mx[8];
-        for (kk = 0; kk < 8; kk++) mx[kk] = att[h0 + kk];
+            for (; t < n; t++) {
+                const float *k0 = kc + (size_t)t * (size_t)hs * (size_t)gp + (size_t)c;
+                rb_v8 a0 = {0};
+                for (i = 0; i < hs; i++)
+                    a0 += *(const rb_v8 *)(qj + (size_t)i * (size_t)rowlen) * *(const rb_v8 *)(k0 + (size_t)i * gp);
+                *(rb_v8 *)(att + (size_t)t * (size_t)rowlen + (size_t)j * gp + c) = a0 * scale;
+            }
+        }
+    /* softmax down the positions, lane-wise: runc.c's max (the first position,
+     * then x > max), exp(x - max), the sum in order, the division */
+    for (c = 0; c < rowlen; c += 8) {
+        rb_v8 mx = *(const rb_v8 *)(att + c), sm = {0};
         for (t = 1; t < n; t++) {
-            const float *restrict a = att + (size_t)t * (size_t)nh + (size_t)h0;
-            for (kk = 0; kk < 8; kk++) mx[kk] = a[kk] > mx[kk] ? a[kk] : mx[kk];
+            const rb_v8 a = *(const rb_v8 *)(att + (size_t)t * (size_t)rowlen + c);
+            const rb_v8u m = (rb_v8u)(a > mx);
+            mx = (rb_v8)(((rb_v8u)a & m) | ((rb_v8u)mx & ~m));
         }
-        for (kk = 0; kk < hn; kk++) sum[h0 + kk] = mx[kk]; /* the maxima, for the next loop */
-    }
-    for (t = 0; t < n; t++) {
-        float *restrict a = att + (size_t)t * (size_t)nh;
-        for (h = 0; h < nh; h++) a[h] = runc_expf(a[h] - sum[h]);
-    }
-    for (h0 = 0; h0 < nh; h0 += 8) {
-        const int hn = nh - h0 < 8 ? nh - h0 : 8;
-        float sm[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
         for (t = 0; t < n; t++) {
-            const float *restrict a = att + (size_t)t * (size_t)nh + (size_t)h0;
-            for (kk = 0; kk < 8; kk++) sm[kk] += a[kk];
+            rb_v8 *a = (rb_v8 *)(att + (size_t)t * (size_t)rowlen + c);
+            *a = *a - mx;
         }
-        for (kk = 0; kk < hn; kk++) sum[h0 + kk] = sm[kk];
+        for (t = 0; t < n; t++) { /* a loop of scalar exps over 8 floats: the compiler vectorises it */
+            float *a = att + (size_t)t * (size_t)rowlen + c;
+            for (kk = 0; kk < 8; kk++) a[kk] = runc_expf(a[kk]);
+        }
+        for (t = 0; t < n; t++) sm += *(const rb_v8 *)(att + (size_t)t * (size_t)rowlen + c);
+        for (t = 0; t < n; t++) {
+            rb_v8 *a = (rb_v8 *)(att + (size_t)t * (size_t)rowlen + c);
+            *a = *a / sm;
+        }
     }
-    for (t = 0; t < n; t++) {
-        float *restrict a = att + (size_t)t * (size_t)nh;
-        for (h = 0; h < nh; h++) a[h] /= sum[h];
-    }
-    /* outputs: head h = g * kv_mul + j is the sum over t of its weight times v of kv head g */
-    for (h = 0; h < nh; h++) {
-        const int lane = (h % kv_mul) * nkv + h / kv_mul;
-        const float *restrict vh = vc + (size_t)(h / kv_mul) * (size_t)hs;
-        float *restrict oh = out + (size_t)h * (size_t)hs;
-        for (i0 = 0; i0 < hs; i0 += 8) {
-            const int in = hs - i0 < 8 ? hs - i0 : 8;
-            float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-            for (t = 0; t < n; t++) {
-                const float at = att[(size_t)t * (size_t)nh + (size_t)lane];
-                const float *restrict vt = vh + (size_t)t * (size_t)KV + (size_t)i0;
-                for (kk = 0; kk < 8; kk++) acc[kk] += at * vt[kk];
+    /* outputs: for each lane (kv head) and j, head_size accumulators over the positions */
+    for (j = 0; j < kv_mul; j++)
+        for (c = 0; c < gp; c += 8)
+            for (i0 = 0; i0 < hs; i0 += 8) {
+                const int in = hs - i0 < 8 ? hs - i0 : 8;
+                rb_v8 acc[8];
+                for (kk = 0; kk < 8; kk++) acc[kk] = (rb_v8){0};
+                for (t = 0; t < n; t++) {
+                    const rb_v8 a = *(const rb_v8 *)(att + (size_t)t * (size_t)rowlen + (size_t)j * gp + c);
+                    const float *vt = vc + ((size_t)t * (size_t)hs + (size_t)i0) * (size_t)gp + (size_t)c;
+                    for (kk = 0; kk < in; kk++) acc[kk] += a * *(const rb_v8 *)(vt + (size_t)kk * (size_t)gp);
+                }
+                if (in == 8 && c + 8 <= nkv) { /* 8 channels x 8 heads back to head-major */
+                    RB_FN(transpose8)(out + ((size_t)c * (size_t)kv_mul + (size_t)j) * (size_t)hs + (size_t)i0,
+                                      (size_t)kv_mul * (size_t)hs, (const float *)acc, 8);
+                } else {
+                    for (kk = 0; kk < in; kk++) {
+                        int lane;
+                        for (lane = 0; lane < 8 && c + lane < nkv; lane++)
+                            out[((size_t)(c + lane) * (size_t)kv_mul + (size_t)j) * (size_t)hs + (size_t)(i0 + kk)] =
+                                acc[kk][lane];
+                    }
+                }
             }
-            for (kk = 0; kk < in; kk++) oh[i0 + kk] = acc[kk];
+#else
+    {
+        float acc[8];
+        /* scores */
+        for (t = 0; t < n; t++)
+            for (j = 0; j < kv_mul; j++)
+                for (c = 0; c < gp; c += 8) {
+                    const float *k0 = kc + (size_t)t * (size_t)hs * (size_t)gp + (size_t)c;
+                    for (kk = 0; kk < 8; kk++) acc[kk] = 0.0f;
+                    for (i = 0; i < hs; i++) {
+                        const float *qi = qt + ((size_t)i * (size_t)kv_mul + (size_t)j) * (size_t)gp + (size_t)c;
+                        const float *ki = k0 + (size_t)i * (size_t)gp;
+                        for (kk = 0; kk < 8; kk++) acc[kk] += qi[kk] * ki[kk];
+                    }
+                    for (kk = 0; kk < 8; kk++)
+                        att[(size_t)t * (size_t)rowlen + (size_t)j * gp + c + kk] = acc[kk] * scale;
+                }
+        /* softmax down the positions, lane-wise */
+        for (c = 0; c < rowlen; c += 8) {
+            float mx[8], sm[8];
+            for (kk = 0; kk < 8; kk++) {
+                mx[kk] = att[c + kk];
+                sm[kk] = 0.0f;
+            }
+            for (t = 1; t < n; t++) {
+                const float *a = att + (size_t)t * (size_t)rowlen + c;
+                for (kk = 0; kk < 8; kk++) mx[kk] = a[kk] > mx[kk] ? a[kk] : mx[kk];
+            }
+            for (t = 0; t < n; t++) {
+                float *a = att + (size_t)t * (size_t)rowlen + c;
+                for (kk = 0; kk < 8; kk++) a[kk] = runc_expf(a[kk] - mx[kk]);
+            }
+            for (t = 0; t < n; t++) {
+                const float *a = att + (size_t)t * (size_t)rowlen + c;
+                for (kk = 0; kk < 8; kk++) sm[kk] += a[kk];
+            }
+            for (t = 0; t < n; t++) {
+                float *a = att + (size_t)t * (size_t)rowlen + c;
+                for (kk = 0; kk < 8; kk++) a[kk] /= sm[kk];
+            }
         }
+        /* outputs */
+        int g;
+        for (g = 0; g < nkv; g++)
+            for (j = 0; j < kv_mul; j++)
+                for (i = 0; i < hs; i++) {
+                    float o = 0.0f;
+                    for (t = 0; t < n; t++)
+                        o += att[(size_t)t * (size_t)rowlen + (size_t)j * gp + (size_t)g] *
+                             vc[((size_t)t * (size_t)hs + (size_t)i) * (size_t)gp + (size_t)g];
+                    out[((size_t)g * (size_t)kv_mul + (size_t)j) * (size_t)hs + (size_t)i] = o;
+                }
+        (void)i0;
     }
+#endif
 }
 
 /* ---- one step ------------------------------------------------------------------- */
@@ -594,9 +762,7 @@ static RB_ATTR void RB_FN(step)(const runc_batch *b, rb_worker *w, int B, int BL
 
     for (l = 0; l < b->L; l++) {
         const rb_layer *ly = &b->layers[l];
-        for (r = 0; r < B; r++)
-            RB_FN(rmsnorm)(w->xb + (size_t)r * (size_t)sD, w->x + (size_t)r * (size_t)sD,
-                           m->rms_att + (size_t)l * (size_t)D, D, eps);
+        RB_FN(rmsnorm_rows)(w->xb, sD, w->x, sD, NULL, m->rms_att + (size_t)l * (size_t)D, B, D, eps);
         RB_FN(matmul)(b, w, w->qkv, b->sQKV, w->xb, sD, &ly->qkv, B);
         for (r = 0; r < B; r++) RB_FN(attend)(b, w, r, l);
         RB_FN(matmul)(b, w, w->xb2, sD, w->xb, sD, &ly->wo, B);
@@ -605,9 +771,7 @@ static RB_ATTR void RB_FN(step)(const runc_batch *b, rb_worker *w, int B, int BL
             const float *restrict y = w->xb2 + (size_t)r * (size_t)sD;
             for (i = 0; i < D; i++) x[i] += y[i];
         }
-        for (r = 0; r < B; r++)
-            RB_FN(rmsnorm)(w->xb + (size_t)r * (size_t)sD, w->x + (size_t)r * (size_t)sD,
-                           m->rms_ffn + (size_t)l * (size_t)D, D, eps);
+        RB_FN(rmsnorm_rows)(w->xb, sD, w->x, sD, NULL, m->rms_ffn + (size_t)l * (size_t)D, B, D, eps);
         RB_FN(matmul)(b, w, w->h13, b->s13, w->xb, sD, &ly->w13, B);
         for (r = 0; r < B; r++) {
             const float *restrict h1 = w->h13 + (size_t)r * (size_t)b->s13, *restrict h3 = h1 + H;
@@ -627,9 +791,7 @@ static RB_ATTR void RB_FN(step)(const runc_batch *b, rb_worker *w, int B, int BL
 
     if (BL > 0) {
         int j;
-        for (j = 0; j < BL; j++)
-            RB_FN(rmsnorm)(w->xb + (size_t)j * (size_t)sD, w->x + (size_t)w->lrow[j] * (size_t)sD, m->rms_final,
-                           D, eps);
+        RB_FN(rmsnorm_rows)(w->xb, sD, w->x, sD, w->lrow, m->rms_final, BL, D, eps);
         RB_FN(matmul)(b, w, w->logits, b->sV, w->xb, sD, &b->cls, BL);
         if (w->want_lp) {
             const int V = b->V;
