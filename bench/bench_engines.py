@@ -120,7 +120,7 @@ def torch_worker(args: argparse.Namespace) -> None:
     from tinymath.train.model import ModelConfig, Transformer
 
     torch.set_num_threads(os.cpu_count() or 1)
-    ck = torch.load(args.model, weights_only=False)
+    ck = torch.load(args.model, weights_only=True)
     model = Transformer(ModelConfig.from_dict(ck["config"])).eval()
     model.load_state_dict(ck["state"])
     prompts = Path(args.prompts).read_text().split("\n")[:-1]

@@ -24,6 +24,13 @@ def check_parent(path: str | os.PathLike) -> Path:
     return path
 
 
+def _readable(tmp: str) -> None:
+    """mkstemp makes 0600 files; give the final file the usual mode (0666 less the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+
+
 def _fsync_dir(d: Path) -> None:
     try:
         fd = os.open(d, os.O_RDONLY)
@@ -42,6 +49,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
         raise IsADirectoryError(f"output path is a directory: {path}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        _readable(tmp)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -61,6 +69,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        _readable(tmp)
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from tinymath import fileio
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model_config", "model", "optimizer", "step", "tokens_seen", "train_config", "tokenizer",
@@ -40,16 +41,8 @@ def save_checkpoint(path: str | os.PathLike, ckpt: dict) -> None:
     """torch.save to a temp file beside `path`, fsync, then os.replace: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with fileio.atomic_file(path) as f:
+        torch.save(ckpt, f)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
