@@ -79,7 +79,6 @@ static RB_ATTR void RB_FN(quantize)(float *restrict q, float *restrict scales, c
         for (i = 0; i + 8 <= n; i += 8, g += 8 / gs) {
             rb_v8u a, c, m;
             rb_v8 wmax, scale, one = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f}, d;
-            int lane;
             memcpy(&a, ab + i, sizeof a);
             c = RB_SHUF(a, a, 1, 0, 3, 2, 5, 4, 7, 6);
             m = (rb_v8u)(a > c);
@@ -99,7 +98,17 @@ static RB_ATTR void RB_FN(quantize)(float *restrict q, float *restrict scales, c
             m = (rb_v8u)(a != 0u); /* scale > 0 exactly when wmax > 0 */
             d = (rb_v8)(((rb_v8u)scale & m) | ((rb_v8u)one & ~m));
             memcpy(div + i, &d, sizeof d);
-            for (lane = 0; lane < 8; lane += gs) scales[g + lane / gs] = scale[lane];
+            if (gs == 4) {
+                scales[g] = scale[0];
+                scales[g + 1] = scale[4];
+            } else if (gs == 2) {
+                scales[g] = scale[0];
+                scales[g + 1] = scale[2];
+                scales[g + 2] = scale[4];
+                scales[g + 3] = scale[6];
+            } else {
+                scales[g] = scale[0];
+            }
         }
     }
 #endif
