@@ -669,10 +669,18 @@ static RB_ATTR void RB_FN(attend)(const runc_batch *b, rb_worker *w, int r, int 
                 const int in = hs - i0 < 8 ? hs - i0 : 8;
                 rb_v8 acc[8];
                 for (kk = 0; kk < 8; kk++) acc[kk] = (rb_v8){0};
-                for (t = 0; t < n; t++) {
-                    const rb_v8 a = *(const rb_v8 *)(att + (size_t)t * (size_t)rowlen + (size_t)j * gp + c);
-                    const float *vt = vc + ((size_t)t * (size_t)hs + (size_t)i0) * (size_t)gp + (size_t)c;
-                    for (kk = 0; kk < in; kk++) acc[kk] += a * *(const rb_v8 *)(vt + (size_t)kk * (size_t)gp);
+                if (in == 8) { /* a constant count: the accumulators stay in registers */
+                    for (t = 0; t < n; t++) {
+                        const rb_v8 a = *(const rb_v8 *)(att + (size_t)t * (size_t)rowlen + (size_t)j * gp + c);
+                        const float *vt = vc + ((size_t)t * (size_t)hs + (size_t)i0) * (size_t)gp + (size_t)c;
+                        for (kk = 0; kk < 8; kk++) acc[kk] += a * *(const rb_v8 *)(vt + (size_t)kk * (size_t)gp);
+                    }
+                } else {
+                    for (t = 0; t < n; t++) {
+                        const rb_v8 a = *(const rb_v8 *)(att + (size_t)t * (size_t)rowlen + (size_t)j * gp + c);
+                        const float *vt = vc + ((size_t)t * (size_t)hs + (size_t)i0) * (size_t)gp + (size_t)c;
+                        for (kk = 0; kk < in; kk++) acc[kk] += a * *(const rb_v8 *)(vt + (size_t)kk * (size_t)gp);
+                    }
                 }
                 if (in == 8 && c + 8 <= nkv) { /* 8 channels x 8 heads back to head-major */
                     RB_FN(transpose8)(out + ((size_t)c * (size_t)kv_mul + (size_t)j) * (size_t)hs + (size_t)i0,
