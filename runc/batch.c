@@ -189,6 +189,7 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
  * are faster. */
 #define RB_SUFFIX _c
 #define RB_ATTR
+#define RB_FMA(a, b, c) ((a) * (b) + (c)) /* used on exact integer sums only: fused or not, the same */
 #if RB_VEC && defined(__AVX__)
 #define RB_KVEC 1
 #else
@@ -202,11 +203,17 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 #undef RB_TILE_ROWS
 #undef RB_Q8_ROWS
 #undef RB_KVEC
+#undef RB_FMA
 
 #if RB_DISPATCH_X86
+/* the fused multiply-add of the int8 kernel's exact integer sums (nothing
+ * else is fused: the file is ISO C, where compilers do not contract a*b+c) */
+#include <immintrin.h>
+#define RB_FMA(a, b, c) ((rb_v8)_mm256_fmadd_ps((a), (b), (c)))
+
 #define RB_SUFFIX _avx2
 #define RB_KVEC 1
-#define RB_ATTR __attribute__((target("avx2")))
+#define RB_ATTR __attribute__((target("avx2,fma")))
 #define RB_TILE_ROWS 3
 #define RB_Q8_ROWS 2
 #include "batch_kern.h"
@@ -219,7 +226,7 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 /* AVX-512VL: the same 8-float vectors, with 32 registers (a taller tile) */
 #define RB_SUFFIX _avx512
 #define RB_KVEC 1
-#define RB_ATTR __attribute__((target("avx2,avx512f,avx512vl")))
+#define RB_ATTR __attribute__((target("avx2,fma,avx512f,avx512vl")))
 #define RB_TILE_ROWS 4
 #define RB_Q8_ROWS 4
 #include "batch_kern.h"
@@ -228,6 +235,7 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 #undef RB_TILE_ROWS
 #undef RB_Q8_ROWS
 #undef RB_KVEC
+#undef RB_FMA
 #endif
 
 /* ========================================================================== */
@@ -572,10 +580,11 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
 #if RB_DISPATCH_X86
     if (o.kernels == RUNC_KERNELS_AUTO) {
         __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512f")) {
+        if (__builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512f") &&
+            __builtin_cpu_supports("fma")) {
             b->step = step_avx512;
             b->kernels = "avx512vl";
-        } else if (__builtin_cpu_supports("avx2")) {
+        } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
             b->step = step_avx2;
             b->kernels = "avx2";
         }

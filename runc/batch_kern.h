@@ -328,11 +328,14 @@ static RB_ATTR void RB_FN(gemm_f32)(float *restrict out, int os, const float *re
 /* R rows x 16 outputs (two blocks of 8): group sums t, folded into v. */
 #define RB_Q8_ACC(r) rb_v8 v##r##a = {0}, v##r##b = {0}, t##r##a, t##r##b
 #define RB_Q8_ZERO(r) (t##r##a = z, t##r##b = z)
+/* the group sums: integers below 2^24 at every step, so a fused multiply-add
+ * (RB_FMA, where the instruction set has one) gives them exactly as well */
 #define RB_Q8_MAC(r)                                                                                         \
     do {                                                                                                     \
         const float e_ = xr##r[(size_t)g * (size_t)gs + (size_t)k];                                          \
-        t##r##a += qa * e_;                                                                                  \
-        t##r##b += qb * e_;                                                                                  \
+        const rb_v8 ev_ = {e_, e_, e_, e_, e_, e_, e_, e_};                                                  \
+        t##r##a = RB_FMA(qa, ev_, t##r##a);                                                                  \
+        t##r##b = RB_FMA(qb, ev_, t##r##b);                                                                  \
     } while (0)
 #define RB_Q8_FOLD(r)                                                                                        \
     do {                                                                                                     \
@@ -355,6 +358,8 @@ static RB_ATTR RB_ALWAYS_INLINE void RB_FN(q8_tile)(float *restrict o, int os, c
 {
     /* rows past `rows` repeat the last row (computed, not stored) */
     const float *xr0 = xq, *sr0 = xsc;
+    (void)xs;
+    (void)xss;
 #if RB_Q8_ROWS >= 2
     const float *xr1 = rows > 1 ? xr0 + xs : xr0, *sr1 = rows > 1 ? sr0 + xss : sr0;
 #endif
