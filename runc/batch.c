@@ -102,6 +102,8 @@ typedef int rb_v8i __attribute__((vector_size(32)));
 /* ========================================================================== */
 
 /* A weight matrix packed for the kernels.
+ * int8 with VNNI (b->vnni): the values stay int8, wi[((cb * n / 4) + j / 4) * 32 + lane * 4 + j % 4] =
+ *       W[cb*8 + lane][j], for vpdpbusd's sums of 4 products; winit the offset correction.
  * fp32: w holds d rows of n floats at `stride` (a multiple of 16: aligned rows);
  *       tail the last n % 8 columns of each group of 4 rows transposed,
  *       tail[((c / 4) * (n % 8) + jj) * 4 + c % 4] = W[c][n / 8 * 8 + jj].
@@ -109,6 +111,8 @@ typedef int rb_v8i __attribute__((vector_size(32)));
  *       the group scales likewise (see gemm_q8); dpad = d rounded up to 16. */
 typedef struct {
     float *w, *s, *tail;
+    int8_t *wi;      /* int8 for VNNI: per block of 8 outputs, per 4 inputs: 8 x 4 bytes */
+    int32_t *winit;  /* -128 x each output's group sum (the u8 activations' offset), per block */
     int n, d, stride, dpad;
 } rb_mat;
 
@@ -125,6 +129,7 @@ struct runc_batch {
     const runc_model *model;
     const runc_tokenizer *tok;
     int threads, slots, context, q8, gs;
+    int vnni;            /* int8 products by VNNI (vpdpbusd): AVX-512 kernels, group size a multiple of 4 */
     int D, H, KV, hs, nh, nkv, V, L;
     int gp;              /* kv heads padded to a multiple of 8: the attention's vector lanes */
     /* row strides (floats) of the activation matrices, multiples of 16 */
@@ -167,6 +172,7 @@ struct rb_worker {
     int *row_slot, *row_tok, *row_pos, *lrow, *scratch;
     float *x, *xb, *xb2, *qkv, *h13, *hb, *logits, *lp, *tmpv, *att, *qt, *xq, *xsc, *qdiv, *kv;
     uint32_t *qab;
+    uint8_t *xu;         /* VNNI: quantized activations + 128, as bytes (rows of sX) */
     int want_lp;
     /* results of the call */
     long long tokens;
@@ -189,14 +195,30 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
  * are faster. */
 #define RB_SUFFIX _c
 #define RB_ATTR
-#define RB_FMA(a, b, c) ((a) * (b) + (c)) /* used on exact integer sums only: fused or not, the same */
 #if RB_VEC && defined(__AVX__)
 #define RB_KVEC 1
 #else
 #define RB_KVEC 0
 #endif
+/* a -march=native build: the base instruction set may already have what the
+ * x86 variants add (FMA, 32 registers, VNNI) */
+#if RB_KVEC && defined(__FMA__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#define RB_FMA(a, b, c) ((rb_v8)_mm256_fmadd_ps((a), (b), (c)))
+#else
+#define RB_FMA(a, b, c) ((a) * (b) + (c)) /* used on exact integer sums only: fused or not, the same */
+#endif
+#if RB_KVEC && defined(__AVX512VL__) && defined(__AVX512VNNI__) && defined(__FMA__)
+#define RB_HAS_VNNI 1
+#define RB_NATIVE_VNNI 1
+#endif
+#if RB_KVEC && defined(__AVX512VL__)
+#define RB_TILE_ROWS 4
+#define RB_Q8_ROWS 4
+#else
 #define RB_TILE_ROWS 2
 #define RB_Q8_ROWS 1
+#endif
 #include "batch_kern.h"
 #undef RB_SUFFIX
 #undef RB_ATTR
@@ -204,6 +226,7 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 #undef RB_Q8_ROWS
 #undef RB_KVEC
 #undef RB_FMA
+#undef RB_HAS_VNNI
 
 #if RB_DISPATCH_X86
 /* the fused multiply-add of the int8 kernel's exact integer sums (nothing
@@ -223,10 +246,12 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 #undef RB_Q8_ROWS
 #undef RB_KVEC
 
-/* AVX-512VL: the same 8-float vectors, with 32 registers (a taller tile) */
+/* AVX-512VL: the same 8-float vectors, with 32 registers (a taller tile), and
+ * VNNI's vpdpbusd for int8 products */
 #define RB_SUFFIX _avx512
 #define RB_KVEC 1
-#define RB_ATTR __attribute__((target("avx2,fma,avx512f,avx512vl")))
+#define RB_HAS_VNNI 1
+#define RB_ATTR __attribute__((target("avx2,fma,avx512f,avx512vl,avx512vnni")))
 #define RB_TILE_ROWS 4
 #define RB_Q8_ROWS 4
 #include "batch_kern.h"
@@ -236,6 +261,7 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 #undef RB_Q8_ROWS
 #undef RB_KVEC
 #undef RB_FMA
+#undef RB_HAS_VNNI
 #endif
 
 /* ========================================================================== */
@@ -341,8 +367,31 @@ static void rb_pack(rb_bump *a, const runc_batch *b, rb_mat *dst, const runc_mat
         const int gs = b->gs, groups = n / gs;
         dst->stride = n;
         dst->dpad = rup(d, 16);
-        dst->w = (float *)rb_take(a, (size_t)dst->dpad * (size_t)n, sizeof(float));
         dst->s = (float *)rb_take(a, (size_t)dst->dpad * (size_t)groups, sizeof(float));
+        if (b->vnni) {
+            dst->wi = (int8_t *)rb_take(a, (size_t)dst->dpad * (size_t)n, 1);
+            dst->winit = (int32_t *)rb_take(a, (size_t)dst->dpad * (size_t)groups, sizeof(int32_t));
+            if (a->base && dst->wi && dst->winit && dst->s) {
+                int row = 0;
+                for (i = 0; i < parts; i++)
+                    for (r = 0; r < rows[i]; r++, row++) {
+                        const int8_t *q = src[i]->q + (size_t)r * (size_t)n;
+                        const float *sc = src[i]->s + (size_t)r * (size_t)groups;
+                        size_t cb = (size_t)(row / 8), lane = (size_t)(row % 8);
+                        for (j = 0; j < n; j++)
+                            dst->wi[(cb * (size_t)(n / 4) + (size_t)(j / 4)) * 32 + lane * 4 + (size_t)(j % 4)] = q[j];
+                        for (j = 0; j < groups; j++) {
+                            int32_t sum = 0;
+                            int k;
+                            for (k = 0; k < gs; k++) sum += q[(size_t)j * (size_t)gs + (size_t)k];
+                            dst->winit[(cb * (size_t)groups + (size_t)j) * 8 + lane] = -128 * sum;
+                            dst->s[(cb * (size_t)groups + (size_t)j) * 8 + lane] = sc[j];
+                        }
+                    }
+            }
+            return;
+        }
+        dst->w = (float *)rb_take(a, (size_t)dst->dpad * (size_t)n, sizeof(float));
         if (a->base && dst->w && dst->s) {
             int row = 0;
             for (i = 0; i < parts; i++)
@@ -444,11 +493,12 @@ static void rb_layout_workers(rb_bump *a, runc_batch *b)
         w->tmpv = (float *)rb_take(a, (size_t)b->sV, sizeof(float));
         w->att = (float *)rb_take(a, (size_t)b->context * (size_t)(b->nh / b->nkv) * (size_t)b->gp, sizeof(float));
         w->qt = (float *)rb_take(a, (size_t)b->hs * (size_t)(b->nh / b->nkv) * (size_t)b->gp, sizeof(float));
+        if (b->q8 && !b->vnni) w->xq = (float *)rb_take(a, S * (size_t)b->sX, sizeof(float));
         if (b->q8) {
-            w->xq = (float *)rb_take(a, S * (size_t)b->sX, sizeof(float));
             w->xsc = (float *)rb_take(a, S * (size_t)b->gX, sizeof(float));
             w->qab = (uint32_t *)rb_take(a, (size_t)b->sX, sizeof(uint32_t));
             w->qdiv = (float *)rb_take(a, (size_t)b->sX, sizeof(float));
+            if (b->vnni) w->xu = (uint8_t *)rb_take(a, S * (size_t)b->sX, 1);
         }
         w->kv = (float *)rb_take(a, S, b->kv_slot * sizeof(float));
     }
@@ -525,9 +575,9 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
     if (o.slots < 0 || o.slots > RUNC_BATCH_MAX_SLOTS)
         return rb_error(err, RUNC_E_ARG, "slots = %d must be in 1..%d, or 0 for a default", o.slots,
                         RUNC_BATCH_MAX_SLOTS);
-    if (o.kernels != RUNC_KERNELS_AUTO && o.kernels != RUNC_KERNELS_PORTABLE)
-        return rb_error(err, RUNC_E_ARG, "kernels = %d must be RUNC_KERNELS_AUTO or RUNC_KERNELS_PORTABLE",
-                        o.kernels);
+    if (o.kernels != RUNC_KERNELS_AUTO && o.kernels != RUNC_KERNELS_PORTABLE && o.kernels != RUNC_KERNELS_AVX2)
+        return rb_error(err, RUNC_E_ARG,
+                        "kernels = %d must be RUNC_KERNELS_AUTO, RUNC_KERNELS_PORTABLE or RUNC_KERNELS_AVX2", o.kernels);
     context = o.context ? o.context : c->max_seq_len;
     if (o.context < 0 || context > c->max_seq_len || context < 2)
         return rb_error(err, RUNC_E_ARG, "context %d must be in 2..max_seq_len (%d), or 0 for all of it", o.context,
@@ -578,17 +628,22 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
     b->kernels = "portable C";
     b->step = step_c;
 #if RB_DISPATCH_X86
-    if (o.kernels == RUNC_KERNELS_AUTO) {
+    if (o.kernels == RUNC_KERNELS_AUTO || o.kernels == RUNC_KERNELS_AVX2) {
         __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512f") &&
+        if (o.kernels == RUNC_KERNELS_AUTO && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni") &&
             __builtin_cpu_supports("fma")) {
             b->step = step_avx512;
-            b->kernels = "avx512vl";
+            b->kernels = "avx512vl+vnni";
+            b->vnni = b->q8 && b->gs % 4 == 0;
         } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
             b->step = step_avx2;
             b->kernels = "avx2";
         }
     }
+#elif defined(RB_NATIVE_VNNI)
+    b->kernels = "avx512vl+vnni (compiled in)";
+    b->vnni = b->q8 && b->gs % 4 == 0 && o.kernels == RUNC_KERNELS_AUTO;
 #elif defined(__AVX512VL__)
     b->kernels = "avx512vl (compiled in)";
 #elif defined(__AVX2__)

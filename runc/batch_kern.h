@@ -63,7 +63,7 @@ static RB_ATTR void RB_FN(rmsnorm_rows)(float *restrict out, int os, const float
  * floats (exact small integers) for the float-emulated products.
  * ab and div: scratch of n entries. */
 static RB_ATTR void RB_FN(quantize)(float *restrict q, float *restrict scales, const float *restrict x, int n, int gs,
-                                    uint32_t *restrict ab, float *restrict div)
+                                    uint32_t *restrict ab, float *restrict div, uint8_t *restrict u)
 {
     int g = 0, i, groups = n / gs;
     for (i = 0; i < n; i++) {
@@ -124,24 +124,34 @@ static RB_ATTR void RB_FN(quantize)(float *restrict q, float *restrict scales, c
         d = wb != 0 ? scale : 1.0f; /* scale > 0 exactly when wmax > 0 */
         for (i = 0; i < gs; i++) dg[i] = d;
     }
-    for (i = 0; i < n; i++) {
-        float v = x[i] / div[i], d;
-        uint32_t vb, av, m;
-        int32_t ti;
-        memcpy(&vb, &v, sizeof vb);
-        av = vb & 0x7FFFFFFFu;
-        m = 0u - (uint32_t)(av > 0x43000000u); /* |v| > 128, inf, NaN: +-128 */
-        vb = (vb & ~m) | (((vb & 0x80000000u) | 0x43000000u) & m);
-        m = 0u - (uint32_t)(av > 0x7F800000u); /* NaN: 0 */
-        vb &= ~m;
-        memcpy(&v, &vb, sizeof v);
-        ti = (int32_t)v; /* truncation */
-        d = v - (float)ti; /* exact */
-        ti += (int32_t)(d >= 0.5f) - (int32_t)(d <= -0.5f);
-        ti = ti > 127 ? 127 : ti;
-        ti = ti < -127 ? -127 : ti;
-        q[i] = (float)ti;
+#define RB_QUANTIZE_VALUE                                                                                   \
+    float v = x[i] / div[i], d;                                                                              \
+    uint32_t vb, av, m;                                                                                      \
+    int32_t ti;                                                                                              \
+    memcpy(&vb, &v, sizeof vb);                                                                              \
+    av = vb & 0x7FFFFFFFu;                                                                                   \
+    m = 0u - (uint32_t)(av > 0x43000000u); /* |v| > 128, inf, NaN: +-128 */                                  \
+    vb = (vb & ~m) | (((vb & 0x80000000u) | 0x43000000u) & m);                                               \
+    m = 0u - (uint32_t)(av > 0x7F800000u); /* NaN: 0 */                                                      \
+    vb &= ~m;                                                                                                \
+    memcpy(&v, &vb, sizeof v);                                                                               \
+    ti = (int32_t)v;   /* truncation */                                                                      \
+    d = v - (float)ti; /* exact */                                                                           \
+    ti += (int32_t)(d >= 0.5f) - (int32_t)(d <= -0.5f);                                                      \
+    ti = ti > 127 ? 127 : ti;                                                                                \
+    ti = ti < -127 ? -127 : ti
+    if (u) { /* VNNI: as bytes, value + 128 */
+        for (i = 0; i < n; i++) {
+            RB_QUANTIZE_VALUE;
+            u[i] = (uint8_t)(ti + 128);
+        }
+    } else {
+        for (i = 0; i < n; i++) {
+            RB_QUANTIZE_VALUE;
+            q[i] = (float)ti;
+        }
     }
+#undef RB_QUANTIZE_VALUE
 }
 
 /* ---- fp32 matrix-matrix product -------------------------------------------- */
@@ -463,15 +473,94 @@ static RB_ATTR void RB_FN(gemm_q8)(float *restrict out, int os, const float *res
     }
 }
 
+#if defined(RB_HAS_VNNI) && RB_HAS_VNNI
+/* int8 by VNNI: vpdpbusd adds, per 32-bit lane, four products of unsigned
+ * bytes (the activations + 128) by signed ones (the weights): lanes are 8
+ * outputs, each step 4 inputs of a group. Starting each group's sums at
+ * -128 x the weights' sum (winit) leaves exactly the int32 dot product of
+ * runc.c's matmul_q8; then the same float folding of the groups. Rows of 4
+ * (or fewer) x 16 outputs. */
+static RB_ATTR void RB_FN(gemm_q8v)(float *restrict out, int os, const uint8_t *restrict xu, int xs,
+                                    const float *restrict xsc, int xss, const int8_t *restrict w,
+                                    const int32_t *restrict winit, const float *restrict sc, int B, int n, int dpad,
+                                    int gs)
+{
+    const int groups = n / gs, quads = gs / 4;
+    int cb, r0, g, qd, r;
+    for (cb = 0; cb < dpad / 8; cb += 2) {
+        const int8_t *wa = w + (size_t)cb * (size_t)(n / 4) * 32, *wb = wa + (size_t)(n / 4) * 32;
+        const int32_t *ia = winit + (size_t)cb * (size_t)groups * 8, *ib = ia + (size_t)groups * 8;
+        const float *sa = sc + (size_t)cb * (size_t)groups * 8, *sb = sa + (size_t)groups * 8;
+        for (r0 = 0; r0 < B; r0 += 4) {
+            const int rows = B - r0 < 4 ? B - r0 : 4;
+            const uint8_t *xr[4];
+            const float *sr[4];
+            rb_v8 va[4], vb[4];
+            for (r = 0; r < 4; r++) {
+                const int row = r0 + (r < rows ? r : 0);
+                xr[r] = xu + (size_t)row * (size_t)xs;
+                sr[r] = xsc + (size_t)row * (size_t)xss;
+                va[r] = (rb_v8){0};
+                vb[r] = (rb_v8){0};
+            }
+            for (g = 0; g < groups; g++) {
+                const __m256i i0 = _mm256_loadu_si256((const __m256i *)(ia + 8 * (size_t)g));
+                const __m256i i1 = _mm256_loadu_si256((const __m256i *)(ib + 8 * (size_t)g));
+                __m256i ta[4], tb[4];
+                rb_v8 ra, rb;
+                for (r = 0; r < 4; r++) {
+                    ta[r] = i0;
+                    tb[r] = i1;
+                }
+                for (qd = 0; qd < quads; qd++) {
+                    const size_t at = (size_t)g * (size_t)quads + (size_t)qd;
+                    const __m256i qa = _mm256_loadu_si256((const __m256i *)(wa + at * 32));
+                    const __m256i qb = _mm256_loadu_si256((const __m256i *)(wb + at * 32));
+                    for (r = 0; r < 4; r++) {
+                        int32_t four;
+                        __m256i xv;
+                        memcpy(&four, xr[r] + at * 4, sizeof four);
+                        xv = _mm256_set1_epi32(four);
+                        ta[r] = _mm256_dpbusd_epi32(ta[r], xv, qa);
+                        tb[r] = _mm256_dpbusd_epi32(tb[r], xv, qb);
+                    }
+                }
+                memcpy(&ra, sa + 8 * (size_t)g, sizeof ra);
+                memcpy(&rb, sb + 8 * (size_t)g, sizeof rb);
+                for (r = 0; r < 4; r++) {
+                    const float z = sr[r][g];
+                    va[r] += (rb_v8)_mm256_cvtepi32_ps(ta[r]) * ra * z;
+                    vb[r] += (rb_v8)_mm256_cvtepi32_ps(tb[r]) * rb * z;
+                }
+            }
+            for (r = 0; r < rows; r++) {
+                float *o = out + (size_t)(r0 + r) * (size_t)os + (size_t)cb * 8;
+                memcpy(o, &va[r], sizeof va[r]);
+                memcpy(o + 8, &vb[r], sizeof vb[r]);
+            }
+        }
+    }
+}
+#endif
+
 /* out = in @ W^T for B rows: quantizes the rows first for int8 weights. */
 static RB_ATTR void RB_FN(matmul)(const runc_batch *b, rb_worker *w, float *out, int os, const float *in, int is,
                                   const rb_mat *m, int B)
 {
     if (b->q8) {
         int r, gs = b->gs;
+#if defined(RB_HAS_VNNI) && RB_HAS_VNNI
+        if (b->vnni) {
+            for (r = 0; r < B; r++)
+                RB_FN(quantize)(NULL, w->xsc + (size_t)r * (size_t)b->gX, in + (size_t)r * (size_t)is, m->n, gs,
+                                w->qab, w->qdiv, w->xu + (size_t)r * (size_t)b->sX);
+            RB_FN(gemm_q8v)(out, os, w->xu, b->sX, w->xsc, b->gX, m->wi, m->winit, m->s, B, m->n, m->dpad, gs);
+            return;
+        }
+#endif
         for (r = 0; r < B; r++)
             RB_FN(quantize)(w->xq + (size_t)r * (size_t)b->sX, w->xsc + (size_t)r * (size_t)b->gX,
-                            in + (size_t)r * (size_t)is, m->n, gs, w->qab, w->qdiv);
+                            in + (size_t)r * (size_t)is, m->n, gs, w->qab, w->qdiv, NULL);
         RB_FN(gemm_q8)(out, os, w->xq, b->sX, w->xsc, b->gX, m->w, m->s, B, m->n, m->dpad, gs);
     } else {
         RB_FN(gemm_f32)(out, os, in, is, m->w, m->stride, m->tail, B, m->n, m->d);

@@ -262,15 +262,16 @@ typedef struct runc_batch runc_batch;
 enum {
     RUNC_BATCH_MAX_THREADS = 1024,
     RUNC_BATCH_MAX_SLOTS = 65536,
-    RUNC_KERNELS_AUTO = 0,       /* the fastest kernels this CPU runs (AVX2 on x86-64 when present) */
-    RUNC_KERNELS_PORTABLE = 1    /* the portable C kernels (same results; for tests and comparisons) */
+    RUNC_KERNELS_AUTO = 0,       /* the fastest kernels this CPU runs (AVX-512 VNNI, AVX2 on x86-64) */
+    RUNC_KERNELS_PORTABLE = 1,   /* the portable C kernels (same results; for tests and comparisons) */
+    RUNC_KERNELS_AVX2 = 2        /* at most AVX2 (same results; the portable ones where it is missing) */
 };
 
 typedef struct runc_batch_options {
     int threads;    /* worker threads: 0 = one per online CPU core, else 1..RUNC_BATCH_MAX_THREADS */
     int slots;      /* sequences in flight per thread: 0 = a default for the model's size */
     int context;    /* positions per sequence: 0 = the model's max_seq_len */
-    int kernels;    /* RUNC_KERNELS_AUTO or RUNC_KERNELS_PORTABLE */
+    int kernels;    /* RUNC_KERNELS_AUTO, _PORTABLE or _AVX2 */
 } runc_batch_options;
 
 /* A batch engine over a model and its tokenizer, which must outlive it (both

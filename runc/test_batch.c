@@ -7,8 +7,8 @@
  * classifiers; grouped-query attention; widths that are not multiples of 8,
  * Q8_0 groups of 2, 4, 8, 16 and 24) and, when given, real exported models:
  * N problems (default 10000) solved by runc_solve one at a time, then by
- * runc_batch_solve with several thread counts, slot counts and both kernel
- * sets. Every answer and every generated-token count must be identical, and
+ * runc_batch_solve with several thread counts, slot counts and every kernel
+ * set (automatic: AVX-512 with VNNI int8 where present; AVX2; portable C). Every answer and every generated-token count must be identical, and
  * the confidences must equal the log-probabilities of runc_generate's greedy
  * tokens. Then the engine's errors: bad options, NULL arguments, prompts that
  * cannot be encoded or do not fit (the error names the lowest bad index, the
@@ -372,6 +372,8 @@ static void test_model(const char *name, const unsigned char *model_bytes, size_
 
     snprintf(what, sizeof what, "%s, default engine", name);
     compare(what, m, tok, prompts, n, &ref, 0, 0, RUNC_KERNELS_AUTO, 1);
+    snprintf(what, sizeof what, "%s, AVX2 kernels at most", name);
+    compare(what, m, tok, prompts, n < 2000 ? n : 2000, &ref, 2, 6, RUNC_KERNELS_AVX2, 0);
     snprintf(what, sizeof what, "%s, portable kernels", name);
     compare(what, m, tok, prompts, n < 2000 ? n : 2000, &ref, 2, 7, RUNC_KERNELS_PORTABLE, 0);
     snprintf(what, sizeof what, "%s, 1 thread x 1 slot", name);
@@ -434,6 +436,8 @@ static void test_errors(void)
     o.context = 0;
     o.kernels = 7;
     CHECK(runc_batch_open(&b, m, tok, &o, &e) == RUNC_E_ARG && strstr(e.message, "kernels"), "kernels 7");
+    o.kernels = -1;
+    CHECK(runc_batch_open(&b, m, tok, &o, &e) == RUNC_E_ARG, "kernels -1");
     o.kernels = 0;
     {
         const char *small[] = {"<unk>", "\n<s>\n", "\n</s>\n", " "};
