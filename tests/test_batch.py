@@ -165,9 +165,10 @@ def test_confidence_tracks_correctness():
     from tinymath.tasks import Problem  # noqa: F401 - the task package is importable without torch
 
     rng = np.random.default_rng(4)
-    a, b = rng.integers(0, 90, 2000), rng.integers(0, 90, 2000)
-    prompts = [f"{x} + {y} =" for x, y in zip(a, b)]
-    truth = [f"{x + y}.00" for x, y in zip(a, b)]
+    a, b = rng.integers(0, 100, 3000), rng.integers(0, 100, 3000)  # operands 90-99 were never trained on
+    ops = rng.integers(0, 3, 3000)
+    prompts = [f"{x} {'+-*'[o]} {y} =" for x, y, o in zip(a, b, ops)]
+    truth = [f"{(x + y, x - y, x * y)[o]}.00" for x, y, o in zip(a, b, ops)]
     with Model(SHIPPED, tokenizer=TOKENIZER) as m:
         recs = m.solve(prompts, confidence=True)
     right = [r.mean_logprob for r, t in zip(recs, truth) if r.text == t]
