@@ -1103,7 +1103,7 @@ int runc_encode(const runc_tokenizer *t, const char *text, int bos, int eos, int
     const unsigned char *s = (const unsigned char *)text;
     size_t i, n_text;
     int n = 0;
-    char *pair;
+    char *pair, small[128];
 
     if (n_tokens) *n_tokens = 0;
     if (!t || !text || !n_tokens || (!tokens && cap > 0) || cap < 0)
@@ -1156,7 +1156,10 @@ int runc_encode(const runc_tokenizer *t, const char *text, int bos, int eos, int
 
     /* merge the adjacent pair whose concatenation is the best-scoring piece,
      * until no adjacent pair forms a piece */
-    pair = (char *)malloc(2 * (size_t)t->max_token_length + 1);
+    /* (on the stack for the usual short pieces: the batch engine encodes each
+     * problem as it takes it, and allocates nothing while solving) */
+    pair = 2 * (size_t)t->max_token_length + 1 <= sizeof small ? small
+                                                             : (char *)malloc(2 * (size_t)t->max_token_length + 1);
     if (!pair) return set_error(err, RUNC_E_NOMEM, "out of memory");
     for (;;) {
         int k, best_k = -1, best_id = -1;
@@ -1177,7 +1180,7 @@ int runc_encode(const runc_tokenizer *t, const char *text, int bos, int eos, int
         memmove(tokens + best_k + 1, tokens + best_k + 2, (size_t)(n - best_k - 2) * sizeof *tokens);
         n--;
     }
-    free(pair);
+    if (pair != small) free(pair);
 
     if (eos) {
         if (t->vocab_size <= RUNC_TOKEN_EOS)
