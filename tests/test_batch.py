@@ -27,24 +27,6 @@ from tinymath.export.source import bin_config_from_model_config, from_state_dict
 from tinymath.export.writers import encode_bin
 
 
-def _refresh_engine() -> None:
-    """Rebuild the in-place engine when its C sources are newer (as tests/test_bindings.py does)."""
-    import subprocess
-    import sys
-
-    import tinymath.runc
-
-    here = Path(tinymath.runc.__file__).resolve().parent
-    sources = [here / n for n in ("runc.c", "runc.h", "runc_impl.h", "batch.c", "batch_kern.h", "build_engine.py")]
-    if not all(p.exists() for p in sources):
-        return
-    engines = list(here.glob("_engine*.so")) + list(here.glob("_engine*.pyd"))
-    if len(engines) == 1 and engines[0].stat().st_mtime >= max(p.stat().st_mtime for p in sources):
-        return
-    subprocess.run([sys.executable, str(here / "build_engine.py")], check=True, capture_output=True)
-
-
-_refresh_engine()
 from tinymath.runc import Answer, Model, RuncError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

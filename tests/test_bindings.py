@@ -25,32 +25,7 @@ from tinymath.runc import Generation, Model, RuncError  # noqa: E402
 from tinymath.train.model import ModelConfig, Transformer  # noqa: E402
 
 
-def _refresh_engine() -> None:
-    """In a source checkout (editable install), rebuild the engine when runc.c or runc.h is newer
-    than it: `make test` reinstalls only when pyproject.toml or setup.py change, and tests of a
-    stale engine would test yesterday's C."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import tinymath.runc
-
-    here = Path(tinymath.runc.__file__).resolve().parent
-    sources = [here / n for n in ("runc.c", "runc.h", "runc_impl.h", "batch.c", "batch_kern.h", "build_engine.py")]
-    if not all(p.exists() for p in sources) or (here / "_engine.py").exists():
-        return
-    engines = list(here.glob("_engine*.so")) + list(here.glob("_engine*.pyd"))
-    # exactly one build, newer than its sources (with two, Python might import the older one)
-    if len(engines) == 1 and engines[0].stat().st_mtime >= max(p.stat().st_mtime for p in sources):
-        return
-    subprocess.run([sys.executable, str(here / "build_engine.py")], check=True, capture_output=True)
-
-
-_refresh_engine()
-try:  # the compiled engine comes from `pip install -e .`
-    from tinymath.runc import _engine  # noqa: F401
-except ImportError:  # pragma: no cover
-    pytest.skip("tinymath.runc._engine is not built (pip install -e .)", allow_module_level=True)
+from tinymath.runc import _engine  # noqa: E402,F401  (built by `pip install -e .`; a missing build fails, never skips)
 
 BOS, EOS = 1, 2
 PIECES = ["<unk>", "\n<s>\n", "\n</s>\n", " ", *"0123456789", *"+-*/=.", " =", "00", ".0", ".00", "10", "99"]

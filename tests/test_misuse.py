@@ -22,26 +22,6 @@ from tinymath.tokenizer.bin import Tokenizer
 
 
 
-def _refresh_engine() -> None:
-    """Rebuild the in-place engine when runc.c/runc.h are newer (as tests/test_bindings.py does), so
-    that running this file alone never tests a stale build."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import tinymath.runc
-
-    here = Path(tinymath.runc.__file__).resolve().parent
-    sources = [here / n for n in ("runc.c", "runc.h", "runc_impl.h", "batch.c", "batch_kern.h", "build_engine.py")]
-    if not all(p.exists() for p in sources):
-        return
-    engines = list(here.glob("_engine*.so")) + list(here.glob("_engine*.pyd"))
-    if len(engines) == 1 and engines[0].stat().st_mtime >= max(p.stat().st_mtime for p in sources):
-        return
-    subprocess.run([sys.executable, str(here / "build_engine.py")], check=True, capture_output=True)
-
-
-_refresh_engine()
 # no skip when the engine does not import: a broken build must fail here, not pass quietly
 from tinymath.runc import Model, RuncError  # noqa: E402
 from tinymath.runc.model import _load_engine  # noqa: E402
