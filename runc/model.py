@@ -283,7 +283,7 @@ class Model:
             lib, ffi = self._lib, self._ffi
             return {"kernels": ffi.string(lib.runc_batch_kernels(b)).decode(), "threads": lib.runc_batch_threads(b),
                     "slots": lib.runc_batch_slots(b), "context": lib.runc_batch_context(b),
-                    "bytes": int(lib.runc_batch_bytes(b)), "last_tokens": int(lib.runc_batch_tokens(b))}
+                    "bytes": int(lib.runc_batch_bytes(b)), "last_tokens": getattr(self, "_last_tokens", 0)}
 
     # ---- helpers ----------------------------------------------------------------
 
@@ -498,8 +498,10 @@ class Model:
         with self._lock:
             self._live()
             b = self._open_batch()
+            self._last_tokens = 0
             for start in range(0, len(encoded), _SOLVE_CHUNK):
                 out += self._solve_chunk(b, prompts, encoded, start, confidence)
+                self._last_tokens += int(self._lib.runc_batch_tokens(b))
         return out
 
     def _solve_chunk(self, b, prompts: list[str], encoded: list[bytes], start: int, confidence: bool) -> list:
