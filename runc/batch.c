@@ -268,27 +268,6 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 /* errors and sizes                                                            */
 /* ========================================================================== */
 
-static int rb_error(runc_error *err, int code, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        err->code = code;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
-static int rb_ok(runc_error *err)
-{
-    if (err) {
-        err->code = RUNC_OK;
-        err->message[0] = '\0';
-    }
-    return RUNC_OK;
-}
-
 static int rup(int n, int m)
 {
     return (n + m - 1) / m * m;
@@ -557,40 +536,40 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
     int context;
     size_t cap;
 
-    if (!out) return rb_error(err, RUNC_E_ARG, "runc_batch_open: NULL output pointer");
+    if (!out) return runc_set_error(err, RUNC_E_ARG, "runc_batch_open: NULL output pointer");
     *out = NULL;
-    if (!m) return rb_error(err, RUNC_E_ARG, "runc_batch_open: NULL model");
-    if (!tok) return rb_error(err, RUNC_E_ARG, "runc_batch_open: NULL tokenizer");
+    if (!m) return runc_set_error(err, RUNC_E_ARG, "runc_batch_open: NULL model");
+    if (!tok) return runc_set_error(err, RUNC_E_ARG, "runc_batch_open: NULL tokenizer");
     c = runc_model_config(m);
     memset(&o, 0, sizeof o);
     if (opt) o = *opt;
     if (runc_tokenizer_vocab_size(tok) != c->vocab_size)
-        return rb_error(err, RUNC_E_VOCAB, "tokenizer has %d tokens, the model %d", runc_tokenizer_vocab_size(tok),
+        return runc_set_error(err, RUNC_E_VOCAB, "tokenizer has %d tokens, the model %d", runc_tokenizer_vocab_size(tok),
                         c->vocab_size);
     if (c->vocab_size <= RUNC_TOKEN_EOS)
-        return rb_error(err, RUNC_E_VOCAB, "vocabulary of %d tokens has no BOS and EOS", c->vocab_size);
+        return runc_set_error(err, RUNC_E_VOCAB, "vocabulary of %d tokens has no BOS and EOS", c->vocab_size);
     if (o.threads < 0 || o.threads > RUNC_BATCH_MAX_THREADS)
-        return rb_error(err, RUNC_E_ARG, "threads = %d must be in 1..%d, or 0 for one per CPU core", o.threads,
+        return runc_set_error(err, RUNC_E_ARG, "threads = %d must be in 1..%d, or 0 for one per CPU core", o.threads,
                         RUNC_BATCH_MAX_THREADS);
     if (o.slots < 0 || o.slots > RUNC_BATCH_MAX_SLOTS)
-        return rb_error(err, RUNC_E_ARG, "slots = %d must be in 1..%d, or 0 for a default", o.slots,
+        return runc_set_error(err, RUNC_E_ARG, "slots = %d must be in 1..%d, or 0 for a default", o.slots,
                         RUNC_BATCH_MAX_SLOTS);
     if (o.kernels != RUNC_KERNELS_AUTO && o.kernels != RUNC_KERNELS_PORTABLE && o.kernels != RUNC_KERNELS_AVX2)
-        return rb_error(err, RUNC_E_ARG,
+        return runc_set_error(err, RUNC_E_ARG,
                         "kernels = %d must be RUNC_KERNELS_AUTO, RUNC_KERNELS_PORTABLE or RUNC_KERNELS_AVX2", o.kernels);
     context = o.context ? o.context : c->max_seq_len;
     if (o.context < 0 || context > c->max_seq_len || context < 2)
-        return rb_error(err, RUNC_E_ARG, "context %d must be in 2..max_seq_len (%d), or 0 for all of it", o.context,
+        return runc_set_error(err, RUNC_E_ARG, "context %d must be in 2..max_seq_len (%d), or 0 for all of it", o.context,
                         c->max_seq_len);
     if (c->version == 2 && c->group_size > 1024)
-        return rb_error(err, RUNC_E_UNSUPPORTED,
+        return runc_set_error(err, RUNC_E_UNSUPPORTED,
                         "the batch engine takes Q8_0 groups of at most 1024 values (this model: %d)",
                         c->group_size);
     if (c->dim > 65536 || c->hidden_dim > 1048576 || (size_t)c->max_seq_len * (size_t)c->dim > (size_t)INT_MAX / 4)
-        return rb_error(err, RUNC_E_OVERFLOW, "model too large for the batch engine");
+        return runc_set_error(err, RUNC_E_OVERFLOW, "model too large for the batch engine");
 
     b = (runc_batch *)calloc(1, sizeof *b);
-    if (!b) return rb_error(err, RUNC_E_NOMEM, "out of memory");
+    if (!b) return runc_set_error(err, RUNC_E_NOMEM, "out of memory");
     b->model = m;
     b->tok = tok;
 #if RB_THREADS
@@ -654,7 +633,7 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
     b->workers = (rb_worker *)calloc((size_t)b->threads, sizeof *b->workers);
     if (!b->layers || !b->workers) {
         runc_batch_close(b);
-        return rb_error(err, RUNC_E_NOMEM, "out of memory");
+        return runc_set_error(err, RUNC_E_NOMEM, "out of memory");
     }
 
     /* weights: dry run for the size, then pack */
@@ -662,13 +641,13 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
     rb_pack_all(&a, b);
     if (a.overflow) {
         runc_batch_close(b);
-        return rb_error(err, RUNC_E_OVERFLOW, "packed weights overflow the address space");
+        return runc_set_error(err, RUNC_E_OVERFLOW, "packed weights overflow the address space");
     }
     b->wbytes = a.used;
     base = (unsigned char *)rb_alloc(a.used, &b->wmem);
     if (!base) {
         runc_batch_close(b);
-        return rb_error(err, RUNC_E_NOMEM, "out of memory for %zu bytes of packed weights", a.used);
+        return runc_set_error(err, RUNC_E_NOMEM, "out of memory for %zu bytes of packed weights", a.used);
     }
     memset(&a, 0, sizeof a);
     a.base = base;
@@ -680,7 +659,7 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
     if (a.overflow) {
         int threads = b->threads, slots = b->slots;
         runc_batch_close(b);
-        return rb_error(err, RUNC_E_OVERFLOW, "KV caches of %d x %d slots overflow the address space", threads,
+        return runc_set_error(err, RUNC_E_OVERFLOW, "KV caches of %d x %d slots overflow the address space", threads,
                         slots);
     }
     b->abytes = a.used;
@@ -688,7 +667,7 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
     if (!base) {
         int threads = b->threads, slots = b->slots;
         runc_batch_close(b);
-        return rb_error(err, RUNC_E_NOMEM, "out of memory for the batch arena (%zu bytes: %d threads x %d slots)",
+        return runc_set_error(err, RUNC_E_NOMEM, "out of memory for the batch arena (%zu bytes: %d threads x %d slots)",
                         a.used, threads, slots);
     }
     memset(&a, 0, sizeof a);
@@ -698,12 +677,12 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
 #if RB_THREADS
     if (pthread_mutex_init(&b->lock, NULL) != 0) {
         runc_batch_close(b);
-        return rb_error(err, RUNC_E_NOMEM, "cannot create a mutex");
+        return runc_set_error(err, RUNC_E_NOMEM, "cannot create a mutex");
     }
     b->lock_ok = 1;
 #endif
     *out = b;
-    return rb_ok(err);
+    return runc_set_ok(err);
 }
 
 int runc_batch_threads(const runc_batch *b)
@@ -940,13 +919,13 @@ int runc_batch_solve(runc_batch *b, const char *const *prompts, int n, char *ans
                      int *n_generated, float *mean_logprob, float *min_logprob, runc_error *err)
 {
     int t, first = -1, code = RUNC_OK, per;
-    if (!b) return rb_error(err, RUNC_E_ARG, "runc_batch_solve: NULL batch");
+    if (!b) return runc_set_error(err, RUNC_E_ARG, "runc_batch_solve: NULL batch");
     b->tokens = 0;
     if (n < 0 || (n > 0 && (!prompts || !answers)))
-        return rb_error(err, RUNC_E_ARG, "runc_batch_solve: NULL argument or negative count");
-    if (n == 0) return rb_ok(err);
+        return runc_set_error(err, RUNC_E_ARG, "runc_batch_solve: NULL argument or negative count");
+    if (n == 0) return runc_set_ok(err);
     if (answer_cap == 0 || (size_t)n > SIZE_MAX / answer_cap)
-        return rb_error(err, RUNC_E_ARG, "runc_batch_solve: answer_cap must be positive (runc_batch_answer_cap)");
+        return runc_set_error(err, RUNC_E_ARG, "runc_batch_solve: answer_cap must be positive (runc_batch_answer_cap)");
     b->prompts = prompts;
     b->n = n;
     b->answers = answers;
@@ -990,7 +969,7 @@ int runc_batch_solve(runc_batch *b, const char *const *prompts, int n, char *ans
     if (first >= 0) {
         rb_worker *w = &b->workers[first];
         code = w->err_code;
-        return rb_error(err, code, "prompt %d: %s", w->err_index, w->err_msg);
+        return runc_set_error(err, code, "prompt %d: %s", w->err_index, w->err_msg);
     }
-    return rb_ok(err);
+    return runc_set_ok(err);
 }

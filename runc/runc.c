@@ -71,7 +71,7 @@
 #define RUNC_SIZE_LIMIT SIZE_MAX
 #endif
 
-static int set_error(runc_error *err, int code, const char *fmt, ...)
+int runc_set_error(runc_error *err, int code, const char *fmt, ...)
 {
     if (err) {
         va_list ap;
@@ -83,7 +83,7 @@ static int set_error(runc_error *err, int code, const char *fmt, ...)
     return code;
 }
 
-static int set_ok(runc_error *err)
+int runc_set_ok(runc_error *err)
 {
     if (err) {
         err->code = RUNC_OK;
@@ -221,7 +221,7 @@ static int expected_file_bytes(runc_config *c, runc_error *err)
     }
     ok = ok && add_sz(bytes, c->header_bytes, &total);
     if (!ok)
-        return set_error(err, RUNC_E_OVERFLOW,
+        return runc_set_error(err, RUNC_E_OVERFLOW,
                          "tensor sizes overflow: dim %d, hidden_dim %d, n_layers %d, vocab_size %d "
                          "imply a model beyond %llu bytes",
                          c->dim, c->hidden_dim, c->n_layers, c->vocab_size,
@@ -238,35 +238,35 @@ int runc_parse_header(const void *data, size_t size, runc_config *cfg, runc_erro
     int32_t v[7];
     int i;
 
-    if (!cfg || (!data && size > 0)) return set_error(err, RUNC_E_ARG, "runc_parse_header: NULL argument");
+    if (!cfg || (!data && size > 0)) return runc_set_error(err, RUNC_E_ARG, "runc_parse_header: NULL argument");
     if (!host_is_little_endian())
-        return set_error(err, RUNC_E_UNSUPPORTED, "model files are little-endian; this host is not");
+        return runc_set_error(err, RUNC_E_UNSUPPORTED, "model files are little-endian; this host is not");
     memset(&c, 0, sizeof c);
-    if (size == 0) return set_error(err, RUNC_E_EMPTY, "model file is empty");
+    if (size == 0) return runc_set_error(err, RUNC_E_EMPTY, "model file is empty");
     if (size < 4)
-        return set_error(err, RUNC_E_TRUNCATED, "model file is %zu bytes, too short for any header", size);
+        return runc_set_error(err, RUNC_E_TRUNCATED, "model file is %zu bytes, too short for any header", size);
 
     if (rd_u32(p) == RUNC_MAGIC) {
         if (size < 8)
-            return set_error(err, RUNC_E_TRUNCATED, "model header truncated after the magic (%zu bytes)", size);
+            return runc_set_error(err, RUNC_E_TRUNCATED, "model header truncated after the magic (%zu bytes)", size);
         c.version = rd_i32(p + 4);
         if (c.version != 1 && c.version != 2)
-            return set_error(err, RUNC_E_VERSION, "unsupported model version %d (runc reads 0, 1 and 2)",
+            return runc_set_error(err, RUNC_E_VERSION, "unsupported model version %d (runc reads 0, 1 and 2)",
                              c.version);
         if (size < RUNC_V12_HEADER)
-            return set_error(err, RUNC_E_TRUNCATED, "model header truncated: %zu of %u bytes", size,
+            return runc_set_error(err, RUNC_E_TRUNCATED, "model header truncated: %zu of %u bytes", size,
                              RUNC_V12_HEADER);
         c.header_bytes = RUNC_V12_HEADER;
         fields = p + 8;
     } else {
         int32_t first = rd_i32(p);
         if (first < -RUNC_V0_FIRST_FIELD_RANGE || first > RUNC_V0_FIRST_FIELD_RANGE)
-            return set_error(err, RUNC_E_MAGIC,
+            return runc_set_error(err, RUNC_E_MAGIC,
                              "bad magic 0x%08lX: not a llama2.c model file (expected \"ak42\" or a "
                              "legacy v0 header)",
                              (unsigned long)rd_u32(p));
         if (size < RUNC_V0_HEADER)
-            return set_error(err, RUNC_E_TRUNCATED, "legacy (v0) model header truncated: %zu of %u bytes",
+            return runc_set_error(err, RUNC_E_TRUNCATED, "legacy (v0) model header truncated: %zu of %u bytes",
                              size, RUNC_V0_HEADER);
         c.version = 0;
         c.header_bytes = RUNC_V0_HEADER;
@@ -281,15 +281,15 @@ int runc_parse_header(const void *data, size_t size, runc_config *cfg, runc_erro
     } else {
         unsigned flag = p[36];
         if (flag > 1)
-            return set_error(err, RUNC_E_FLAG, "shared_classifier flag is %u, must be 0 or 1", flag);
+            return runc_set_error(err, RUNC_E_FLAG, "shared_classifier flag is %u, must be 0 or 1", flag);
         c.shared_classifier = (int)flag;
     }
     for (i = 0; i < 7; i++) {
         if (v[i] <= 0)
-            return set_error(err, RUNC_E_FIELD, "header field %s = %ld must be positive", field_names[i],
+            return runc_set_error(err, RUNC_E_FIELD, "header field %s = %ld must be positive", field_names[i],
                              (long)v[i]);
         if (v[i] > field_caps[i])
-            return set_error(err, RUNC_E_FIELD, "header field %s = %ld exceeds the limit %d", field_names[i],
+            return runc_set_error(err, RUNC_E_FIELD, "header field %s = %ld exceeds the limit %d", field_names[i],
                              (long)v[i], field_caps[i]);
     }
     c.dim = v[0];
@@ -301,27 +301,27 @@ int runc_parse_header(const void *data, size_t size, runc_config *cfg, runc_erro
     c.max_seq_len = v[6];
 
     if (c.dim % c.n_heads != 0)
-        return set_error(err, RUNC_E_SHAPE, "n_heads = %d does not divide dim = %d", c.n_heads, c.dim);
+        return runc_set_error(err, RUNC_E_SHAPE, "n_heads = %d does not divide dim = %d", c.n_heads, c.dim);
     if (c.n_heads % c.n_kv_heads != 0)
-        return set_error(err, RUNC_E_SHAPE, "n_kv_heads = %d does not divide n_heads = %d", c.n_kv_heads,
+        return runc_set_error(err, RUNC_E_SHAPE, "n_kv_heads = %d does not divide n_heads = %d", c.n_kv_heads,
                          c.n_heads);
     c.head_size = c.dim / c.n_heads;
     if (c.head_size % 2 != 0)
-        return set_error(err, RUNC_E_SHAPE, "head size dim/n_heads = %d is odd (RoPE rotates channel pairs)",
+        return runc_set_error(err, RUNC_E_SHAPE, "head size dim/n_heads = %d is odd (RoPE rotates channel pairs)",
                          c.head_size);
     c.kv_dim = c.n_kv_heads * c.head_size;
 
     if (c.version == 2) {
         c.group_size = rd_i32(p + 37);
         if (c.group_size <= 0)
-            return set_error(err, RUNC_E_GROUP, "group_size = %d must be positive", c.group_size);
+            return runc_set_error(err, RUNC_E_GROUP, "group_size = %d must be positive", c.group_size);
         /* activations are quantized in groups too, so the group size must
          * divide both matrix input widths: dim and hidden_dim */
         if (c.dim % c.group_size != 0)
-            return set_error(err, RUNC_E_GROUP, "group_size = %d does not divide dim = %d", c.group_size,
+            return runc_set_error(err, RUNC_E_GROUP, "group_size = %d does not divide dim = %d", c.group_size,
                              c.dim);
         if (c.hidden_dim % c.group_size != 0)
-            return set_error(err, RUNC_E_GROUP, "group_size = %d does not divide hidden_dim = %d",
+            return runc_set_error(err, RUNC_E_GROUP, "group_size = %d does not divide hidden_dim = %d",
                              c.group_size, c.hidden_dim);
     }
 
@@ -333,16 +333,16 @@ int runc_parse_header(const void *data, size_t size, runc_config *cfg, runc_erro
         if (memcmp(ext, "TMx1", 4) == 0) {
             float theta = rd_f32(ext + 4), eps = rd_f32(ext + 8);
             if (!(theta > 0.0f) || !isfinite(theta))
-                return set_error(err, RUNC_E_EXTENSION, "extension rope_theta = %g must be positive and finite",
+                return runc_set_error(err, RUNC_E_EXTENSION, "extension rope_theta = %g must be positive and finite",
                                  (double)theta);
             if (!(eps > 0.0f) || !isfinite(eps))
-                return set_error(err, RUNC_E_EXTENSION, "extension norm_eps = %g must be positive and finite",
+                return runc_set_error(err, RUNC_E_EXTENSION, "extension norm_eps = %g must be positive and finite",
                                  (double)eps);
             c.rope_theta = theta;
             c.norm_eps = eps;
             c.has_extension = 1;
         } else if (ext[0] | ext[1] | ext[2] | ext[3]) {
-            return set_error(err, RUNC_E_EXTENSION,
+            return runc_set_error(err, RUNC_E_EXTENSION,
                              "unknown header extension at byte 240 (bytes %02X %02X %02X %02X; expected "
                              "\"TMx1\" or zeros)",
                              ext[0], ext[1], ext[2], ext[3]);
@@ -354,14 +354,14 @@ int runc_parse_header(const void *data, size_t size, runc_config *cfg, runc_erro
         if (rc != RUNC_OK) return rc;
     }
     if (size < c.file_bytes)
-        return set_error(err, RUNC_E_TRUNCATED, "model file is truncated: %zu bytes, the header implies %zu",
+        return runc_set_error(err, RUNC_E_TRUNCATED, "model file is truncated: %zu bytes, the header implies %zu",
                          size, c.file_bytes);
     if (size > c.file_bytes)
-        return set_error(err, RUNC_E_TRAILING,
+        return runc_set_error(err, RUNC_E_TRAILING,
                          "model file has %zu trailing bytes: %zu bytes, the header implies %zu",
                          size - c.file_bytes, size, c.file_bytes);
     *cfg = c;
-    return set_ok(err);
+    return runc_set_ok(err);
 }
 
 static int model_keep(runc_model *m, void *block)
@@ -424,7 +424,7 @@ static int model_map_weights(runc_model *m, runc_error *err)
 
     m->mats = (runc_mat *)calloc(7 * L, sizeof *m->mats);
     m->rope_freq = (float *)malloc((size_t)half * sizeof(float));
-    if (!m->mats || !m->rope_freq) return set_error(err, RUNC_E_NOMEM, "out of memory for the weight tables");
+    if (!m->mats || !m->rope_freq) return runc_set_error(err, RUNC_E_NOMEM, "out of memory for the weight tables");
     m->wq = m->mats;
     m->wk = m->wq + L;
     m->wv = m->wk + L;
@@ -471,9 +471,9 @@ static int model_map_weights(runc_model *m, runc_error *err)
         else TRY(take_mats(m, &off, &m->cls, 1, V * D));
     } while (0);
 #undef TRY
-    if (rc != RUNC_OK) return set_error(err, rc, "out of memory while mapping the weights");
+    if (rc != RUNC_OK) return runc_set_error(err, rc, "out of memory while mapping the weights");
     if (off != m->size) /* cannot happen after runc_parse_header; a guard for the layout code */
-        return set_error(err, RUNC_E_TRUNCATED, "internal error: tensor layout ends at %zu of %zu bytes", off,
+        return runc_set_error(err, RUNC_E_TRUNCATED, "internal error: tensor layout ends at %zu of %zu bytes", off,
                          m->size);
 
     /* RoPE frequencies, computed in float as the PyTorch reference does */
@@ -532,13 +532,13 @@ static int check_floats(const float *p, size_t n, const char *name, int layer, i
     if (i < n) {
         float v;
         memcpy(&v, p + i, sizeof v);
-        return set_error(err, RUNC_E_WEIGHT, "%s %s has a %s value at index %zu", where,
+        return runc_set_error(err, RUNC_E_WEIGHT, "%s %s has a %s value at index %zu", where,
                          scales ? "Q8_0 scale" : "weight", v != v ? "NaN" : "infinite", i);
     }
     if (scales)
         for (i = 0; i < n; i++)
             if (p[i] < 0.0f)
-                return set_error(err, RUNC_E_WEIGHT, "%s Q8_0 scale %zu is negative (%g); scales are max|w|/127",
+                return runc_set_error(err, RUNC_E_WEIGHT, "%s Q8_0 scale %zu is negative (%g); scales are max|w|/127",
                                  where, i, (double)p[i]);
     return RUNC_OK;
 }
@@ -582,18 +582,18 @@ static int model_finish(runc_model **out, runc_model *m, int flags, runc_error *
         return rc;
     }
     *out = m;
-    return set_ok(err);
+    return runc_set_ok(err);
 }
 
 int runc_model_open_buffer(runc_model **out, const void *data, size_t size, int flags, runc_error *err)
 {
     runc_model *m;
     int rc;
-    if (!out) return set_error(err, RUNC_E_ARG, "runc_model_open_buffer: NULL output pointer");
+    if (!out) return runc_set_error(err, RUNC_E_ARG, "runc_model_open_buffer: NULL output pointer");
     *out = NULL;
-    if (!data && size > 0) return set_error(err, RUNC_E_ARG, "runc_model_open_buffer: NULL buffer");
+    if (!data && size > 0) return runc_set_error(err, RUNC_E_ARG, "runc_model_open_buffer: NULL buffer");
     if (flags & ~RUNC_OPEN_FLAGS)
-        return set_error(err, RUNC_E_ARG, "runc_model_open_buffer: unknown flags 0x%x", (unsigned)flags);
+        return runc_set_error(err, RUNC_E_ARG, "runc_model_open_buffer: unknown flags 0x%x", (unsigned)flags);
     {
         /* reject a bad header before copying anything */
         runc_config c;
@@ -601,7 +601,7 @@ int runc_model_open_buffer(runc_model **out, const void *data, size_t size, int 
         if (rc != RUNC_OK) return rc;
     }
     m = (runc_model *)calloc(1, sizeof *m);
-    if (!m) return set_error(err, RUNC_E_NOMEM, "out of memory");
+    if (!m) return runc_set_error(err, RUNC_E_NOMEM, "out of memory");
     m->size = size;
     /* a misaligned caller buffer is copied once, so that fp32 tensors can be
      * used in place instead of one copy per tensor */
@@ -609,7 +609,7 @@ int runc_model_open_buffer(runc_model **out, const void *data, size_t size, int 
         m->owned = (unsigned char *)malloc(size);
         if (!m->owned) {
             free(m);
-            return set_error(err, RUNC_E_NOMEM, "out of memory copying a %zu-byte model", size);
+            return runc_set_error(err, RUNC_E_NOMEM, "out of memory copying a %zu-byte model", size);
         }
         memcpy(m->owned, data, size);
         m->data = m->owned;
@@ -630,23 +630,23 @@ static int read_model_file(runc_model *m, FILE *f, runc_error *err)
 
     /* fopen opens a directory on POSIX systems (ftell then says LONG_MAX
      * bytes); reading from one fails (EISDIR) */
-    if (fgetc(f) == EOF && ferror(f)) return set_error(err, RUNC_E_IO, "read error: %s", strerror(errno));
+    if (fgetc(f) == EOF && ferror(f)) return runc_set_error(err, RUNC_E_IO, "read error: %s", strerror(errno));
     if (fseek(f, 0, SEEK_END) != 0 || (end = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
-        return set_error(err, RUNC_E_IO, "cannot determine the file size");
+        return runc_set_error(err, RUNC_E_IO, "cannot determine the file size");
     if ((unsigned long)end > (unsigned long)RUNC_SIZE_LIMIT)
-        return set_error(err, RUNC_E_OVERFLOW, "file of %ld bytes is too large", end);
+        return runc_set_error(err, RUNC_E_OVERFLOW, "file of %ld bytes is too large", end);
     m->size = (size_t)end;
     want = m->size < sizeof header ? m->size : sizeof header;
     got = fread(header, 1, want, f);
-    if (got != want) return set_error(err, RUNC_E_IO, "read error: %s", strerror(errno));
+    if (got != want) return runc_set_error(err, RUNC_E_IO, "read error: %s", strerror(errno));
     /* runc_parse_header reads at most the first 256 bytes, which we have */
     rc = runc_parse_header(header, m->size, &c, err);
     if (rc != RUNC_OK) return rc;
     m->owned = (unsigned char *)malloc(m->size);
-    if (!m->owned) return set_error(err, RUNC_E_NOMEM, "out of memory reading %zu bytes", m->size);
+    if (!m->owned) return runc_set_error(err, RUNC_E_NOMEM, "out of memory reading %zu bytes", m->size);
     memcpy(m->owned, header, got);
     if (fread(m->owned + got, 1, m->size - got, f) != m->size - got)
-        return set_error(err, RUNC_E_IO, "short read (the file changed while reading?)");
+        return runc_set_error(err, RUNC_E_IO, "short read (the file changed while reading?)");
     m->data = m->owned;
     return RUNC_OK;
 }
@@ -656,29 +656,29 @@ int runc_model_open(runc_model **out, const char *path, int flags, runc_error *e
     runc_model *m;
     FILE *f;
     int rc;
-    if (!out) return set_error(err, RUNC_E_ARG, "runc_model_open: NULL output pointer");
+    if (!out) return runc_set_error(err, RUNC_E_ARG, "runc_model_open: NULL output pointer");
     *out = NULL;
-    if (!path) return set_error(err, RUNC_E_ARG, "runc_model_open: NULL path");
+    if (!path) return runc_set_error(err, RUNC_E_ARG, "runc_model_open: NULL path");
     if (flags & ~RUNC_OPEN_FLAGS)
-        return set_error(err, RUNC_E_ARG, "runc_model_open: unknown flags 0x%x", (unsigned)flags);
+        return runc_set_error(err, RUNC_E_ARG, "runc_model_open: unknown flags 0x%x", (unsigned)flags);
     if (!host_is_little_endian())
-        return set_error(err, RUNC_E_UNSUPPORTED, "model files are little-endian; this host is not");
+        return runc_set_error(err, RUNC_E_UNSUPPORTED, "model files are little-endian; this host is not");
     m = (runc_model *)calloc(1, sizeof *m);
-    if (!m) return set_error(err, RUNC_E_NOMEM, "out of memory");
+    if (!m) return runc_set_error(err, RUNC_E_NOMEM, "out of memory");
 
 #if RUNC_HAVE_MMAP
     if (!(flags & RUNC_OPEN_NO_MMAP)) {
         struct stat st;
         int fd = open(path, O_RDONLY);
         if (fd < 0) {
-            rc = set_error(err, RUNC_E_IO, "cannot open model file: %s", strerror(errno));
+            rc = runc_set_error(err, RUNC_E_IO, "cannot open model file: %s", strerror(errno));
             free(m);
             return prefix_path(err, rc, path);
         }
         if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
             close(fd);
             free(m);
-            return prefix_path(err, set_error(err, RUNC_E_IO, "is a directory, not a model file"), path);
+            return prefix_path(err, runc_set_error(err, RUNC_E_IO, "is a directory, not a model file"), path);
         }
         /* regular, non-empty files are mapped; anything else (pipes, empty
          * files) takes the read path below, which reports emptiness itself */
@@ -714,7 +714,7 @@ int runc_model_open(runc_model **out, const char *path, int flags, runc_error *e
 
     f = fopen(path, "rb");
     if (!f) {
-        rc = set_error(err, RUNC_E_IO, "cannot open model file: %s", strerror(errno));
+        rc = runc_set_error(err, RUNC_E_IO, "cannot open model file: %s", strerror(errno));
         free(m);
         return prefix_path(err, rc, path);
     }
@@ -855,25 +855,25 @@ int runc_tokenizer_open_buffer(runc_tokenizer **out, const void *data, size_t si
     size_t off, arena_bytes = 0, a;
     int i, max_len, longest = 0;
 
-    if (!out) return set_error(err, RUNC_E_ARG, "runc_tokenizer_open_buffer: NULL output pointer");
+    if (!out) return runc_set_error(err, RUNC_E_ARG, "runc_tokenizer_open_buffer: NULL output pointer");
     *out = NULL;
-    if (!data && size > 0) return set_error(err, RUNC_E_ARG, "runc_tokenizer_open_buffer: NULL buffer");
+    if (!data && size > 0) return runc_set_error(err, RUNC_E_ARG, "runc_tokenizer_open_buffer: NULL buffer");
     if (vocab_size <= 0 || vocab_size > RUNC_MAX_VOCAB)
-        return set_error(err, RUNC_E_ARG, "tokenizer vocab_size = %d must be in 1..%d", vocab_size,
+        return runc_set_error(err, RUNC_E_ARG, "tokenizer vocab_size = %d must be in 1..%d", vocab_size,
                          RUNC_MAX_VOCAB);
     if (!host_is_little_endian())
-        return set_error(err, RUNC_E_UNSUPPORTED, "tokenizer files are little-endian; this host is not");
-    if (size == 0) return set_error(err, RUNC_E_EMPTY, "tokenizer file is empty");
+        return runc_set_error(err, RUNC_E_UNSUPPORTED, "tokenizer files are little-endian; this host is not");
+    if (size == 0) return runc_set_error(err, RUNC_E_EMPTY, "tokenizer file is empty");
     if (size < 4)
-        return set_error(err, RUNC_E_TRUNCATED, "tokenizer truncated: %zu bytes, too short for max_token_length",
+        return runc_set_error(err, RUNC_E_TRUNCATED, "tokenizer truncated: %zu bytes, too short for max_token_length",
                          size);
     max_len = rd_i32(p);
     if (max_len <= 0 || max_len > RUNC_MAX_TOKEN_LENGTH)
-        return set_error(err, RUNC_E_TOKENIZER, "tokenizer max_token_length = %d must be in 1..%d", max_len,
+        return runc_set_error(err, RUNC_E_TOKENIZER, "tokenizer max_token_length = %d must be in 1..%d", max_len,
                          RUNC_MAX_TOKEN_LENGTH);
 
     if (size == 4)
-        return set_error(err, RUNC_E_TRUNCATED,
+        return runc_set_error(err, RUNC_E_TRUNCATED,
                          "tokenizer has no vocabulary: max_token_length and no tokens (the model has %d)",
                          vocab_size);
 
@@ -883,27 +883,27 @@ int runc_tokenizer_open_buffer(runc_tokenizer **out, const void *data, size_t si
         float score;
         int32_t len;
         if (size - off < 8)
-            return set_error(err, RUNC_E_TRUNCATED,
+            return runc_set_error(err, RUNC_E_TRUNCATED,
                              "tokenizer truncated at token %d of %d (%zu bytes; a tokenizer of a model "
                              "with a smaller vocabulary?)",
                              i, vocab_size, size);
         score = rd_f32(p + off);
         len = rd_i32(p + off + 4);
-        if (score != score) return set_error(err, RUNC_E_TOKENIZER, "tokenizer token %d has a NaN score", i);
+        if (score != score) return runc_set_error(err, RUNC_E_TOKENIZER, "tokenizer token %d has a NaN score", i);
         if (len < 0)
-            return set_error(err, RUNC_E_TOKENIZER, "tokenizer token %d has a negative length %ld", i,
+            return runc_set_error(err, RUNC_E_TOKENIZER, "tokenizer token %d has a negative length %ld", i,
                              (long)len);
         if (len > max_len)
-            return set_error(err, RUNC_E_TOKENIZER, "tokenizer token %d is %ld bytes, over max_token_length %d",
+            return runc_set_error(err, RUNC_E_TOKENIZER, "tokenizer token %d is %ld bytes, over max_token_length %d",
                              i, (long)len, max_len);
-        if (len == 0) return set_error(err, RUNC_E_TOKENIZER, "tokenizer token %d is an empty piece", i);
+        if (len == 0) return runc_set_error(err, RUNC_E_TOKENIZER, "tokenizer token %d is an empty piece", i);
         off += 8;
         if (size - off < (size_t)len)
-            return set_error(err, RUNC_E_TRUNCATED, "tokenizer truncated inside token %d of %d", i, vocab_size);
+            return runc_set_error(err, RUNC_E_TRUNCATED, "tokenizer truncated inside token %d of %d", i, vocab_size);
         {
             size_t ok = utf8_valid_prefix(p + off, (size_t)len);
             if (ok < (size_t)len)
-                return set_error(err, RUNC_E_TOKENIZER,
+                return runc_set_error(err, RUNC_E_TOKENIZER,
                                  "tokenizer token %d is not valid UTF-8 (byte 0x%02X at offset %zu of the piece)", i,
                                  p[off + ok], ok);
         }
@@ -912,13 +912,13 @@ int runc_tokenizer_open_buffer(runc_tokenizer **out, const void *data, size_t si
         if (len > longest) longest = len;
     }
     if (off != size)
-        return set_error(err, RUNC_E_VOCAB,
+        return runc_set_error(err, RUNC_E_VOCAB,
                          "tokenizer has %zu bytes after the %d tokens of the model's vocabulary (a "
                          "tokenizer of another model?)",
                          size - off, vocab_size);
 
     t = (runc_tokenizer *)calloc(1, sizeof *t);
-    if (!t) return set_error(err, RUNC_E_NOMEM, "out of memory");
+    if (!t) return runc_set_error(err, RUNC_E_NOMEM, "out of memory");
     t->vocab_size = vocab_size;
     /* the longest piece, not the header's bound: buffers sized from it (the encoder's pair,
      * runc_answer_cap, callers' decode buffers) then follow the real vocabulary, not a
@@ -931,7 +931,7 @@ int runc_tokenizer_open_buffer(runc_tokenizer **out, const void *data, size_t si
     t->sorted = (runc_piece_index *)malloc((size_t)vocab_size * sizeof *t->sorted);
     if (!t->arena || !t->piece || !t->len || !t->score || !t->sorted) {
         runc_tokenizer_close(t);
-        return set_error(err, RUNC_E_NOMEM, "out of memory for a %d-token vocabulary", vocab_size);
+        return runc_set_error(err, RUNC_E_NOMEM, "out of memory for a %d-token vocabulary", vocab_size);
     }
 
     /* pass 2: copy */
@@ -964,7 +964,7 @@ int runc_tokenizer_open_buffer(runc_tokenizer **out, const void *data, size_t si
                 else k += snprintf(shown + k, sizeof shown - (size_t)k, "\\x%02X", ch);
             }
             shown[k] = '\0';
-            i = set_error(err, RUNC_E_TOKENIZER, "tokenizer tokens %d and %d are the same piece \"%s\"", x->id, y->id,
+            i = runc_set_error(err, RUNC_E_TOKENIZER, "tokenizer tokens %d and %d are the same piece \"%s\"", x->id, y->id,
                           shown);
             runc_tokenizer_close(t);
             return i;
@@ -980,7 +980,7 @@ int runc_tokenizer_open_buffer(runc_tokenizer **out, const void *data, size_t si
     }
     t->space_id = piece_lookup(t, " ", 1);
     *out = t;
-    return set_ok(err);
+    return runc_set_ok(err);
 }
 
 /* Read a whole (small) file into memory. */
@@ -991,7 +991,7 @@ static int slurp(const char *path, unsigned char **data, size_t *size, runc_erro
     size_t n = 0, cap = 0;
     *data = NULL;
     *size = 0;
-    if (!f) return set_error(err, RUNC_E_IO, "cannot open: %s", strerror(errno));
+    if (!f) return runc_set_error(err, RUNC_E_IO, "cannot open: %s", strerror(errno));
     for (;;) {
         size_t got;
         if (n == cap) {
@@ -1000,13 +1000,13 @@ static int slurp(const char *path, unsigned char **data, size_t *size, runc_erro
             if (cap > RUNC_SIZE_LIMIT) {
                 free(buf);
                 fclose(f);
-                return set_error(err, RUNC_E_OVERFLOW, "file too large");
+                return runc_set_error(err, RUNC_E_OVERFLOW, "file too large");
             }
             grown = (unsigned char *)realloc(buf, cap);
             if (!grown) {
                 free(buf);
                 fclose(f);
-                return set_error(err, RUNC_E_NOMEM, "out of memory reading the file");
+                return runc_set_error(err, RUNC_E_NOMEM, "out of memory reading the file");
             }
             buf = grown;
         }
@@ -1018,7 +1018,7 @@ static int slurp(const char *path, unsigned char **data, size_t *size, runc_erro
         int e = errno;
         free(buf);
         fclose(f);
-        return set_error(err, RUNC_E_IO, "read error: %s", strerror(e));
+        return runc_set_error(err, RUNC_E_IO, "read error: %s", strerror(e));
     }
     fclose(f);
     *data = buf;
@@ -1031,9 +1031,9 @@ int runc_tokenizer_open(runc_tokenizer **out, const char *path, int vocab_size, 
     unsigned char *data;
     size_t size;
     int rc;
-    if (!out) return set_error(err, RUNC_E_ARG, "runc_tokenizer_open: NULL output pointer");
+    if (!out) return runc_set_error(err, RUNC_E_ARG, "runc_tokenizer_open: NULL output pointer");
     *out = NULL;
-    if (!path) return set_error(err, RUNC_E_ARG, "runc_tokenizer_open: NULL path");
+    if (!path) return runc_set_error(err, RUNC_E_ARG, "runc_tokenizer_open: NULL path");
     rc = slurp(path, &data, &size, err);
     if (rc == RUNC_OK) {
         rc = runc_tokenizer_open_buffer(out, data, size, vocab_size, err);
@@ -1107,26 +1107,26 @@ int runc_encode(const runc_tokenizer *t, const char *text, int bos, int eos, int
 
     if (n_tokens) *n_tokens = 0;
     if (!t || !text || !n_tokens || (!tokens && cap > 0) || cap < 0)
-        return set_error(err, RUNC_E_ARG, "runc_encode: NULL argument or negative capacity");
+        return runc_set_error(err, RUNC_E_ARG, "runc_encode: NULL argument or negative capacity");
     n_text = strlen(text);
 
 #define PUSH(id)                                                                                   \
     do {                                                                                           \
         if (n >= cap)                                                                              \
-            return set_error(err, RUNC_E_BUFFER, "token buffer of %d too small for the text", cap); \
+            return runc_set_error(err, RUNC_E_BUFFER, "token buffer of %d too small for the text", cap); \
         tokens[n++] = (id);                                                                        \
     } while (0)
 
     if (bos) {
         if (t->vocab_size <= RUNC_TOKEN_BOS)
-            return set_error(err, RUNC_E_VOCAB, "vocabulary of %d tokens has no BOS (id 1)", t->vocab_size);
+            return runc_set_error(err, RUNC_E_VOCAB, "vocabulary of %d tokens has no BOS (id 1)", t->vocab_size);
         PUSH(RUNC_TOKEN_BOS);
     }
     /* SentencePiece's add_dummy_prefix: a leading space before non-empty text */
     if (n_text > 0) {
         if (t->space_id >= 0) PUSH(t->space_id);
         else if (t->byte_id[' '] >= 0) PUSH(t->byte_id[' ']);
-        else return set_error(err, RUNC_E_ENCODE, "the vocabulary has no \" \" piece for the dummy prefix");
+        else return runc_set_error(err, RUNC_E_ENCODE, "the vocabulary has no \" \" piece for the dummy prefix");
     }
     /* one token per UTF-8 code point (a lead byte and up to 3 continuation
      * bytes), or per byte through the <0xXX> fallback pieces */
@@ -1143,7 +1143,7 @@ int runc_encode(const runc_tokenizer *t, const char *text, int bos, int eos, int
                 if (t->byte_id[s[k]] < 0) {
                     char what[64];
                     describe_char(s + i, j - i, what, sizeof what);
-                    return set_error(err, RUNC_E_ENCODE,
+                    return runc_set_error(err, RUNC_E_ENCODE,
                                      "cannot encode %s at byte %zu: not in the vocabulary, which has no "
                                      "byte-fallback pieces",
                                      what, i);
@@ -1160,7 +1160,7 @@ int runc_encode(const runc_tokenizer *t, const char *text, int bos, int eos, int
      * problem as it takes it, and allocates nothing while solving) */
     pair = 2 * (size_t)t->max_token_length + 1 <= sizeof small ? small
                                                              : (char *)malloc(2 * (size_t)t->max_token_length + 1);
-    if (!pair) return set_error(err, RUNC_E_NOMEM, "out of memory");
+    if (!pair) return runc_set_error(err, RUNC_E_NOMEM, "out of memory");
     for (;;) {
         int k, best_k = -1, best_id = -1;
         float best_score = -INFINITY; /* a piece scored -inf is never merged into */
@@ -1184,12 +1184,12 @@ int runc_encode(const runc_tokenizer *t, const char *text, int bos, int eos, int
 
     if (eos) {
         if (t->vocab_size <= RUNC_TOKEN_EOS)
-            return set_error(err, RUNC_E_VOCAB, "vocabulary of %d tokens has no EOS (id 2)", t->vocab_size);
+            return runc_set_error(err, RUNC_E_VOCAB, "vocabulary of %d tokens has no EOS (id 2)", t->vocab_size);
         PUSH(RUNC_TOKEN_EOS);
     }
 #undef PUSH
     *n_tokens = n;
-    return set_ok(err);
+    return runc_set_ok(err);
 }
 
 int runc_decode_piece(const runc_tokenizer *t, int prev_token, int token, const char **piece, size_t *len)
@@ -1224,12 +1224,12 @@ int runc_decode(const runc_tokenizer *t, int prev_token, const int *tokens, int 
     int i;
     if (out_len) *out_len = 0;
     if (!t || (!tokens && n > 0) || n < 0 || (!out && cap > 0))
-        return set_error(err, RUNC_E_ARG, "runc_decode: NULL argument or negative count");
+        return runc_set_error(err, RUNC_E_ARG, "runc_decode: NULL argument or negative count");
     for (i = 0; i < n; i++) {
         const char *piece;
         size_t len;
         if (runc_decode_piece(t, prev_token, tokens[i], &piece, &len) != RUNC_OK)
-            return set_error(err, RUNC_E_ARG, "runc_decode: token %d out of range [0, %d)", tokens[i],
+            return runc_set_error(err, RUNC_E_ARG, "runc_decode: token %d out of range [0, %d)", tokens[i],
                              t->vocab_size);
         if (used + len < cap) memcpy(out + used, piece, len);
         used += len;
@@ -1238,10 +1238,10 @@ int runc_decode(const runc_tokenizer *t, int prev_token, const int *tokens, int 
     if (out_len) *out_len = used;
     if (used + 1 > cap) {
         if (cap > 0) out[0] = '\0';
-        return set_error(err, RUNC_E_BUFFER, "decoded text is %zu bytes, the buffer holds %zu", used + 1, cap);
+        return runc_set_error(err, RUNC_E_BUFFER, "decoded text is %zu bytes, the buffer holds %zu", used + 1, cap);
     }
     out[used] = '\0';
-    return set_ok(err);
+    return runc_set_ok(err);
 }
 
 /* ========================================================================== */
@@ -1294,20 +1294,20 @@ int runc_state_open(runc_state **out, const runc_model *m, int context, runc_err
     const runc_config *c;
     runc_state *s;
     size_t cache, att, widest;
-    if (!out) return set_error(err, RUNC_E_ARG, "runc_state_open: NULL output pointer");
+    if (!out) return runc_set_error(err, RUNC_E_ARG, "runc_state_open: NULL output pointer");
     *out = NULL;
-    if (!m) return set_error(err, RUNC_E_ARG, "runc_state_open: NULL model");
+    if (!m) return runc_set_error(err, RUNC_E_ARG, "runc_state_open: NULL model");
     c = &m->cfg;
     if (context == 0) context = c->max_seq_len;
     if (context < 0 || context > c->max_seq_len)
-        return set_error(err, RUNC_E_ARG, "context %d must be in 1..max_seq_len (%d), or 0 for all of it",
+        return runc_set_error(err, RUNC_E_ARG, "context %d must be in 1..max_seq_len (%d), or 0 for all of it",
                          context, c->max_seq_len);
     /* n_layers * context alone reaches 2^32 within the field caps: checked too */
     if (!mul_sz((size_t)c->n_layers, (size_t)context, &cache) || !mul_sz(cache, (size_t)c->kv_dim, &cache) ||
         !mul_sz(cache, sizeof(float), &cache) || !mul_sz((size_t)c->n_heads, (size_t)context, &att))
-        return set_error(err, RUNC_E_OVERFLOW, "KV cache for a context of %d overflows", context);
+        return runc_set_error(err, RUNC_E_OVERFLOW, "KV cache for a context of %d overflows", context);
     s = (runc_state *)calloc(1, sizeof *s);
-    if (!s) return set_error(err, RUNC_E_NOMEM, "out of memory");
+    if (!s) return runc_set_error(err, RUNC_E_NOMEM, "out of memory");
     s->model = m;
     s->context = context;
     widest = (size_t)(c->dim > c->hidden_dim ? c->dim : c->hidden_dim);
@@ -1328,10 +1328,10 @@ int runc_state_open(runc_state **out, const runc_model *m, int context, runc_err
     if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->att || !s->logits || !s->rope_cos ||
         !s->rope_sin || !s->key_cache || !s->value_cache || !s->aq || !s->as) {
         runc_state_close(s);
-        return set_error(err, RUNC_E_NOMEM, "out of memory for a run state (KV cache of %zu bytes)", 2 * cache);
+        return runc_set_error(err, RUNC_E_NOMEM, "out of memory for a run state (KV cache of %zu bytes)", 2 * cache);
     }
     *out = s;
-    return set_ok(err);
+    return runc_set_ok(err);
 }
 
 int runc_state_context(const runc_state *s)
@@ -1466,13 +1466,13 @@ int runc_forward(runc_state *s, int token, int pos, const float **logits, runc_e
     float *x;
 
     if (logits) *logits = NULL;
-    if (!s) return set_error(err, RUNC_E_ARG, "runc_forward: NULL state");
+    if (!s) return runc_set_error(err, RUNC_E_ARG, "runc_forward: NULL state");
     m = s->model;
     c = &m->cfg;
     if (token < 0 || token >= c->vocab_size)
-        return set_error(err, RUNC_E_ARG, "token %d out of range [0, %d)", token, c->vocab_size);
+        return runc_set_error(err, RUNC_E_ARG, "token %d out of range [0, %d)", token, c->vocab_size);
     if (pos < 0 || pos >= s->context)
-        return set_error(err, RUNC_E_CONTEXT, "position %d outside the context [0, %d)", pos, s->context);
+        return runc_set_error(err, RUNC_E_CONTEXT, "position %d outside the context [0, %d)", pos, s->context);
     D = c->dim;
     H = c->hidden_dim;
     KV = c->kv_dim;
@@ -1552,16 +1552,16 @@ int runc_forward(runc_state *s, int token, int pos, const float **logits, runc_e
         matmul(s, s->logits, s->xb, &m->cls, D, c->vocab_size);
         *logits = s->logits;
     }
-    return set_ok(err);
+    return runc_set_ok(err);
 }
 
 int runc_forward_tokens(runc_state *s, const int *tokens, int n, int pos0, float *out, runc_error *err)
 {
     int i, rc;
     if (!s || (!tokens && n > 0) || n < 0)
-        return set_error(err, RUNC_E_ARG, "runc_forward_tokens: NULL argument or negative count");
+        return runc_set_error(err, RUNC_E_ARG, "runc_forward_tokens: NULL argument or negative count");
     if (pos0 < 0 || n > s->context - pos0)
-        return set_error(err, RUNC_E_CONTEXT, "positions %d..%lld do not fit in the context of %d", pos0,
+        return runc_set_error(err, RUNC_E_CONTEXT, "positions %d..%lld do not fit in the context of %d", pos0,
                          (long long)pos0 + n - 1, s->context);
     for (i = 0; i < n; i++) {
         const float *logits;
@@ -1572,7 +1572,7 @@ int runc_forward_tokens(runc_state *s, const int *tokens, int n, int pos0, float
             memcpy(out + (size_t)i * V, logits, V * sizeof(float));
         }
     }
-    return set_ok(err);
+    return runc_set_ok(err);
 }
 
 /* ========================================================================== */
@@ -1597,16 +1597,16 @@ int runc_sampler_open(runc_sampler **out, int vocab_size, float temperature, flo
                       unsigned long long seed, runc_error *err)
 {
     runc_sampler *s;
-    if (!out) return set_error(err, RUNC_E_ARG, "runc_sampler_open: NULL output pointer");
+    if (!out) return runc_set_error(err, RUNC_E_ARG, "runc_sampler_open: NULL output pointer");
     *out = NULL;
     if (vocab_size <= 0 || vocab_size > RUNC_MAX_VOCAB)
-        return set_error(err, RUNC_E_ARG, "sampler vocab_size = %d must be in 1..%d", vocab_size, RUNC_MAX_VOCAB);
+        return runc_set_error(err, RUNC_E_ARG, "sampler vocab_size = %d must be in 1..%d", vocab_size, RUNC_MAX_VOCAB);
     if (!(temperature >= 0.0f) || !isfinite(temperature))
-        return set_error(err, RUNC_E_ARG, "temperature %g must be finite and >= 0", (double)temperature);
+        return runc_set_error(err, RUNC_E_ARG, "temperature %g must be finite and >= 0", (double)temperature);
     if (!(topp >= 0.0f && topp <= 1.0f))
-        return set_error(err, RUNC_E_ARG, "top-p %g must be in [0, 1]", (double)topp);
+        return runc_set_error(err, RUNC_E_ARG, "top-p %g must be in [0, 1]", (double)topp);
     s = (runc_sampler *)calloc(1, sizeof *s);
-    if (!s) return set_error(err, RUNC_E_NOMEM, "out of memory");
+    if (!s) return runc_set_error(err, RUNC_E_NOMEM, "out of memory");
     s->vocab_size = vocab_size;
     s->temperature = temperature;
     s->topp = topp;
@@ -1615,10 +1615,10 @@ int runc_sampler_open(runc_sampler **out, int vocab_size, float temperature, flo
     s->cand = (runc_prob_index *)malloc((size_t)vocab_size * sizeof *s->cand);
     if (!s->probs || !s->cand) {
         runc_sampler_close(s);
-        return set_error(err, RUNC_E_NOMEM, "out of memory");
+        return runc_set_error(err, RUNC_E_NOMEM, "out of memory");
     }
     *out = s;
-    return set_ok(err);
+    return runc_set_ok(err);
 }
 
 void runc_sampler_close(runc_sampler *s)
@@ -1752,7 +1752,7 @@ static int generate_loop(runc_state *s, runc_sampler *smp, const int *prompt, in
     int n = 0, rc, V = s->model->cfg.vocab_size;
     *n_out = 0;
     if (n_prompt < 1 || n_prompt >= s->context)
-        return set_error(err, RUNC_E_CONTEXT,
+        return runc_set_error(err, RUNC_E_CONTEXT,
                          "prompt of %d tokens does not fit: the context holds %d and the answer needs at "
                          "least one position",
                          n_prompt, s->context);
@@ -1778,7 +1778,7 @@ static int generate_loop(runc_state *s, runc_sampler *smp, const int *prompt, in
         if (rc != RUNC_OK) return rc;
     }
     *n_out = n;
-    return set_ok(err);
+    return runc_set_ok(err);
 }
 
 int runc_generate(runc_state *s, runc_sampler *smp, const int *prompt, int n_prompt, int max_new,
@@ -1786,9 +1786,9 @@ int runc_generate(runc_state *s, runc_sampler *smp, const int *prompt, int n_pro
 {
     if (n_out) *n_out = 0;
     if (!s || !smp || !prompt || !n_out || max_new < 0 || (!out && max_new > 0))
-        return set_error(err, RUNC_E_ARG, "runc_generate: NULL argument or negative max_new");
+        return runc_set_error(err, RUNC_E_ARG, "runc_generate: NULL argument or negative max_new");
     if (smp->vocab_size != s->model->cfg.vocab_size)
-        return set_error(err, RUNC_E_ARG, "sampler vocab_size %d differs from the model's %d", smp->vocab_size,
+        return runc_set_error(err, RUNC_E_ARG, "sampler vocab_size %d differs from the model's %d", smp->vocab_size,
                          s->model->cfg.vocab_size);
     return generate_loop(s, smp, prompt, n_prompt, max_new, stop_token, out, out_logprobs, n_out, err);
 }
@@ -1816,23 +1816,23 @@ int runc_solve(runc_state *s, const runc_tokenizer *t, const char *prompt, char 
 
     if (n_generated) *n_generated = 0;
     if (!s || !t || !prompt || !answer || cap == 0)
-        return set_error(err, RUNC_E_ARG, "runc_solve: NULL argument or empty answer buffer");
+        return runc_set_error(err, RUNC_E_ARG, "runc_solve: NULL argument or empty answer buffer");
     answer[0] = '\0';
     if (t->vocab_size != s->model->cfg.vocab_size)
-        return set_error(err, RUNC_E_VOCAB, "tokenizer has %d tokens, the model %d", t->vocab_size,
+        return runc_set_error(err, RUNC_E_VOCAB, "tokenizer has %d tokens, the model %d", t->vocab_size,
                          s->model->cfg.vocab_size);
     if (t->vocab_size <= RUNC_TOKEN_EOS)
-        return set_error(err, RUNC_E_VOCAB, "vocabulary of %d tokens has no BOS and EOS", t->vocab_size);
+        return runc_set_error(err, RUNC_E_VOCAB, "vocabulary of %d tokens has no BOS and EOS", t->vocab_size);
     len = strlen(prompt);
     if (len > (size_t)INT_MAX - 8)
-        return set_error(err, RUNC_E_CONTEXT, "prompt of %zu bytes is too long", len);
+        return runc_set_error(err, RUNC_E_CONTEXT, "prompt of %zu bytes is too long", len);
     cap_ids = (int)len + 3;
     if (cap_ids < s->context) cap_ids = s->context;
     ids = (int *)malloc((size_t)cap_ids * sizeof *ids);
-    if (!ids) return set_error(err, RUNC_E_NOMEM, "out of memory");
+    if (!ids) return runc_set_error(err, RUNC_E_NOMEM, "out of memory");
     rc = runc_encode(t, prompt, 1, 0, ids, (int)len + 3, &n_ids, err);
     if (rc == RUNC_OK && n_ids >= s->context)
-        rc = set_error(err, RUNC_E_CONTEXT,
+        rc = runc_set_error(err, RUNC_E_CONTEXT,
                        "prompt is %d tokens (with BOS); the context holds %d, leaving no room for an answer",
                        n_ids, s->context);
     /* the generated tokens go after the prompt in the same buffer */
@@ -1851,5 +1851,5 @@ int runc_solve(runc_state *s, const runc_tokenizer *t, const char *prompt, char 
     memmove(answer, answer + start, end - start);
     answer[end - start] = '\0';
     if (n_generated) *n_generated = n_gen;
-    return set_ok(err);
+    return runc_set_ok(err);
 }

@@ -45,6 +45,12 @@ struct runc_model {
     float *rope_freq;            /* (head_size / 2) rotation frequencies */
 };
 
+/* Fill *err (when not NULL) with code and a printf-style message; return code.
+ * Shared by runc.c and batch.c so every error is reported one way. */
+int runc_set_error(runc_error *err, int code, const char *fmt, ...);
+/* Clear *err (when not NULL); return RUNC_OK. */
+int runc_set_ok(runc_error *err);
+
 /* exp(x) in float, within 1 ulp of the exact value (subnormal results and
  * overflow to inf included; NaN in, NaN out). Written without branches or
  * libm calls so that a loop of it vectorises (libm's expf does not), and
