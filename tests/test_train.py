@@ -129,6 +129,45 @@ def test_resume_is_bitwise_identical(tmp_path):
     assert [x["loss"] for x in la] == pytest.approx([x["loss"] for x in lb])
 
 
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no handler sees it."""
+
+
+@pytest.mark.parametrize("kill_at_write", [0, 1, 2, 3])
+def test_killed_between_writes_resumes_as_one_run(tmp_path, monkeypatch, kill_at_write):
+    """A kill just before the Nth checkpoint write of a run (after that step's metrics record went out):
+    resuming gives the same metrics log, best.pt and ckpt.pt as a run never killed."""
+    import tinymath.train.train as trainer
+
+    cfg = dict(max_steps=60, eval_every=20)
+    ref = train(tiny(tmp_path, "ref", **cfg))
+    real_save, writes = trainer.save_checkpoint, []
+
+    def dying_save(path, ckpt):
+        writes.append(Path(path).name)
+        if len(writes) == kill_at_write + 1:
+            raise Killed
+        real_save(path, ckpt)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", dying_save)
+    with pytest.raises(Killed):
+        train(tiny(tmp_path, "run", **cfg))
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    resume = (tmp_path / "run" / "ckpt.pt").is_file()
+    done = train(tiny(tmp_path, "run", **cfg), resume=resume)
+    assert done["step"] == 60, writes
+
+    def records(run: str) -> list[dict]:
+        rows = [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k != "time"} for r in rows]
+
+    assert records("ref") == records("run"), f"killed before write {kill_at_write} of {writes}"
+    for name in ("ckpt.pt", "best.pt"):
+        a, b = load_checkpoint(tmp_path / "ref" / name), load_checkpoint(tmp_path / "run" / name)
+        assert a["step"] == b["step"] and same_state(a["model"], b["model"]), f"{name} after kill {writes}"
+        assert a["best_val_acc"] == b["best_val_acc"]
+
+
 def test_sigint_saves_and_resume_matches(tmp_path):
     """Ctrl-C in `tinymath train` writes a checkpoint; --resume finishes the same run bitwise."""
     args = ["--task", json.dumps(DIGITS), "--dim", "16", "--n-layers", "1", "--n-heads", "2",

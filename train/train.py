@@ -708,13 +708,15 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
                 if improved:
                     best_acc = metrics["val_acc"]
                 if dist.main:
-                    elapsed_saved = elapsed_now
-                    ck = checkpoint(metrics)
-                    ck["elapsed"] = elapsed_saved
-                    save_checkpoint(ckpt_path, ck)
-                    if improved:
-                        save_checkpoint(best_path, ck)
+                    # the record first, then the checkpoint: a kill between the two resumes from the
+                    # previous checkpoint, which drops this record and logs it again (the other order
+                    # would resume past this step without ever logging it)
                     log(metrics)
+                    ck = checkpoint(metrics)
+                    ck["elapsed"] = elapsed_now
+                    if improved:  # before ckpt.pt, for the same reason: ckpt.pt already counts it as the best
+                        save_checkpoint(best_path, ck)
+                    save_checkpoint(ckpt_path, ck)
                 if bar is not None:
                     bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
                                     val=_pct(metrics["val_acc"]), hold=_pct(metrics["holdout_acc"]), refresh=True)
