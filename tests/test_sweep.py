@@ -92,6 +92,10 @@ def test_tiny_study_interrupt_resume_report(tmp_path):
     for row in rows:
         exact = 100 * row["fp32"]["test"]["all"]["exact"]
         assert re.search(rf"\| {row['run']} \| {row['params']:,} \| 0 \| {exact:.2f}% \|", md)
+    # 5. a changed study file does not silently reuse runs made under the old one
+    toml.write_text(STUDY.replace("max_steps = 400", "max_steps = 500"))
+    r = subprocess.run(sweep_cmd(toml), capture_output=True, text=True)
+    assert r.returncode != 0 and "digits-add-p600-s0" in r.stderr and "another configuration" in r.stderr
     for png in ("accuracy_vs_params.png", "holdout_vs_inrange.png", "accuracy_vs_compute.png", "training_curves.png"):
         data = (study_dir / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
@@ -122,3 +126,38 @@ def test_log_sizes_and_bad_studies(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tinymath.cli", "sweep", str(tmp_path / "none.toml")],
                        capture_output=True, text=True, env={**os.environ})
     assert r.returncode == 2 and "study file not found" in r.stderr
+
+
+def test_curriculum_stages_chain_weights(tmp_path):
+    """Stages train in turn, each from the previous stage's weights, on one tokenizer for all of them."""
+    from tinymath.tokenizer import Tokenizer
+    from tinymath.train.checkpoint import load_checkpoint
+
+    toml = tmp_path / "cur.toml"
+    toml.write_text("""
+seeds = [0]
+sizes = [600]
+[train]
+max_steps = 30
+batch_size = 32
+eval_every = 30
+[[variants]]
+name = "cur"
+task = { task = "arith", ops = "+", lo = 0, hi = 19 }
+stages = [{ task = { task = "count", lo = 0, hi = 19 }, train = { max_steps = 20 } },
+          { task = { task = "arith", ops = "+", lo = 0, hi = 5 } }]
+""")
+    r = subprocess.run(sweep_cmd(toml, "--out", str(tmp_path / "cur")), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "cur" / "runs" / "cur-p600-s0"
+    s0, s1, final = (load_checkpoint(run / d / "ckpt.pt") for d in ("stage0", "stage1", "."))
+    assert (s0["step"], s1["step"], final["step"]) == (20, 30, 30)
+    assert s1["train_config"]["init_from"] == str(run / "stage0" / "ckpt.pt")
+    assert final["train_config"]["init_from"] == str(run / "stage1" / "ckpt.pt")
+    tok = Tokenizer.load(run / "tokenizer-all" / "tokenizer.bin")
+    for d in ("stage0", "stage1", "."):
+        assert (run / d / "tokenizer.bin").read_bytes() == (run / "tokenizer-all" / "tokenizer.bin").read_bytes()
+    assert tok.vocab_size == final["model"]["tok_embeddings.weight"].shape[0]
+    row = json.loads((run / "result.json").read_text())
+    assert row["train"]["tokens"] == s0["tokens_seen"] + s1["tokens_seen"] + final["tokens_seen"]
+    assert row["config"]["stages"][0]["task"]["task"] == "count"

@@ -16,6 +16,11 @@ A study file (TOML):
     task = { task = "arith", format = "reversed" }
     train = { lr = 3e-3 }                               # optional per-variant overrides
     model = { n_layers = 1 }
+    [[variants]]                                        # a curriculum: earlier stages first,
+    name = "curriculum"                                 # each starting from the last one's weights
+    task = { task = "arith" }
+    stages = [{ task = { task = "count" }, train = { max_steps = 500 } },
+              { task = { task = "arith", hi = 9 }, train = { max_steps = 500 } }]
 
 Shapes follow ModelConfig.for_params' stated rule unless a variant fixes fields.
 Each run lives in STUDY_DIR/runs/NAME/: the trainer's checkpoints and metrics,
@@ -45,6 +50,7 @@ class Variant:
     task: dict
     train: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
+    stages: list[dict] = field(default_factory=list)  # curriculum stages before the task: {task, train}
 
 
 @dataclass
@@ -93,11 +99,15 @@ def parse_study(d: dict, where: str = "study") -> Study:
         name = v.get("name")
         if not name or not re.fullmatch(r"[A-Za-z0-9_.=+-]+", name):
             raise ValueError(f"{where}: variant {i} needs a name of letters, digits and _ . = + - (got {name!r})")
-        extra = set(v) - {"name", "task", "train", "model"}
+        extra = set(v) - {"name", "task", "train", "model", "stages"}
         if extra:
             raise ValueError(f"{where}: variant {name!r} has unknown keys {sorted(extra)}")
+        stages = list(v.get("stages") or [])
+        for j, st in enumerate(stages):
+            if not isinstance(st, dict) or not isinstance(st.get("task"), dict) or set(st) - {"task", "train"}:
+                raise ValueError(f"{where}: variant {name!r} stage {j} must be {{ task = {{...}}, train = {{...}} }}")
         variants.append(Variant(name, dict(v.get("task") or {"task": "arith"}), dict(v.get("train") or {}),
-                                dict(v.get("model") or {})))
+                                dict(v.get("model") or {}), stages))
     if len({v.name for v in variants}) != len(variants):
         raise ValueError(f"{where}: two variants share a name")
     return Study(d.get("name", "study"), sorted(set(sizes)), list(seeds), variants, dict(d.get("train") or {}))
@@ -117,8 +127,42 @@ def load_study(path: str | Path) -> Study:
 
 def run_config(run: Run, run_dir: Path, base: dict) -> dict:
     model = {**run.variant.model, "params": run.size}
-    return {**base, **run.variant.train, "out_dir": str(run_dir), "seed": run.seed,
-            "task": run.variant.task, "model": model, "progress": False}
+    cfg = {**base, **run.variant.train, "out_dir": str(run_dir), "seed": run.seed,
+           "task": run.variant.task, "model": model, "progress": False}
+    if run.variant.stages:
+        cfg["stages"] = run.variant.stages  # recorded with the result; stripped before training
+    return cfg
+
+
+def _train_stages(run: Run, run_dir: Path, cfg: dict) -> tuple[dict, int]:
+    """A curriculum's stages, each in run_dir/stageK from the previous one's weights, on one tokenizer
+    trained on every stage's train lines. Returns the final stage's config and the stages' tokens."""
+    from tinymath.tasks import TaskSpec, build_splits
+    from tinymath.tokenizer import train_tokenizer
+    from tinymath.train.checkpoint import load_checkpoint
+    from tinymath.train.config import load_config
+    from tinymath.train.train import train
+
+    stages = cfg.pop("stages")
+    tok = run_dir / "tokenizer-all" / "tokenizer.bin"
+    if not tok.is_file():
+        lines = [p.line for t in [st["task"] for st in stages] + [cfg["task"]]
+                 for p in build_splits(TaskSpec.from_dict(t))["train"]]
+        train_tokenizer(lines, tok.parent, preset=cfg.get("tokenizer_preset", "digits"))
+    prev, tokens = None, 0
+    for k, st in enumerate(stages):
+        sdir = run_dir / f"stage{k}"
+        scfg = {**cfg, **st.get("train", {}), "task": st["task"], "out_dir": str(sdir), "tokenizer": str(tok),
+                "init_from": prev}
+        ckpt = sdir / "ckpt.pt"
+        finished = ckpt.is_file() and load_checkpoint(ckpt)["metrics"].get("stop_reason") is not None
+        summary = (load_checkpoint(ckpt) if finished
+                   else train(load_config(base=scfg), resume=ckpt.is_file() or None))
+        if summary.get("interrupted"):
+            raise KeyboardInterrupt
+        tokens += int(summary.get("tokens_seen") or 0)
+        prev = str(ckpt)
+    return {**cfg, "tokenizer": str(tok), "init_from": prev}, tokens
 
 
 def _summary(report) -> dict:
@@ -134,8 +178,9 @@ def run_one(run: Run, study_dir: Path, base: dict) -> dict:
 
     run_dir = study_dir / "runs" / run.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(base=run_config(run, run_dir, base))
-    summary = train(cfg, resume=(run_dir / "ckpt.pt").is_file() or None)
+    wanted = run_config(run, run_dir, base)
+    final, stage_tokens = _train_stages(run, run_dir, dict(wanted)) if run.variant.stages else (wanted, 0)
+    summary = train(load_config(base=final), resume=(run_dir / "ckpt.pt").is_file() or None)
     if summary.get("interrupted"):
         raise KeyboardInterrupt
     ckpt = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "ckpt.pt"
@@ -146,7 +191,7 @@ def run_one(run: Run, study_dir: Path, base: dict) -> dict:
         res = evaluate(path, progress=False)
         scores[precision] = {split: _summary(r) for split, r in res["by_split"].items()}
     card = json.loads((run_dir / "model.json").read_text())
-    tokens = int(summary.get("tokens_seen") or 0)
+    tokens = int(summary.get("tokens_seen") or 0) + stage_tokens  # a curriculum's compute counts every stage
     row = {
         "run": run.name, "group": run.variant.name, "seed": run.seed, "size_target": run.size,
         "params": int(card["n_params"]), "model": card["config"], "task": card.get("task") or run.variant.task,
@@ -157,9 +202,20 @@ def run_one(run: Run, study_dir: Path, base: dict) -> dict:
         "files": {"fp32": fp32.path.name if hasattr(fp32, "path") else "model.bin",
                   "int8": int8.path.name if hasattr(int8, "path") else "model.q8.bin"},
         "run_dir": str(Path("runs") / run.name),
+        "config": wanted,
     }
     fileio.write_json(run_dir / "result.json", row)
     return row
+
+
+def _check_unchanged(run: Run, row: dict, study_dir: Path, base: dict) -> None:
+    """A finished run counts only if the study still asks for exactly what it ran."""
+    def settings(cfg: dict) -> dict:  # JSON's view of it, without the folder (the study may have moved)
+        return {k: v for k, v in json.loads(json.dumps(cfg)).items() if k != "out_dir"}
+
+    if settings(row.get("config") or {}) != settings(run_config(run, Path(), base)):
+        raise ValueError(f"run {run.name} in {study_dir} finished under another configuration than the study file "
+                         f"now gives: delete {study_dir / 'runs' / run.name} to rerun it, or use another --out")
 
 
 def collect(study: Study, study_dir: Path) -> list[dict]:
@@ -183,7 +239,9 @@ def sweep(study_path: str | Path, out: str | Path | None = None, shard: tuple[in
     mine = [r for i, r in enumerate(study.runs()) if i % n == k - 1]
     done = 0
     for i, run in enumerate(mine, 1):
-        if (study_dir / "runs" / run.name / "result.json").is_file():
+        result = study_dir / "runs" / run.name / "result.json"
+        if result.is_file():
+            _check_unchanged(run, json.loads(result.read_text()), study_dir, study.train)
             log(f"[{i}/{len(mine)}] {run.name}: finished earlier, skipped")
             continue
         if max_runs is not None and done >= max_runs:
