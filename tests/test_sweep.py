@@ -161,3 +161,11 @@ stages = [{ task = { task = "count", lo = 0, hi = 19 }, train = { max_steps = 20
     row = json.loads((run / "result.json").read_text())
     assert row["train"]["tokens"] == s0["tokens_seen"] + s1["tokens_seen"] + final["tokens_seen"]
     assert row["config"]["stages"][0]["task"]["task"] == "count"
+    # no stage trained on a problem the final task tests on (count's `5 + 1` is also an addition problem)
+    final_splits = build_splits(TaskSpec.from_dict(row["config"]["task"]))
+    unseen = {p.prompt for name in ("val", "test", "holdout") for p in final_splits[name]}
+    for d in ("stage0", "stage1"):
+        trained = {line.split(" = ")[0] for line in (run / d / "data" / "train.txt").read_text().splitlines()}
+        assert trained and not trained & unseen
+    count_all = build_splits(TaskSpec.from_dict(row["config"]["stages"][0]["task"]))["train"]
+    assert any(p.prompt in unseen for p in count_all)  # so the filter had something to remove

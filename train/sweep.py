@@ -144,16 +144,25 @@ def _train_stages(run: Run, run_dir: Path, cfg: dict) -> tuple[dict, int]:
     from tinymath.train.train import train
 
     stages = cfg.pop("stages")
+    final = build_splits(TaskSpec.from_dict(cfg["task"]))
+    # a stage never trains on a problem the final task evaluates on (count's `19 + 1` is a classic problem)
+    unseen = {p.prompt for name in ("val", "test", "holdout") for p in final[name]}
+    stage_splits = []
+    for st in stages:
+        splits = build_splits(TaskSpec.from_dict(st["task"]))
+        stage_splits.append({**splits, "train": [p for p in splits["train"] if p.prompt not in unseen]})
     tok = run_dir / "tokenizer-all" / "tokenizer.bin"
     if not tok.is_file():
-        lines = [p.line for t in [st["task"] for st in stages] + [cfg["task"]]
-                 for p in build_splits(TaskSpec.from_dict(t))["train"]]
+        lines = [p.line for splits in stage_splits + [final] for p in splits["train"]]
         train_tokenizer(lines, tok.parent, preset=cfg.get("tokenizer_preset", "digits"))
     prev, tokens = None, 0
-    for k, st in enumerate(stages):
+    for k, (st, splits) in enumerate(zip(stages, stage_splits)):
         sdir = run_dir / f"stage{k}"
-        scfg = {**cfg, **st.get("train", {}), "task": st["task"], "out_dir": str(sdir), "tokenizer": str(tok),
-                "init_from": prev}
+        (sdir / "data").mkdir(parents=True, exist_ok=True)
+        for name, problems in splits.items():
+            fileio.write_text(sdir / "data" / f"{name}.txt", "".join(p.line + "\n" for p in problems))
+        scfg = {**cfg, **st.get("train", {}), "data": str(sdir / "data"), "out_dir": str(sdir),
+                "tokenizer": str(tok), "init_from": prev}
         ckpt = sdir / "ckpt.pt"
         finished = ckpt.is_file() and load_checkpoint(ckpt)["metrics"].get("stop_reason") is not None
         summary = (load_checkpoint(ckpt) if finished
