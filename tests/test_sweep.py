@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tinymath.tasks import TaskSpec, build_splits
-from tinymath.train.report import BARS, curve, headline, load_results, smallest_passing
+from tinymath.train.report import BARS, curve, headline, load_results, smallest_passing, write_report
 from tinymath.train.sweep import load_study, log_sizes, parse_study
 
 STUDY = """
@@ -92,7 +92,18 @@ def test_tiny_study_interrupt_resume_report(tmp_path):
     for row in rows:
         exact = 100 * row["fp32"]["test"]["all"]["exact"]
         assert re.search(rf"\| {row['run']} \| {row['params']:,} \| 0 \| {exact:.2f}% \|", md)
-    # 5. a changed study file does not silently reuse runs made under the old one
+    # 5. two studies reported together: a second study whose runs differ by variant name
+    other = tmp_path / "other"
+    other.mkdir()
+    renamed = [{**r, "run": r["run"].replace("digits-add", "other"), "group": "other",
+                "run_dir": str(study_dir / r["run_dir"])} for r in rows]
+    (other / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in renamed))
+    merged = write_report(study_dir, [other], tmp_path / "merged")
+    md = merged.read_text()
+    assert "## digits-add" in md and "## other" in md and (tmp_path / "merged" / "groups_compared.png").is_file()
+    with pytest.raises(ValueError, match="share run names"):
+        write_report(study_dir, [study_dir], tmp_path / "dup")
+    # 6. a changed study file does not silently reuse runs made under the old one
     toml.write_text(STUDY.replace("max_steps = 400", "max_steps = 500"))
     r = subprocess.run(sweep_cmd(toml), capture_output=True, text=True)
     assert r.returncode != 0 and "digits-add-p600-s0" in r.stderr and "another configuration" in r.stderr

@@ -1,4 +1,4 @@
-"""`tinymath report STUDY_DIR`: results.jsonl -> report.md and PNG plots (no torch).
+"""`tinymath report STUDY_DIR [MORE...]`: results.jsonl -> report.md and PNG plots (no torch).
 
 results.jsonl holds one JSON object per finished run (written by the sweep):
 
@@ -111,14 +111,32 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def write_report(study_dir: str | Path) -> Path:
-    study = Path(study_dir)
-    rows = load_results(study / "results.jsonl")
+def load_studies(study_dirs: list[Path]) -> list[dict]:
+    """Every finished run of several studies, each run_dir made absolute (runs are named by group, so
+    two studies' runs stay apart as long as their variant names differ)."""
+    rows = []
+    for d in study_dirs:
+        for r in load_results(d / "results.jsonl"):
+            r["run_dir"] = str((d / r.get("run_dir", "")).resolve())
+            rows.append(r)
+    names = [r["run"] for r in rows]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"studies {', '.join(map(str, study_dirs))} share run names {dup[:3]}: rename a variant")
+    return rows
+
+
+def write_report(study_dir: str | Path, more: list[str | Path] = (), out_dir: str | Path | None = None) -> Path:
+    """report.md and plots for one study, or several merged (written to out_dir, default the first)."""
+    dirs = [Path(study_dir), *map(Path, more)]
+    rows = load_studies(dirs)
     if not rows:
-        raise ValueError(f"{study / 'results.jsonl'} has no finished runs")
+        raise ValueError(f"{dirs[0] / 'results.jsonl'} has no finished runs")
+    study = Path(out_dir) if out_dir else dirs[0]
+    study.mkdir(parents=True, exist_ok=True)
     plots = make_plots(rows, study)
     head = ["op"] + [f"test {int(100 * b)}%" for b in BARS] + [f"holdout {int(100 * b)}%" for b in BARS]
-    md = [f"# Study report: {study.name}", "",
+    md = [f"# Study report: {' + '.join(d.name for d in dirs)}", "",
           f"{len(rows)} finished runs, {len({r['params'] for r in rows})} sizes, "
           f"{len({r['seed'] for r in rows})} seeds, groups: {', '.join(groups_of(rows))}.", "",
           "Exact-match on problems never trained on. A size passes a bar when the mean over its seeds "
@@ -219,12 +237,33 @@ def make_plots(rows: list[dict], study: Path) -> list[Path]:
     ax.legend(fontsize=7)
     save(fig, "accuracy_vs_compute.png")
 
-    # training curves of the main group's first seed, every size
+    # groups side by side where a size has several (a study of levers at one size)
+    shared = sorted({r["params"] for r in rows if len({x["group"] for x in rows if x["params"] == r["params"]}) > 1})
+    compared = [g for g in groups if any(r["group"] == g and r["params"] in shared for r in rows)]
+    if compared:
+        fig, ax = plt.subplots(figsize=(max(5.5, 1.1 * len(compared) * len(ops) / 2), 3.6))
+        width = 0.8 / len(compared)
+        for i, g in enumerate(compared):
+            vals = []
+            for op in ops:
+                got = [exact(r, "test", op) for r in rows if r["group"] == g and r["params"] in shared]
+                got = [v for v in got if v is not None]
+                vals.append(100 * sum(got) / len(got) if got else 0.0)
+            ax.bar([j + i * width for j in range(len(ops))], vals, width, label=g)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(ops))], [op.replace("op ", "") for op in ops])
+        ax.set_ylabel("test exact match % (mean of seeds)")
+        ax.set_title(f"groups at the same size ({', '.join(f'{p:,}' for p in shared)} params)")
+        for b in BARS:
+            ax.axhline(100 * b, color="grey", ls="--", lw=0.8)
+        ax.legend(fontsize=7, ncol=2)
+        save(fig, "groups_compared.png")
+
+    # training curves of the main group, every size and seed: held-out accuracy and training loss
+    # against steps (late jumps in accuracy long after the loss fell are grokking)
     main = groups[0]
-    chosen = sorted((r for r in rows if r["group"] == main and r["seed"] == min(x["seed"] for x in rows)),
-                    key=lambda r: r["params"])
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    drawn = 0
+    chosen = sorted((r for r in rows if r["group"] == main), key=lambda r: (r["params"], r["seed"]))
+    fig, (ax, axl) = plt.subplots(1, 2, figsize=(10, 3.6))
+    colors: dict[int, str] = {}
     for r in chosen:
         metrics = Path(r.get("run_dir", "")) / "metrics.jsonl"
         if not metrics.is_absolute():
@@ -233,13 +272,20 @@ def make_plots(rows: list[dict], study: Path) -> list[Path]:
             continue
         pts = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
         pts = [p for p in pts if p.get("val_acc") is not None and "event" not in p]
-        if pts:
-            ax.plot([p["step"] for p in pts], [100 * p["val_acc"] for p in pts], label=f"{r['params']:,}")
-            drawn += 1
+        if not pts:
+            continue
+        label = None if r["params"] in colors else f"{r['params']:,}"
+        line, = ax.plot([p["step"] for p in pts], [100 * p["val_acc"] for p in pts], lw=1, label=label,
+                        color=colors.get(r["params"]))
+        colors.setdefault(r["params"], line.get_color())
+        axl.plot([p["step"] for p in pts], [p["loss"] for p in pts], lw=1, color=colors[r["params"]])
     ax.set_xlabel("step")
     ax.set_ylabel("val exact match %")
-    ax.set_title(f"training curves ({main}, seed {chosen[0]['seed'] if chosen else '-'})")
-    if drawn:
+    ax.set_title(f"training curves ({main}, every seed)")
+    axl.set_xlabel("step")
+    axl.set_ylabel("training loss (answer tokens)")
+    axl.set_yscale("log")
+    if colors:
         ax.legend(fontsize=7, title="params")
     save(fig, "training_curves.png")
     return written
@@ -247,10 +293,12 @@ def make_plots(rows: list[dict], study: Path) -> list[Path]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", help="a study folder holding results.jsonl")
+    p.add_argument("more", nargs="*", help="more study folders to report together with the first")
+    p.add_argument("--out", help="where report.md and the plots go (default: the first study folder)")
 
 
 def run(args: argparse.Namespace) -> int:
-    out = write_report(args.study)
+    out = write_report(args.study, args.more, args.out)
     print(f"wrote {out} and its plots")
     print(out.read_text().split("## All runs")[0])
     return 0
