@@ -58,7 +58,7 @@ fuzz-toolchain:
 	  fi; \
 	fi
 
-$(FUZZ_DIR)/fuzz_%: runc/fuzz_%.c runc/runc.c runc/runc.h | fuzz-toolchain
+$(FUZZ_DIR)/fuzz_%: runc/fuzz_%.c runc/test_util.h runc/runc.c runc/runc.h | fuzz-toolchain
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< runc/runc.c -lm
 
@@ -152,6 +152,7 @@ TSAN_CC    ?= $(if $(shell command -v $(FUZZ_CC) 2>/dev/null),$(FUZZ_CC),$(CC))
 TSAN_FLAGS ?= -std=c99 -Wall -Wextra -g -O1 -fno-omit-frame-pointer
 TSAN_DIR   := build/tsan
 TSAN_SRCS  := runc/tsan_batch.c runc/runc.c runc/batch.c
+# every header, runc/test_util.h (the test programs' helpers) among them
 TSAN_DEPS  := $(TSAN_SRCS) $(wildcard runc/*.h)
 
 TEST_TARGETS += tsan-check

@@ -23,7 +23,9 @@
  * decodes back to itself (unless it spells a "<0x..>" piece or a control
  * piece); messages are one NUL-terminated line.
  */
-#include "runc.h"
+#define TEST_PROGRAM "fuzz_encode"
+#define TEST_UTIL_FUZZ
+#include "test_util.h" /* fail, check_message, count_entries, has_*, buf, put_*, read_file */
 
 #include <stdint.h>
 #include <stdio.h>
@@ -41,84 +43,7 @@ typedef struct {
 static fixed_tok fixed[MAX_TOKENIZERS];
 static int n_fixed;
 
-static void fail(const char *what, const runc_error *e)
-{
-    fprintf(stderr, "fuzz_encode: contract broken: %s (%s: %s)\n", what, runc_status_name(e->code), e->message);
-    abort();
-}
-
-static void check_message(int rc, const runc_error *e)
-{
-    size_t n = 0;
-    while (n < sizeof e->message && e->message[n]) n++; /* strnlen is POSIX, not C99 */
-    if (n == sizeof e->message) fail("message not NUL-terminated", e);
-    if (e->code != rc) fail("err->code differs from the returned status", e);
-    if (rc != RUNC_OK && n == 0) fail("failure without a message", e);
-    if (memchr(e->message, '\n', n)) fail("message spans lines", e);
-}
-
-static int count_entries(const uint8_t *p, size_t size)
-{
-    size_t off = 4;
-    int n = 0;
-    if (size < 4) return -1;
-    while (off < size) {
-        int32_t len;
-        if (size - off < 8) return -1;
-        memcpy(&len, p + off + 4, 4);
-        off += 8;
-        if (len < 0 || (size_t)len > size - off) return -1;
-        off += (size_t)len;
-        if (++n > 1 << 20) return -1;
-    }
-    return n;
-}
-
-static void describe(const runc_tokenizer *t, int *fallback, int *has_space)
-{
-    int V = runc_tokenizer_vocab_size(t), b, i;
-    *fallback = V >= 259;
-    for (b = 0; b < 256 && *fallback; b++) {
-        char want[8];
-        size_t len;
-        const char *piece = runc_token_piece(t, b + 3, &len);
-        snprintf(want, sizeof want, "<0x%02X>", b);
-        *fallback = len == 6 && memcmp(piece, want, 6) == 0;
-    }
-    *has_space = 0;
-    for (i = 0; i < V && !*has_space; i++) {
-        size_t len;
-        const char *piece = runc_token_piece(t, i, &len);
-        *has_space = len == 1 && piece[0] == ' ';
-    }
-}
-
 /* ---- built-in tokenizers ---------------------------------------------------- */
-
-typedef struct {
-    unsigned char *p;
-    size_t n, cap;
-} buf;
-
-static void put(buf *b, const void *data, size_t n)
-{
-    if (b->n + n > b->cap) {
-        b->cap = 2 * (b->n + n) + 256;
-        b->p = (unsigned char *)realloc(b->p, b->cap);
-        if (!b->p) abort();
-    }
-    memcpy(b->p + b->n, data, n);
-    b->n += n;
-}
-
-static void put_piece(buf *b, const char *piece, float score, int *count)
-{
-    int32_t len = (int32_t)strlen(piece);
-    put(b, &score, 4);
-    put(b, &len, 4);
-    put(b, piece, (size_t)len);
-    (*count)++;
-}
 
 static void add_fixed(const unsigned char *data, size_t size, int vocab)
 {
@@ -130,7 +55,8 @@ static void add_fixed(const unsigned char *data, size_t size, int vocab)
         abort();
     }
     fixed[n_fixed].tok = t;
-    describe(t, &fixed[n_fixed].fallback, &fixed[n_fixed].has_space);
+    fixed[n_fixed].fallback = has_byte_fallback(t);
+    fixed[n_fixed].has_space = has_space_piece(t);
     n_fixed++;
 }
 
@@ -141,22 +67,20 @@ static void builtin(int with_bytes)
     static const char *const merges[] = {" =", "00", ".0", ".00", "000", " 1", "12", "123", "  ", "    ",
                                          "\xc3\xa9\xc3\xa9", "= ", " = "};
     buf b = {NULL, 0, 0};
-    int32_t max_len = 8;
-    int count = 0, i;
-    put(&b, &max_len, 4);
-    put_piece(&b, "<unk>", 0.0f, &count);
-    put_piece(&b, "\n<s>\n", 0.0f, &count);
-    put_piece(&b, "\n</s>\n", 0.0f, &count);
+    int i;
+    put_i32(&b, 8); /* max_token_length */
+    put_piece(&b, "<unk>", 0.0f);
+    put_piece(&b, "\n<s>\n", 0.0f);
+    put_piece(&b, "\n</s>\n", 0.0f);
     if (with_bytes)
         for (i = 0; i < 256; i++) {
             char piece[8];
             snprintf(piece, sizeof piece, "<0x%02X>", i);
-            put_piece(&b, piece, 0.0f, &count);
+            put_piece(&b, piece, 0.0f);
         }
-    for (i = 0; i < (int)(sizeof chars / sizeof chars[0]); i++) put_piece(&b, chars[i], -1.0f, &count);
-    for (i = 0; i < (int)(sizeof merges / sizeof merges[0]); i++)
-        put_piece(&b, merges[i], (float)(-2 - i % 5), &count);
-    add_fixed(b.p, b.n, count);
+    for (i = 0; i < (int)(sizeof chars / sizeof chars[0]); i++) put_piece(&b, chars[i], -1.0f);
+    for (i = 0; i < (int)(sizeof merges / sizeof merges[0]); i++) put_piece(&b, merges[i], (float)(-2 - i % 5));
+    add_fixed(b.p, b.n, count_entries(b.p, b.n)); /* the vocabulary: every entry written */
     free(b.p);
 }
 
@@ -168,19 +92,16 @@ static void load_files(void)
         const char *end = strchr(list, ':');
         size_t n = end ? (size_t)(end - list) : strlen(list);
         if (n > 0 && n < sizeof path) {
-            FILE *f;
-            unsigned char *data = NULL;
-            long size;
+            unsigned char *data;
+            size_t size = 0;
             memcpy(path, list, n);
             path[n] = '\0';
-            f = fopen(path, "rb");
-            if (!f || fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) <= 0 || fseek(f, 0, SEEK_SET) != 0 ||
-                !(data = (unsigned char *)malloc((size_t)size)) || fread(data, 1, (size_t)size, f) != (size_t)size) {
+            data = read_file(path, &size);
+            if (!data || size == 0) {
                 fprintf(stderr, "fuzz_encode: cannot read %s (from RUNC_FUZZ_TOKENIZERS)\n", path);
                 abort();
             }
-            fclose(f);
-            add_fixed(data, (size_t)size, count_entries(data, (size_t)size));
+            add_fixed(data, size, count_entries(data, size));
             free(data);
         }
         list = end ? end + 1 : NULL;
@@ -293,7 +214,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (tlen > n_rest) tlen = n_rest;
         vocab = count_entries(rest, tlen);
         if (vocab <= 0 || runc_tokenizer_open_buffer(&t, rest, tlen, vocab, &e) != RUNC_OK) return 0;
-        describe(t, &fb, &sp);
+        fb = has_byte_fallback(t);
+        sp = has_space_piece(t);
         text = (char *)malloc(n_rest - tlen + 1);
         if (!text) abort();
         memcpy(text, rest + tlen, n_rest - tlen);

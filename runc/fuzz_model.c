@@ -14,7 +14,9 @@
  * also run unchecked (RUNC_OPEN_NO_WEIGHT_CHECK), where sampled ids must
  * still be in range.
  */
-#include "runc.h"
+#define TEST_PROGRAM "fuzz_model"
+#define TEST_UTIL_FUZZ
+#include "test_util.h" /* fail, check_message, buf, put_i32, put_piece */
 
 #include <stdint.h>
 #include <stdio.h>
@@ -23,20 +25,10 @@
 
 #define FUZZ_CONTEXT 4   /* positions run per input: enough for attention over several */
 
-static void fail(const char *what, const runc_error *e)
+/* check_message (test_util.h), and the returned status has a name */
+static void check_status(int rc, const runc_error *e)
 {
-    fprintf(stderr, "fuzz_model: contract broken: %s (%s: %s)\n", what, runc_status_name(e->code), e->message);
-    abort();
-}
-
-static void check_message(int rc, const runc_error *e)
-{
-    size_t n = 0;
-    while (n < sizeof e->message && e->message[n]) n++; /* strnlen is POSIX, not C99 */
-    if (n == sizeof e->message) fail("message not NUL-terminated", e);
-    if (e->code != rc) fail("err->code differs from the returned status", e);
-    if (rc != RUNC_OK && n == 0) fail("failure without a message", e);
-    if (memchr(e->message, '\n', n)) fail("message spans lines", e);
+    check_message(rc, e);
     if (strcmp(runc_status_name(rc), "RUNC_E_UNKNOWN") == 0) fail("status without a name", e);
 }
 
@@ -46,33 +38,24 @@ static void check_message(int rc, const runc_error *e)
 static void solve_with_tokenizer(runc_state *st, int vocab, const uint8_t *data, size_t size)
 {
     static const char *const control[3] = {"<unk>", "\n<s>\n", "\n</s>\n"};
-    unsigned char *file;
-    size_t n = 4, cap = 4 + (size_t)vocab * 14, k;
-    int32_t max_len = 6;
+    buf file = {NULL, 0, 0};
+    size_t k;
     runc_tokenizer *tok = NULL;
     runc_error e;
     char prompt[9], *answer;
     int i, rc, gen = -1;
     if (vocab > 4096) return; /* keep each input fast */
-    file = (unsigned char *)malloc(cap);
-    if (!file) abort();
-    memcpy(file, &max_len, 4);
+    put_i32(&file, 6);        /* max_token_length */
     for (i = 0; i < vocab; i++) {
         char piece[8];
-        int32_t len;
-        float score = -(float)(i % 7);
         if (i < 3) strcpy(piece, control[i]);
         else if (i - 3 < 95) piece[0] = (char)(0x20 + (i - 3)), piece[1] = '\0';
         else piece[0] = (char)(0x21 + (i - 98) % 94), piece[1] = (char)(0x21 + (i - 98) / 94 % 94), piece[2] = '\0';
         if (i >= 98 + 94 * 94) snprintf(piece, sizeof piece, "#%d", i); /* not reached (vocab <= 4096) */
-        len = (int32_t)strlen(piece);
-        memcpy(file + n, &score, 4);
-        memcpy(file + n + 4, &len, 4);
-        memcpy(file + n + 8, piece, (size_t)len);
-        n += 8 + (size_t)len;
+        put_piece(&file, piece, -(float)(i % 7));
     }
-    rc = runc_tokenizer_open_buffer(&tok, file, n, vocab, &e);
-    free(file);
+    rc = runc_tokenizer_open_buffer(&tok, file.p, file.n, vocab, &e);
+    free(file.p);
     if (rc != RUNC_OK) fail("made-up tokenizer does not load", &e);
     /* 0-2 characters: with BOS and the dummy prefix the prompt fits the (at most 4) positions */
     for (k = 0; k < (size_t)(data[size - 1] % 3); k++) prompt[k] = (char)(0x21 + data[(size - 2 - k) % size] % 94);
@@ -80,7 +63,7 @@ static void solve_with_tokenizer(runc_state *st, int vocab, const uint8_t *data,
     answer = (char *)malloc(runc_answer_cap(st, tok));
     if (!answer) abort();
     rc = runc_solve(st, tok, prompt, answer, runc_answer_cap(st, tok), &gen, &e);
-    check_message(rc, &e);
+    check_status(rc, &e);
     if (rc != RUNC_OK && rc != RUNC_E_ENCODE && rc != RUNC_E_CONTEXT && rc != RUNC_E_VOCAB)
         fail("runc_solve", &e);
     if (rc == RUNC_OK && (gen < 0 || gen >= runc_state_context(st))) fail("runc_solve generated count", &e);
@@ -156,12 +139,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     memset(&e, 0x55, sizeof e); /* no stale NUL to hide a missing terminator */
     rc = runc_model_open_buffer(&m, p, size, 0, &e);
-    check_message(rc, &e);
+    check_status(rc, &e);
     if ((rc == RUNC_OK) != (m != NULL)) fail("model pointer set on failure or NULL on success", &e);
 
     /* the header check alone agrees with the open, unless the tensors were the problem */
     rh = runc_parse_header(p, size, &cfg, &eh);
-    check_message(rh, &eh);
+    check_status(rh, &eh);
     if (rc == RUNC_OK || rc == RUNC_E_WEIGHT) {
         if (rh != RUNC_OK) fail("parse_header rejects what open accepted", &eh);
         if (cfg.file_bytes != size) fail("accepted file whose size differs from the header's", &eh);

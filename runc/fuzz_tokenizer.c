@@ -16,7 +16,9 @@
  * when the vocabulary has byte fallback (else the encoder may refuse a
  * character, with RUNC_E_ENCODE and nothing else).
  */
-#include "runc.h"
+#define TEST_PROGRAM "fuzz_tokenizer"
+#define TEST_UTIL_FUZZ
+#include "test_util.h" /* fail, check_message, count_entries, has_byte_fallback, has_space_piece */
 
 #include <stdint.h>
 #include <stdio.h>
@@ -24,55 +26,6 @@
 #include <string.h>
 
 #define ROUND_TRIP_MAX 64 /* pieces longer than this are not round-tripped (speed) */
-
-static void fail(const char *what, const runc_error *e)
-{
-    fprintf(stderr, "fuzz_tokenizer: contract broken: %s (%s: %s)\n", what, runc_status_name(e->code),
-            e->message);
-    abort();
-}
-
-static void check_message(int rc, const runc_error *e)
-{
-    size_t n = 0;
-    while (n < sizeof e->message && e->message[n]) n++; /* strnlen is POSIX, not C99 */
-    if (n == sizeof e->message) fail("message not NUL-terminated", e);
-    if (e->code != rc) fail("err->code differs from the returned status", e);
-    if (rc != RUNC_OK && n == 0) fail("failure without a message", e);
-    if (memchr(e->message, '\n', n)) fail("message spans lines", e);
-}
-
-/* Entries the bytes hold, walking like a reader would; -1 when they do not parse. */
-static int count_entries(const uint8_t *p, size_t size)
-{
-    size_t off = 4;
-    int n = 0;
-    if (size < 4) return -1;
-    while (off < size) {
-        int32_t len;
-        if (size - off < 8) return -1;
-        memcpy(&len, p + off + 4, 4);
-        off += 8;
-        if (len < 0 || (size_t)len > size - off) return -1;
-        off += (size_t)len;
-        if (++n > 1 << 20) return -1;
-    }
-    return n;
-}
-
-static int has_byte_fallback(const runc_tokenizer *t)
-{
-    int b;
-    if (runc_tokenizer_vocab_size(t) < 259) return 0;
-    for (b = 0; b < 256; b++) {
-        char want[8];
-        size_t len;
-        const char *piece = runc_token_piece(t, b + 3, &len);
-        snprintf(want, sizeof want, "<0x%02X>", b);
-        if (len != 6 || memcmp(piece, want, 6) != 0) return 0;
-    }
-    return 1;
-}
 
 /* Encode text (bos on), decode it back after BOS; with byte fallback the
  * round trip must be exact unless the text spells a byte piece "<0x..>". */
@@ -134,7 +87,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (runc_tokenizer_vocab_size(t) != vocab) fail("vocab size", &e);
     {
-        int max_len = runc_tokenizer_max_token_length(t), i, fallback = has_byte_fallback(t), has_space = 0;
+        int max_len = runc_tokenizer_max_token_length(t), i, fallback = has_byte_fallback(t);
+        int has_space = has_space_piece(t);
         size_t longest = 0;
         /* texts are one or two pieces of at most ROUND_TRIP_MAX bytes; buffers sized by the
          * documented rules (ids: strlen + 3; decode: ids x max_token_length + 1) */
@@ -143,11 +97,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *text = (char *)malloc(2 * ROUND_TRIP_MAX + 1);
         char *out = (char *)malloc((size_t)cap * (size_t)max_len + 1);
         if (!ids || !text || !out) abort();
-        for (i = 0; i < vocab && !has_space; i++) {
-            size_t len;
-            const char *piece = runc_token_piece(t, i, &len);
-            has_space = len == 1 && piece[0] == ' ';
-        }
         for (i = 0; i < vocab; i++) {
             size_t len, dlen;
             const char *piece = runc_token_piece(t, i, &len), *dp;

@@ -18,6 +18,8 @@ RUNC_EXAMPLES  ?= "24 + 82 =" "36 / 3 =" "7 * 8 =" "91 - 45 ="
 PROMPT ?=
 
 RUNC_LIB := runc/runc.c runc/runc.h runc/runc_impl.h
+# helpers shared by the C test programs and fuzz harnesses (never by the library)
+RUNC_TEST_UTIL := runc/test_util.h
 # the batch engine (threads): the runner and its tests link it too
 RUNC_BATCH := runc/batch.c runc/batch_kern.h
 RUNC_THREADS ?= -pthread
@@ -35,16 +37,16 @@ runc/run-native: runc/run.c $(RUNC_LIB) $(RUNC_BATCH)
 
 run-native: runc/run-native
 
-runc/test_batch: runc/test_batch.c $(RUNC_LIB) $(RUNC_BATCH)
+runc/test_batch: runc/test_batch.c $(RUNC_TEST_UTIL) $(RUNC_LIB) $(RUNC_BATCH)
 	$(RUNC_CC) $(RUNC_CFLAGS) -o $@ runc/test_batch.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
 
-runc/test_batch_asan: runc/test_batch.c $(RUNC_LIB) $(RUNC_BATCH)
+runc/test_batch_asan: runc/test_batch.c $(RUNC_TEST_UTIL) $(RUNC_LIB) $(RUNC_BATCH)
 	$(RUNC_CC) $(RUNC_SANFLAGS) -o $@ runc/test_batch.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
 
-runc/test_runc: runc/test_runc.c $(RUNC_LIB)
+runc/test_runc: runc/test_runc.c $(RUNC_TEST_UTIL) $(RUNC_LIB)
 	$(RUNC_CC) $(RUNC_CFLAGS) -o $@ runc/test_runc.c runc/runc.c -lm
 
-runc/test_runc_asan: runc/test_runc.c $(RUNC_LIB)
+runc/test_runc_asan: runc/test_runc.c $(RUNC_TEST_UTIL) $(RUNC_LIB)
 	$(RUNC_CC) $(RUNC_SANFLAGS) -o $@ runc/test_runc.c runc/runc.c -lm
 
 # The model check is in the recipe so that a missing model says so in one line.

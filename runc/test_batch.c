@@ -21,7 +21,8 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 
-#include "runc.h"
+#define TEST_PROGRAM "test_batch"
+#include "test_util.h" /* CHECK, n_pass, n_fail, buf and put_*, read_file */
 
 #include <math.h>
 #include <stdint.h>
@@ -30,54 +31,13 @@
 #include <string.h>
 #include <time.h>
 
-static int n_pass, n_fail;
-
-#define CHECK(cond, ...)                                  \
-    do {                                                  \
-        if (cond) {                                       \
-            n_pass++;                                     \
-        } else {                                          \
-            n_fail++;                                     \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);   \
-            printf(__VA_ARGS__);                          \
-            printf("\n");                                 \
-        }                                                 \
-    } while (0)
-
-/* ---- byte buffers and random numbers ------------------------------------- */
-
-typedef struct {
-    unsigned char *p;
-    size_t n, cap;
-} buf;
-
-static void put(buf *b, const void *data, size_t n)
-{
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->n + n) cap *= 2;
-        b->p = (unsigned char *)realloc(b->p, cap);
-        if (!b->p) {
-            printf("test_batch: out of memory\n");
-            exit(2);
-        }
-        b->cap = cap;
-    }
-    if (n) memcpy(b->p + b->n, data, n);
-    b->n += n;
-}
-
-static void put_i32(buf *b, int32_t v) { put(b, &v, 4); }
-static void put_f32(buf *b, float v) { put(b, &v, 4); }
+/* ---- random numbers ---------------------------------------------------------- */
 
 static unsigned long long rng = 0x9E3779B97F4A7C15ull;
 
 static uint32_t rand_u32(void)
 {
-    rng ^= rng >> 12;
-    rng ^= rng << 25;
-    rng ^= rng >> 27;
-    return (uint32_t)((rng * 0x2545F4914F6CDD1Dull) >> 32);
+    return (uint32_t)(xorshift64s(&rng) >> 32);
 }
 
 static float frand(void) /* uniform [-1, 1) */
@@ -97,11 +57,7 @@ static buf tokenizer_file(void)
     buf b = {NULL, 0, 0};
     int i;
     put_i32(&b, 6);
-    for (i = 0; i < VOCAB; i++) {
-        put_f32(&b, i < 3 ? 0.0f : (float)-(i % 7) - 1.0f);
-        put_i32(&b, (int32_t)strlen(pieces[i]));
-        put(&b, pieces[i], strlen(pieces[i]));
-    }
+    for (i = 0; i < VOCAB; i++) put_piece(&b, pieces[i], i < 3 ? 0.0f : (float)-(i % 7) - 1.0f);
     return b;
 }
 
@@ -110,63 +66,24 @@ typedef struct {
     int version, dim, hidden, layers, heads, kv_heads, seq, tied, gs;
 } shape;
 
-/* n random values of scale a: fp32 (v1) or Q8_0 in groups of gs (v2) */
-static void put_matrix(buf *b, size_t n, float a, int version, int gs)
-{
-    size_t i, g;
-    float *w = (float *)malloc(n * sizeof *w);
-    if (!w) exit(2);
-    for (i = 0; i < n; i++) w[i] = a * frand();
-    if (version != 2) {
-        put(b, w, n * sizeof *w);
-    } else {
-        int8_t *q = (int8_t *)malloc(n);
-        float *s = (float *)malloc(n / (size_t)gs * sizeof *s);
-        if (!q || !s) exit(2);
-        for (g = 0; g < n / (size_t)gs; g++) {
-            float mx = 0.0f;
-            for (i = 0; i < (size_t)gs; i++) mx = fabsf(w[g * gs + i]) > mx ? fabsf(w[g * gs + i]) : mx;
-            s[g] = mx / 127.0f;
-            for (i = 0; i < (size_t)gs; i++) q[g * gs + i] = (int8_t)roundf(s[g] > 0 ? w[g * gs + i] / s[g] : 0.0f);
-        }
-        put(b, q, n);
-        put(b, s, n / (size_t)gs * sizeof *s);
-        free(q);
-        free(s);
-    }
-    free(w);
-}
-
 static buf model_file(const shape *sh)
 {
     buf b = {NULL, 0, 0};
     const int D = sh->dim, H = sh->hidden, L = sh->layers, kv = sh->dim / sh->heads * sh->kv_heads;
-    const uint32_t magic = 0x616b3432u;
-    const unsigned char shared = (unsigned char)sh->tied;
+    const int32_t cfg[7] = {D, H, L, sh->heads, sh->kv_heads, VOCAB, sh->seq};
     const float wscale = 1.5f / sqrtf((float)D);
     int k, l;
-    put(&b, &magic, 4);
-    put_i32(&b, sh->version);
-    put_i32(&b, D);
-    put_i32(&b, H);
-    put_i32(&b, L);
-    put_i32(&b, sh->heads);
-    put_i32(&b, sh->kv_heads);
-    put_i32(&b, VOCAB);
-    put_i32(&b, sh->seq);
-    put(&b, &shared, 1);
-    if (sh->version == 2) put_i32(&b, sh->gs);
-    while (b.n < 256) put(&b, "", 1);
-    for (k = 0; k < 2 * L * D + D; k++) put_f32(&b, 1.0f + 0.3f * frand()); /* norms */
-    put_matrix(&b, (size_t)VOCAB * D, 1.0f, sh->version, sh->gs);           /* embedding */
+    put_model_header(&b, sh->version, cfg, sh->tied, sh->gs, 256);
+    for (k = 0; k < 2 * L * D + D; k++) put_f32(&b, 1.0f + 0.3f * frand());   /* norms */
+    put_rand_matrix(&b, (size_t)VOCAB * D, 1.0f, sh->version, sh->gs, frand); /* embedding */
     {
         const size_t sizes[7] = {(size_t)D * D, (size_t)kv * D, (size_t)kv * D, (size_t)D * D,
                                  (size_t)H * D, (size_t)D * H, (size_t)H * D};
         for (k = 0; k < 7; k++)
-            for (l = 0; l < L; l++) put_matrix(&b, sizes[k], k == 5 ? 1.5f / sqrtf((float)H) : wscale,
-                                               sh->version, sh->gs);
+            for (l = 0; l < L; l++)
+                put_rand_matrix(&b, sizes[k], k == 5 ? 1.5f / sqrtf((float)H) : wscale, sh->version, sh->gs, frand);
     }
-    if (!sh->tied) put_matrix(&b, (size_t)VOCAB * D, 1.0f, sh->version, sh->gs);
+    if (!sh->tied) put_rand_matrix(&b, (size_t)VOCAB * D, 1.0f, sh->version, sh->gs, frand);
     return b;
 }
 
@@ -536,22 +453,6 @@ static void test_errors(void)
 
 /* ---- main -------------------------------------------------------------------------- */
 
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    unsigned char *p;
-    long len;
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    p = (unsigned char *)malloc((size_t)len + 1);
-    if (!p || fread(p, 1, (size_t)len, f) != (size_t)len) exit(2);
-    fclose(f);
-    *n = (size_t)len;
-    return p;
-}
-
 int main(int argc, char **argv)
 {
     static const shape shapes[] = {
@@ -577,11 +478,11 @@ int main(int argc, char **argv)
     }
     if (argc > 4) { /* real exported models: model.bin model.q8.bin tokenizer.bin */
         size_t tn = 0, mn = 0;
-        unsigned char *tb = slurp(argv[4], &tn);
+        unsigned char *tb = read_file(argv[4], &tn);
         int k;
         CHECK(tb != NULL, "cannot read %s", argv[4]);
         for (k = 2; k <= 3 && tb; k++) {
-            unsigned char *mb = slurp(argv[k], &mn);
+            unsigned char *mb = read_file(argv[k], &mn);
             CHECK(mb != NULL, "cannot read %s", argv[k]);
             if (mb) test_model(argv[k], mb, mn, tb, tn, n);
             free(mb);

@@ -17,7 +17,8 @@
 #define HAVE_MKSTEMP 1
 #endif
 
-#include "runc.h"
+#define TEST_PROGRAM "test_runc"
+#include "test_util.h" /* CHECK, n_pass, n_fail, buf and put_*, put_q8 */
 
 #include <limits.h>
 #include <math.h>
@@ -25,20 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int n_pass, n_fail;
-
-#define CHECK(cond, ...)                                  \
-    do {                                                  \
-        if (cond) {                                       \
-            n_pass++;                                     \
-        } else {                                          \
-            n_fail++;                                     \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);   \
-            printf(__VA_ARGS__);                          \
-            printf("\n");                                 \
-        }                                                 \
-    } while (0)
 
 /* ------------------------------------------------------------------------ */
 /* helpers: rng, byte buffers, temp files                                    */
@@ -48,46 +35,12 @@ static unsigned long long rng_state = 0x1234567ull;
 
 static double urand(void) /* uniform [0, 1) */
 {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (double)((rng_state * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0;
+    return (double)(xorshift64s(&rng_state) >> 11) / 9007199254740992.0;
 }
 
 static float srand1(void) /* uniform [-1, 1) */
 {
     return (float)(2.0 * urand() - 1.0);
-}
-
-typedef struct {
-    unsigned char *p;
-    size_t n, cap;
-} buf;
-
-static void put(buf *b, const void *data, size_t n)
-{
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n) cap *= 2;
-        b->p = (unsigned char *)realloc(b->p, cap);
-        if (!b->p) {
-            printf("test: out of memory\n");
-            exit(2);
-        }
-        b->cap = cap;
-    }
-    if (n) memcpy(b->p + b->n, data, n);
-    b->n += n;
-}
-
-static void put_i32(buf *b, int32_t v) { put(b, &v, 4); }
-static void put_f32(buf *b, float v) { put(b, &v, 4); }
-static void put_floats(buf *b, const float *v, size_t n) { put(b, v, n * sizeof(float)); }
-
-static void pad_to(buf *b, size_t n)
-{
-    static const unsigned char zeros[256];
-    while (b->n < n) put(b, zeros, n - b->n > sizeof zeros ? sizeof zeros : n - b->n);
 }
 
 /* A copy of b's bytes in a fresh malloc'd block of exactly n bytes (so that
@@ -201,45 +154,10 @@ static void free_weights(weights *w)
     if (!w->sp.shared) free(w->cls);
 }
 
-/* Q8_0 as llama2.c's export.py: per group, scale = max|w| / 127, q = round(w / scale).
- * Writes int8 values then scales, and replaces w by its dequantized values. */
-static void put_q8(buf *b, float *w, size_t n, int gs)
-{
-    size_t g, i, groups = n / (size_t)gs;
-    int8_t *q = (int8_t *)malloc(n);
-    float *s = (float *)malloc(groups * sizeof(float));
-    if (!q || !s) exit(2);
-    for (g = 0; g < groups; g++) {
-        float mx = 0.0f;
-        for (i = 0; i < (size_t)gs; i++) mx = fmaxf(mx, fabsf(w[g * gs + i]));
-        s[g] = mx / 127.0f;
-        for (i = 0; i < (size_t)gs; i++) {
-            q[g * gs + i] = (int8_t)(s[g] > 0 ? roundf(w[g * gs + i] / s[g]) : 0.0f);
-            w[g * gs + i] = (float)q[g * gs + i] * s[g];
-        }
-    }
-    put(b, q, n);
-    put_floats(b, s, groups);
-    free(q);
-    free(s);
-}
-
 static void put_header_v12(buf *b, const spec *sp)
 {
-    uint32_t magic = 0x616b3432u;
-    unsigned char flag = (unsigned char)sp->shared;
-    put(b, &magic, 4);
-    put_i32(b, sp->version);
-    put_i32(b, sp->dim);
-    put_i32(b, sp->hidden);
-    put_i32(b, sp->layers);
-    put_i32(b, sp->heads);
-    put_i32(b, sp->kv_heads);
-    put_i32(b, sp->vocab);
-    put_i32(b, sp->seq);
-    put(b, &flag, 1);
-    if (sp->version == 2) put_i32(b, sp->group);
-    pad_to(b, 240);
+    const int32_t cfg[7] = {sp->dim, sp->hidden, sp->layers, sp->heads, sp->kv_heads, sp->vocab, sp->seq};
+    put_model_header(b, sp->version, cfg, sp->shared, sp->group, 240);
     if (sp->ext) {
         put(b, "TMx1", 4);
         put_f32(b, sp->theta);
@@ -1003,21 +921,16 @@ static buf write_tokenizer(const vocab_entry *v, int n, int with_bytes, int *voc
     if (with_bytes && max_len < 6) max_len = 6;
     put_i32(&b, max_len);
     for (i = 0; i < n; i++) {
-        int len = (int)strlen(v[i].piece);
         if (with_bytes && i == 3) { /* SentencePiece puts the 256 byte pieces right after </s> */
             int byte;
             for (byte = 0; byte < 256; byte++) {
                 char piece[8];
                 snprintf(piece, sizeof piece, "<0x%02X>", byte);
-                put_f32(&b, 0.0f);
-                put_i32(&b, 6);
-                put(&b, piece, 6);
+                put_piece(&b, piece, 0.0f);
                 total++;
             }
         }
-        put_f32(&b, v[i].score);
-        put_i32(&b, len);
-        put(&b, v[i].piece, (size_t)len);
+        put_piece(&b, v[i].piece, v[i].score);
         total++;
     }
     *vocab_size = total;
@@ -1197,12 +1110,23 @@ static void test_tokenizer(void)
 /* sampler, generation, the problem convention                               */
 /* ------------------------------------------------------------------------ */
 
+/* counts[id] = how many of n samples from s over logits (vocab ids) came out as id */
+static void count_samples(runc_sampler *s, const float *logits, int n, int *counts, int vocab)
+{
+    int i, tok;
+    memset(counts, 0, (size_t)vocab * sizeof *counts);
+    for (i = 0; i < n; i++) {
+        runc_sample(s, logits, &tok, NULL);
+        counts[tok]++;
+    }
+}
+
 static void test_sampler(void)
 {
     float logits[6] = {0.5f, 2.0f, -1.0f, 2.0f, 1.0f, 0.0f};
     runc_sampler *s = NULL, *s2 = NULL;
     runc_error e;
-    int tok, i, counts[6] = {0}, seq1[50], seq2[50];
+    int tok, i, counts[6], seq1[50], seq2[50];
     float lp;
     double z = 0;
 
@@ -1228,10 +1152,7 @@ static void test_sampler(void)
     runc_sampler_close(s2);
 
     /* plain sampling follows softmax(logits) */
-    for (i = 0; i < 20000; i++) {
-        runc_sample(s, logits, &tok, NULL);
-        counts[tok]++;
-    }
+    count_samples(s, logits, 20000, counts, 6);
     {
         int ok = 1;
         for (i = 0; i < 6; i++) {
@@ -1244,22 +1165,14 @@ static void test_sampler(void)
 
     /* top-p: probs of {1,3} ~ 0.33 each, {4} ~ 0.12: topp 0.6 keeps only 1 and 3 */
     runc_sampler_open(&s, 6, 1.0f, 0.6f, 7, &e);
-    memset(counts, 0, sizeof counts);
-    for (i = 0; i < 5000; i++) {
-        runc_sample(s, logits, &tok, NULL);
-        counts[tok]++;
-    }
+    count_samples(s, logits, 5000, counts, 6);
     CHECK(counts[1] + counts[3] == 5000 && counts[1] > 2000 && counts[3] > 2000, "top-p keeps the nucleus {1, 3}");
     runc_sampler_close(s);
     /* a tiny top-p keeps the most likely token (llama2.c's cutoff would keep none here) */
     {
         float two[2] = {0.1f, 0.0f};
         runc_sampler_open(&s, 2, 1.0f, 0.05f, 3, &e);
-        memset(counts, 0, sizeof counts);
-        for (i = 0; i < 200; i++) {
-            runc_sample(s, two, &tok, NULL);
-            counts[tok]++;
-        }
+        count_samples(s, two, 200, counts, 2);
         CHECK(counts[0] == 200, "top-p 0.05 of two tokens keeps the likelier (%d, %d)", counts[0], counts[1]);
         runc_sampler_close(s);
     }
@@ -1280,11 +1193,7 @@ static void test_sampler(void)
     }
     /* low temperature concentrates on the maxima */
     runc_sampler_open(&s, 6, 0.05f, 0.0f, 9, &e);
-    memset(counts, 0, sizeof counts);
-    for (i = 0; i < 2000; i++) {
-        runc_sample(s, logits, &tok, NULL);
-        counts[tok]++;
-    }
+    count_samples(s, logits, 2000, counts, 6);
     CHECK(counts[1] + counts[3] == 2000, "low temperature picks the maxima");
     runc_sampler_close(s);
 
@@ -1856,18 +1765,8 @@ static unsigned char *header_file(int version, const int32_t f[7], int group, si
 {
     buf b;
     memset(&b, 0, sizeof b);
-    if (version == 0) {
-        put(&b, f, 7 * sizeof(int32_t));
-    } else {
-        spec sp;
-        memset(&sp, 0, sizeof sp);
-        sp.version = version;
-        sp.dim = f[0], sp.hidden = f[1], sp.layers = f[2], sp.heads = f[3];
-        sp.kv_heads = f[4], sp.vocab = f[5], sp.seq = f[6];
-        sp.shared = 1;
-        sp.group = group;
-        put_header_v12(&b, &sp);
-    }
+    if (version == 0) put(&b, f, 7 * sizeof(int32_t));
+    else put_model_header(&b, version, f, 1, group, 256);
     pad_to(&b, n);
     return b.p;
 }

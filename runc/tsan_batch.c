@@ -16,7 +16,8 @@
  * runc/fuzz.mk). Also checks the engine's argument errors (zero batch, NULL
  * prompts and buffers, bad options).
  */
-#include "runc.h"
+#define TEST_PROGRAM "tsan_batch"
+#include "test_util.h" /* CHECK, n_fail, buf and put_* */
 
 #include <pthread.h>
 #include <stdint.h>
@@ -31,37 +32,6 @@
 #define HEADS 4
 #define KV_HEADS 2
 #define SEQ 24
-
-static int failures;
-
-#define EXPECT(cond, ...)                                  \
-    do {                                                   \
-        if (!(cond)) {                                     \
-            failures++;                                    \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);    \
-            printf(__VA_ARGS__);                           \
-            printf("\n");                                  \
-        }                                                  \
-    } while (0)
-
-typedef struct {
-    unsigned char *p;
-    size_t n, cap;
-} buf;
-
-static void put(buf *b, const void *data, size_t n)
-{
-    if (b->n + n > b->cap) {
-        b->cap = 2 * (b->n + n) + 1024;
-        b->p = (unsigned char *)realloc(b->p, b->cap);
-        if (!b->p) exit(2);
-    }
-    memcpy(b->p + b->n, data, n);
-    b->n += n;
-}
-
-static void put_i32(buf *b, int32_t v) { put(b, &v, 4); }
-static void put_f32(buf *b, float v) { put(b, &v, 4); }
 
 static unsigned long long rng = 88172645463325252ull;
 static float frand(void) /* uniform [-1, 1) */
@@ -81,75 +51,27 @@ static buf tokenizer_file(void)
     buf b = {NULL, 0, 0};
     int i;
     put_i32(&b, 6);
-    for (i = 0; i < VOCAB; i++) {
-        put_f32(&b, i < 3 ? 0.0f : (float)-(i % 5) - 1.0f);
-        put_i32(&b, (int32_t)strlen(pieces[i]));
-        put(&b, pieces[i], strlen(pieces[i]));
-    }
+    for (i = 0; i < VOCAB; i++) put_piece(&b, pieces[i], i < 3 ? 0.0f : (float)-(i % 5) - 1.0f);
     return b;
-}
-
-/* n random values of scale a, written fp32 (v1) or Q8_0 in groups of gs (v2) */
-static void put_matrix(buf *b, size_t n, float a, int version, int gs)
-{
-    size_t i, g;
-    float *w = (float *)malloc(n * sizeof *w);
-    if (!w) exit(2);
-    for (i = 0; i < n; i++) w[i] = a * frand();
-    if (version == 1) {
-        put(b, w, n * sizeof *w);
-    } else {
-        int8_t *q = (int8_t *)malloc(n);
-        float *s = (float *)malloc(n / (size_t)gs * sizeof *s);
-        if (!q || !s) exit(2);
-        for (g = 0; g < n / (size_t)gs; g++) {
-            float mx = 0.0f;
-            for (i = 0; i < (size_t)gs; i++) {
-                float v = w[g * (size_t)gs + i] < 0 ? -w[g * (size_t)gs + i] : w[g * (size_t)gs + i];
-                if (v > mx) mx = v;
-            }
-            s[g] = mx / 127.0f;
-            for (i = 0; i < (size_t)gs; i++) {
-                float v = s[g] > 0 ? w[g * (size_t)gs + i] / s[g] : 0.0f;
-                q[g * (size_t)gs + i] = (int8_t)(v < 0 ? v - 0.5f : v + 0.5f);
-            }
-        }
-        put(b, q, n);
-        put(b, s, n / (size_t)gs * sizeof *s);
-        free(q);
-        free(s);
-    }
-    free(w);
 }
 
 static buf model_file(int version)
 {
     buf b = {NULL, 0, 0};
     const int gs = 16, kv = DIM / HEADS * KV_HEADS;
-    uint32_t magic = 0x616b3432u;
-    unsigned char shared = 0;
+    const int32_t cfg[7] = {DIM, HIDDEN, LAYERS, HEADS, KV_HEADS, VOCAB, SEQ};
     int l, k;
-    put(&b, &magic, 4);
-    put_i32(&b, version);
-    put_i32(&b, DIM);
-    put_i32(&b, HIDDEN);
-    put_i32(&b, LAYERS);
-    put_i32(&b, HEADS);
-    put_i32(&b, KV_HEADS);
-    put_i32(&b, VOCAB);
-    put_i32(&b, SEQ);
-    put(&b, &shared, 1);
-    if (version == 2) put_i32(&b, gs);
-    while (b.n < 256) put(&b, "", 1);
+    /* version 1: fp32 weights; 2: Q8_0 in groups of gs */
+    put_model_header(&b, version, cfg, 0, gs, 256);
     for (k = 0; k < 2 * LAYERS * DIM + DIM; k++) put_f32(&b, 1.0f + 0.2f * frand()); /* norms */
-    put_matrix(&b, (size_t)VOCAB * DIM, 1.0f, version, gs);                       /* embedding */
+    put_rand_matrix(&b, (size_t)VOCAB * DIM, 1.0f, version, gs, frand);            /* embedding */
     {
         const size_t sizes[7] = {(size_t)DIM * DIM, (size_t)kv * DIM, (size_t)kv * DIM, (size_t)DIM * DIM,
                                  (size_t)HIDDEN * DIM, (size_t)DIM * HIDDEN, (size_t)HIDDEN * DIM};
         for (k = 0; k < 7; k++)
-            for (l = 0; l < LAYERS; l++) put_matrix(&b, sizes[k], 0.5f, version, gs);
+            for (l = 0; l < LAYERS; l++) put_rand_matrix(&b, sizes[k], 0.5f, version, gs, frand);
     }
-    put_matrix(&b, (size_t)VOCAB * DIM, 1.0f, version, gs); /* untied classifier */
+    put_rand_matrix(&b, (size_t)VOCAB * DIM, 1.0f, version, gs, frand); /* untied classifier */
     return b;
 }
 
@@ -220,9 +142,9 @@ static void check_version(int version)
     int i, k, rc;
 
     rc = runc_model_open_buffer(&m, mb.p, mb.n, RUNC_OPEN_COPY, &e);
-    EXPECT(rc == RUNC_OK, "v%d model: %s", version, e.message);
+    CHECK(rc == RUNC_OK, "v%d model: %s", version, e.message);
     rc = runc_tokenizer_open_buffer(&t, tb.p, tb.n, VOCAB, &e);
-    EXPECT(rc == RUNC_OK, "tokenizer: %s", e.message);
+    CHECK(rc == RUNC_OK, "tokenizer: %s", e.message);
     if (!m || !t) return;
     g_model = m;
     g_tok = t;
@@ -234,7 +156,7 @@ static void check_version(int version)
     if (!g_reference) exit(2);
     for (i = 0; i < N_PROMPTS; i++) {
         rc = runc_solve(st, t, g_prompts[i], g_reference + (size_t)i * g_cap, g_cap, NULL, &e);
-        EXPECT(rc == RUNC_OK, "runc_solve '%s': %s", g_prompts[i], e.message);
+        CHECK(rc == RUNC_OK, "runc_solve '%s': %s", g_prompts[i], e.message);
     }
     runc_state_close(st);
 
@@ -247,7 +169,7 @@ static void check_version(int version)
         o.slots = 3;
         o.kernels = k ? RUNC_KERNELS_PORTABLE : RUNC_KERNELS_AUTO;
         rc = runc_batch_open(&b, m, t, &o, &e);
-        EXPECT(rc == RUNC_OK, "batch open: %s", e.message);
+        CHECK(rc == RUNC_OK, "batch open: %s", e.message);
         if (rc == RUNC_OK) {
             size_t cap = runc_batch_answer_cap(b);
             char *answers = (char *)calloc(N_PROMPTS, cap);
@@ -258,32 +180,32 @@ static void check_version(int version)
             if (!answers || !n_gen || !mean_lp || !min_lp) exit(2);
             for (round = 0; round < 2; round++) {
                 rc = runc_batch_solve(b, g_prompts, N_PROMPTS, answers, cap, n_gen, mean_lp, min_lp, &e);
-                EXPECT(rc == RUNC_OK, "batch solve (%s): %s", runc_batch_kernels(b), e.message);
+                CHECK(rc == RUNC_OK, "batch solve (%s): %s", runc_batch_kernels(b), e.message);
                 for (i = 0, bad = 0; i < N_PROMPTS; i++)
                     if (strcmp(answers + (size_t)i * cap, g_reference + (size_t)i * g_cap) != 0) {
                         if (bad++ < 3)
                             printf("  v%d %s: '%s' -> batch '%s', runc_solve '%s'\n", version, runc_batch_kernels(b),
                                    g_prompts[i], answers + (size_t)i * cap, g_reference + (size_t)i * g_cap);
                     }
-                EXPECT(bad == 0, "v%d %s round %d: %d batch answers differ from runc_solve's", version,
-                       runc_batch_kernels(b), round, bad);
+                CHECK(bad == 0, "v%d %s round %d: %d batch answers differ from runc_solve's", version,
+                      runc_batch_kernels(b), round, bad);
             }
             /* misuse: a clear error or a no-op, never a crash */
-            EXPECT(runc_batch_solve(b, g_prompts, 0, NULL, 0, NULL, NULL, NULL, &e) == RUNC_OK,
-                   "zero batch is a no-op: %s", e.message);
-            EXPECT(runc_batch_solve(b, g_prompts, -1, answers, cap, NULL, NULL, NULL, &e) == RUNC_E_ARG,
-                   "negative count");
-            EXPECT(runc_batch_solve(b, NULL, 3, answers, cap, NULL, NULL, NULL, &e) == RUNC_E_ARG, "NULL prompts");
-            EXPECT(runc_batch_solve(b, g_prompts, 3, NULL, cap, NULL, NULL, NULL, &e) == RUNC_E_ARG, "NULL answers");
-            EXPECT(runc_batch_solve(b, g_prompts, 3, answers, 0, NULL, NULL, NULL, &e) == RUNC_E_ARG,
-                   "answer_cap 0");
-            EXPECT(runc_batch_solve(NULL, g_prompts, 3, answers, cap, NULL, NULL, NULL, &e) == RUNC_E_ARG,
-                   "NULL engine");
+            CHECK(runc_batch_solve(b, g_prompts, 0, NULL, 0, NULL, NULL, NULL, &e) == RUNC_OK,
+                  "zero batch is a no-op: %s", e.message);
+            CHECK(runc_batch_solve(b, g_prompts, -1, answers, cap, NULL, NULL, NULL, &e) == RUNC_E_ARG,
+                  "negative count");
+            CHECK(runc_batch_solve(b, NULL, 3, answers, cap, NULL, NULL, NULL, &e) == RUNC_E_ARG, "NULL prompts");
+            CHECK(runc_batch_solve(b, g_prompts, 3, NULL, cap, NULL, NULL, NULL, &e) == RUNC_E_ARG, "NULL answers");
+            CHECK(runc_batch_solve(b, g_prompts, 3, answers, 0, NULL, NULL, NULL, &e) == RUNC_E_ARG,
+                  "answer_cap 0");
+            CHECK(runc_batch_solve(NULL, g_prompts, 3, answers, cap, NULL, NULL, NULL, &e) == RUNC_E_ARG,
+                  "NULL engine");
             {
                 const char *with_null[3] = {"1 + 1 =", NULL, "2 + 2 ="};
                 rc = runc_batch_solve(b, with_null, 3, answers, cap, NULL, NULL, NULL, &e);
-                EXPECT(rc == RUNC_E_ARG && strstr(e.message, "prompt 1"),
-                       "a NULL prompt fails the call, naming it: %s (%s)", runc_status_name(rc), e.message);
+                CHECK(rc == RUNC_E_ARG && strstr(e.message, "prompt 1"),
+                      "a NULL prompt fails the call, naming it: %s (%s)", runc_status_name(rc), e.message);
             }
             free(answers);
             free(n_gen);
@@ -307,8 +229,8 @@ static void check_version(int version)
         for (i = 0; i < 4; i++)
             if (started[i]) pthread_join(tid[i], NULL);
         for (i = 0; i < 4; i++)
-            EXPECT(started[i] && jobs[i].rc == RUNC_OK && jobs[i].bad == 0, "v%d concurrent job %d: rc %s, %d differ",
-                   version, i, runc_status_name(jobs[i].rc), jobs[i].bad);
+            CHECK(started[i] && jobs[i].rc == RUNC_OK && jobs[i].bad == 0, "v%d concurrent job %d: rc %s, %d differ",
+                  version, i, runc_status_name(jobs[i].rc), jobs[i].bad);
     }
 
     /* bad options */
@@ -317,16 +239,16 @@ static void check_version(int version)
         runc_batch_options o;
         memset(&o, 0, sizeof o);
         o.threads = -1;
-        EXPECT(runc_batch_open(&b, m, t, &o, &e) == RUNC_E_ARG && b == NULL, "threads -1");
+        CHECK(runc_batch_open(&b, m, t, &o, &e) == RUNC_E_ARG && b == NULL, "threads -1");
         o.threads = 1, o.slots = -1;
-        EXPECT(runc_batch_open(&b, m, t, &o, &e) == RUNC_E_ARG, "slots -1");
+        CHECK(runc_batch_open(&b, m, t, &o, &e) == RUNC_E_ARG, "slots -1");
         o.slots = 1, o.context = SEQ + 1;
-        EXPECT(runc_batch_open(&b, m, t, &o, &e) == RUNC_E_ARG, "context past max_seq_len");
+        CHECK(runc_batch_open(&b, m, t, &o, &e) == RUNC_E_ARG, "context past max_seq_len");
         o.context = 0, o.kernels = 7;
-        EXPECT(runc_batch_open(&b, m, t, &o, &e) == RUNC_E_ARG, "kernels 7");
-        EXPECT(runc_batch_open(&b, NULL, t, NULL, &e) == RUNC_E_ARG, "NULL model");
-        EXPECT(runc_batch_open(&b, m, NULL, NULL, &e) == RUNC_E_ARG, "NULL tokenizer");
-        EXPECT(runc_batch_open(NULL, m, t, NULL, &e) == RUNC_E_ARG, "NULL out");
+        CHECK(runc_batch_open(&b, m, t, &o, &e) == RUNC_E_ARG, "kernels 7");
+        CHECK(runc_batch_open(&b, NULL, t, NULL, &e) == RUNC_E_ARG, "NULL model");
+        CHECK(runc_batch_open(&b, m, NULL, NULL, &e) == RUNC_E_ARG, "NULL tokenizer");
+        CHECK(runc_batch_open(NULL, m, t, NULL, &e) == RUNC_E_ARG, "NULL out");
         runc_batch_close(NULL);
     }
 
@@ -349,6 +271,6 @@ int main(void)
     }
     check_version(1);
     check_version(2);
-    printf("tsan_batch: %s\n", failures ? "FAILED" : "ok");
-    return failures ? 1 : 0;
+    printf("tsan_batch: %s\n", n_fail ? "FAILED" : "ok");
+    return n_fail ? 1 : 0;
 }
