@@ -238,21 +238,25 @@ def make_plots(rows: list[dict], study: Path) -> list[Path]:
     save(fig, "accuracy_vs_compute.png")
 
     # groups side by side where a size has several (a study of levers at one size)
-    shared = sorted({r["params"] for r in rows if len({x["group"] for x in rows if x["params"] == r["params"]}) > 1})
-    compared = [g for g in groups if any(r["group"] == g and r["params"] in shared for r in rows)]
+    # by size target: a lever that changes the shape (depth, untied) lands on another exact count
+    def target(r: dict) -> int:
+        return int(r.get("size_target", r["params"]))
+
+    shared = sorted({target(r) for r in rows if len({x["group"] for x in rows if target(x) == target(r)}) > 1})
+    compared = [g for g in groups if any(r["group"] == g and target(r) in shared for r in rows)]
     if compared:
         fig, ax = plt.subplots(figsize=(max(5.5, 1.1 * len(compared) * len(ops) / 2), 3.6))
         width = 0.8 / len(compared)
         for i, g in enumerate(compared):
             vals = []
             for op in ops:
-                got = [exact(r, "test", op) for r in rows if r["group"] == g and r["params"] in shared]
+                got = [exact(r, "test", op) for r in rows if r["group"] == g and target(r) in shared]
                 got = [v for v in got if v is not None]
                 vals.append(100 * sum(got) / len(got) if got else 0.0)
             ax.bar([j + i * width for j in range(len(ops))], vals, width, label=g)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(ops))], [op.replace("op ", "") for op in ops])
         ax.set_ylabel("test exact match % (mean of seeds)")
-        ax.set_title(f"groups at the same size ({', '.join(f'{p:,}' for p in shared)} params)")
+        ax.set_title(f"groups at the same size target ({', '.join(f'{p:,}' for p in shared)} params)")
         for b in BARS:
             ax.axhline(100 * b, color="grey", ls="--", lw=0.8)
         ax.legend(fontsize=7, ncol=2)
