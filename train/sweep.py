@@ -211,7 +211,7 @@ def run_one(run: Run, study_dir: Path, base: dict) -> dict:
         "files": {"fp32": fp32.path.name if hasattr(fp32, "path") else "model.bin",
                   "int8": int8.path.name if hasattr(int8, "path") else "model.q8.bin"},
         "run_dir": str(Path("runs") / run.name),
-        "config": wanted,
+        "config": {k: v for k, v in wanted.items() if k != "out_dir"},  # where it ran is run_dir's job
     }
     fileio.write_json(run_dir / "result.json", row)
     return row
