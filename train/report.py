@@ -269,9 +269,7 @@ def make_plots(rows: list[dict], study: Path) -> list[Path]:
     fig, (ax, axl) = plt.subplots(1, 2, figsize=(10, 3.6))
     colors: dict[int, str] = {}
     for r in chosen:
-        metrics = Path(r.get("run_dir", "")) / "metrics.jsonl"
-        if not metrics.is_absolute():
-            metrics = study / metrics
+        metrics = Path(r["run_dir"]) / "metrics.jsonl"  # absolute: load_studies resolved it
         if not metrics.is_file():
             continue
         pts = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]

@@ -164,9 +164,11 @@ def _train_stages(run: Run, run_dir: Path, cfg: dict) -> tuple[dict, int]:
         scfg = {**cfg, **st.get("train", {}), "data": str(sdir / "data"), "out_dir": str(sdir),
                 "tokenizer": str(tok), "init_from": prev}
         ckpt = sdir / "ckpt.pt"
-        finished = ckpt.is_file() and load_checkpoint(ckpt)["metrics"].get("stop_reason") is not None
-        summary = (load_checkpoint(ckpt) if finished
-                   else train(load_config(base=scfg), resume=ckpt.is_file() or None))
+        saved = load_checkpoint(ckpt) if ckpt.is_file() else None
+        if saved is not None and saved["metrics"].get("stop_reason") is not None:
+            summary = saved  # this stage finished earlier
+        else:
+            summary = train(load_config(base=scfg), resume=saved is not None or None)
         if summary.get("interrupted"):
             raise KeyboardInterrupt
         tokens += int(summary.get("tokens_seen") or 0)
