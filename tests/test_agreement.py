@@ -59,6 +59,8 @@ def test_int8_keeps_fp32_accuracy_on_the_test_split():
     Answer agreement is printed, not asserted at 99%: on the shipped 25K model it is about 96-97%,
     because on * and / (where fp32 is often wrong and unsure) a rounding flips one answer into
     another, right ones among them (about 1 in 100); + and - agree on all but a few.
+    `tinymath inspect quant` splits the flips into weight and activation rounding and shows the
+    near-ties they come from.
     """
     card = json.loads((MODELS / "tinymath.json").read_text())
     problems = build_splits(TaskSpec.from_dict(card["task"]))["test"]

@@ -74,6 +74,14 @@ def _png(path: Path) -> None:
     assert data[:8] == PNG_MAGIC and len(data) > 2000, f"{path}: not a drawn PNG ({len(data)} bytes)"
 
 
+def _open_tokenizer(path: Path) -> Path:
+    from tinymath.inspect.common import open_model
+
+    model, _, tok = open_model(path)
+    model.close()
+    return tok
+
+
 def _open(path: Path):
     from tinymath.inspect.common import open_model
 
@@ -293,11 +301,68 @@ def test_over_training(add_model, work, capsys):
     assert last["step"] == 200 and abs(last["entropy"] - r["checkpoints"][-1]["entropy"]) < 1e-9
 
 
+# ---- int8 against fp32 ---------------------------------------------------------------------------------------
+
+def test_quant_view(add_model, work, capsys):
+    from tinymath.export import export_checkpoint
+    from tinymath.inspect.common import InspectError
+    from tinymath.inspect.quant import study
+    from tinymath.inspect.tokens import trace
+
+    q8 = work / "add" / "model.q8.bin"
+    export_checkpoint(work / "add" / "best.pt", "v2", q8)
+    out = work / "out-quant"
+    assert cli_main(["inspect", "quant", str(add_model), str(q8), "--splits", "test,train", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "int8 = fp32" in text and "weights only" in text
+    _png(out / "add_quant.png")
+    d = json.loads((out / "add_quant.json").read_text())
+    for split, probs in d["problems"].items():
+        prompts = probs["prompts"]
+        with _open(add_model) as m32, _open(q8) as m8:
+            a32, a8 = m32.solve(prompts), m8.solve(prompts)
+            # the gap, from the token view's top-2 at every decision of the answer (EOS included)
+            for i in range(0, len(prompts), max(1, len(prompts) // 12)):
+                t = trace(m32, prompts[i], k=2)
+                want = min(math.log(s.top[0][2]) - math.log(s.top[1][2]) for s in t.steps)
+                assert abs(probs["gap"][i] - want) < 1e-6, prompts[i]
+        assert probs["fp32"] == a32 and probs["int8"] == a8
+        row = d["splits"][split]["all"]
+        same = sum(x == y for x, y in zip(a32, a8))
+        assert row["int8=fp32"]["k"] == same and row["n"] == len(prompts)
+        right = [i for i, e in enumerate(probs["expected"]) if a32[i] == e]
+        assert row["kept_right"]["n"] == len(right)
+        assert row["accuracy"]["fp32"] == len(right) / len(prompts)
+        gaps = d["splits"][split]["gaps"]
+        assert sum(g["problems"] for g in gaps) == len(prompts)
+        assert sum(g["flipped"] for g in gaps) == len(prompts) - same
+        assert min(probs["gap"]) >= 0
+    # a float32 file that is the int8 weights expanded: weight rounding then changes nothing, and all
+    # of int8's differences are the activations'
+    from tinymath.export import encode_bin, from_state_dict, read_bin
+
+    bm = read_bin(q8, dequantize=True)
+    snapped = work / "add" / "snapped.bin"
+    snapped.write_bytes(encode_bin(from_state_dict(bm.config.model_config(), bm.state_dict()), "v1"))
+    s = study(snapped, q8, tokenizer=str(_open_tokenizer(add_model)), task=json.dumps(DIGITS), splits=("test",)).summary()["splits"]["test"]["all"]
+    assert s["weights=fp32"]["rate"] == 1.0 and s["int8=fp32"] == s["int8=weights"]
+    # bad input: the files swapped, two different models, a split the task lacks
+    with pytest.raises(InspectError, match="float32 file first"):
+        study(q8, add_model)
+    other = work / "add" / "longer.bin"
+    longer = {**bm.config.model_config(), "max_seq_len": bm.config.max_seq_len + 1}
+    other.write_bytes(encode_bin(from_state_dict(longer, bm.state_dict()), "v1"))
+    with pytest.raises(InspectError, match="not the same shape"):
+        study(other, q8)
+    with pytest.raises(InspectError, match="no split 'nope'"):
+        study(add_model, q8, splits=("nope",))
+
+
 # ---- layering and the shipped model ----------------------------------------------------------------------------------
 
 def test_engine_views_import_no_torch():
     code = ("import sys, tinymath.inspect.cli, tinymath.inspect.tokens, tinymath.inspect.confidence, "
-            "tinymath.inspect.transfer, tinymath.inspect.common; assert 'torch' not in sys.modules, 'torch'; "
+            "tinymath.inspect.transfer, tinymath.inspect.common, tinymath.inspect.quant; assert 'torch' not in sys.modules, 'torch'; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

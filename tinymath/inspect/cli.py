@@ -7,6 +7,7 @@
     tinymath inspect transfer A.bin B.bin C.bin      cross-task accuracy and loss matrix
     tinymath inspect fewshot RUN/best.pt --task T    fine-tuned vs scratch on a little of task T
     tinymath inspect training RUN_DIR                accuracy, loss, answer entropy against steps
+    tinymath inspect quant MODEL.bin MODEL.q8.bin    what int8 changes in the answers, and why
 
 Every view prints a table and writes a PNG and a JSON file under --out (default ./inspect).
 """
@@ -17,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-KINDS = ("prompt", "confidence", "calc", "transfer", "fewshot", "training")
+KINDS = ("prompt", "confidence", "calc", "transfer", "fewshot", "training", "quant")
 DEFAULT_OUT = "inspect"
 
 
@@ -74,6 +75,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--limit", type=int, default=2000, help="problems of the split to use (default 2000)")
     s.add_argument("--out", default=DEFAULT_OUT, help="output folder (default ./inspect)")
 
+    s = sub.add_parser("quant", help="int8 against fp32: answer agreement, weight vs activation rounding, near-ties")
+    s.add_argument("fp32", help="the float32 .bin (version 0 or 1)")
+    s.add_argument("int8", help="the int8 .bin (version 2) of the same model")
+    s.add_argument("--task", help="task spec JSON, spec.json or preset (default: the fp32 model card's task)")
+    s.add_argument("--splits", default="test,holdout", help="comma-separated splits (default test,holdout)")
+    s.add_argument("--limit", type=int, help="use only the first N problems of each split")
+    _common(s)
+
     parse = p.parse_args
 
     def parse_args(args=None, namespace=None):
@@ -96,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         print("tinymath inspect: name a view or give MODEL PROMPT (tinymath inspect --help)", file=sys.stderr)
         return 2
     return {"prompt": _prompt, "confidence": _confidence, "calc": _calc, "transfer": _transfer,
-            "fewshot": _fewshot, "training": _training}[args.kind](args)
+            "fewshot": _fewshot, "training": _training, "quant": _quant}[args.kind](args)
 
 
 def _wrote(*paths: Path) -> None:
@@ -246,6 +255,20 @@ def _training(args: argparse.Namespace) -> int:
     print(format_result(r))
     out, name = Path(args.out), Path(args.run).resolve().name
     _wrote(plot(r, out / f"{name}_training.png"), write_json(out / f"{name}_training.json", r))
+    return 0
+
+
+def _quant(args: argparse.Namespace) -> int:
+    from .common import model_name, write_json
+    from .quant import format_summary, plot, study
+
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    st = study(args.fp32, args.int8, args.tokenizer, args.task, splits, args.limit)
+    s = st.summary()
+    print(format_summary(s))
+    out, name = Path(args.out), model_name(args.fp32)
+    data = {**s, "problems": st.splits}
+    _wrote(plot(s, out / f"{name}_quant.png"), write_json(out / f"{name}_quant.json", data))
     return 0
 
 
