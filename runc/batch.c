@@ -56,11 +56,12 @@
 typedef float rb_v8 __attribute__((vector_size(32)));
 typedef float rb_v4 __attribute__((vector_size(16)));
 typedef unsigned int rb_v8u __attribute__((vector_size(32)));
+typedef int rb_v8i __attribute__((vector_size(32)));
+typedef unsigned char rb_v8b __attribute__((vector_size(8)));
 #define RB_ALWAYS_INLINE inline __attribute__((always_inline))
 #if defined(__clang__) || __GNUC__ >= 12
 #define RB_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 #else
-typedef int rb_v8i __attribute__((vector_size(32)));
 #define RB_SHUF(a, b, ...) __builtin_shuffle(a, b, (rb_v8i){__VA_ARGS__})
 #endif
 /* Eight accumulators of eight lanes -> their eight sums, in order, each

@@ -154,6 +154,80 @@ static RB_ATTR void RB_FN(quantize)(float *restrict q, float *restrict scales, c
 #undef RB_QUANTIZE_VALUE
 }
 
+#if RB_KVEC
+/* quantize for B rows at once when groups are 2, 4 or 8 values: then every
+ * vector of 8 values holds whole groups, so it is loaded once and goes through
+ * quantize's steps in registers, lane-wise (NaN magnitudes as 0, the maxima by
+ * a butterfly, scale and divisor, the clamps, truncation and the half test),
+ * without quantize's passes through scratch memory and its call per row. A
+ * row's last n % 8 values (whole groups) go through quantize itself. Output
+ * as quantize: floats in q, or (VNNI) bytes + 128 in u; rows of qs values,
+ * scales in rows of ss. */
+static RB_ATTR void RB_FN(quantize_rows)(float *restrict q, uint8_t *restrict u, int qs, float *restrict scales,
+                                         int ss, const float *restrict x, int xs, int B, int n, int gs,
+                                         uint32_t *restrict ab, float *restrict div)
+{
+    const int n8 = n & ~7, per = 8 / gs;
+    const rb_v8 one = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
+    const rb_v8 half = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f}, nhalf = -half;
+    const rb_v8i hi = {127, 127, 127, 127, 127, 127, 127, 127}, lo = -hi, bias = hi + 1;
+    int r, i, k;
+    for (r = 0; r < B; r++) {
+        const float *restrict xr = x + (size_t)r * (size_t)xs;
+        float *restrict sr = scales + (size_t)r * (size_t)ss;
+        for (i = 0; i < n8; i += 8) {
+            rb_v8 xv, scale, d, v, f;
+            rb_v8u a, c, m, vb, av;
+            rb_v8i ti;
+            memcpy(&xv, xr + i, sizeof xv);
+            a = (rb_v8u)xv & 0x7FFFFFFFu;
+            a &= ~(rb_v8u)(a > 0x7F800000u);
+            c = RB_SHUF(a, a, 1, 0, 3, 2, 5, 4, 7, 6);
+            m = (rb_v8u)(a > c);
+            a = (a & m) | (c & ~m);
+            if (gs >= 4) {
+                c = RB_SHUF(a, a, 2, 3, 0, 1, 6, 7, 4, 5);
+                m = (rb_v8u)(a > c);
+                a = (a & m) | (c & ~m);
+            }
+            if (gs == 8) {
+                c = RB_SHUF(a, a, 4, 5, 6, 7, 0, 1, 2, 3);
+                m = (rb_v8u)(a > c);
+                a = (a & m) | (c & ~m);
+            }
+            scale = (rb_v8)a / 127.0f;
+            m = (rb_v8u)(a != 0u);
+            d = (rb_v8)(((rb_v8u)scale & m) | ((rb_v8u)one & ~m));
+            for (k = 0; k < per; k++) sr[i / gs + k] = scale[k * gs];
+            v = xv / d;
+            vb = (rb_v8u)v;
+            av = vb & 0x7FFFFFFFu;
+            m = (rb_v8u)(av > 0x43000000u); /* |v| > 128, inf, NaN: +-128 */
+            vb = (vb & ~m) | (((vb & 0x80000000u) | 0x43000000u) & m);
+            vb &= ~(rb_v8u)(av > 0x7F800000u); /* NaN: 0 */
+            v = (rb_v8)vb;
+            ti = __builtin_convertvector(v, rb_v8i); /* truncation */
+            f = v - __builtin_convertvector(ti, rb_v8); /* exact */
+            ti = ti - (rb_v8i)(f >= half) + (rb_v8i)(f <= nhalf); /* a true compare is -1 */
+            m = (rb_v8u)(ti > hi);
+            ti = (rb_v8i)(((rb_v8u)ti & ~m) | ((rb_v8u)hi & m));
+            m = (rb_v8u)(ti < lo);
+            ti = (rb_v8i)(((rb_v8u)ti & ~m) | ((rb_v8u)lo & m));
+            if (u) {
+                const rb_v8b bytes = __builtin_convertvector(ti + bias, rb_v8b);
+                memcpy(u + (size_t)r * (size_t)qs + (size_t)i, &bytes, sizeof bytes);
+            } else {
+                f = __builtin_convertvector(ti, rb_v8);
+                memcpy(q + (size_t)r * (size_t)qs + (size_t)i, &f, sizeof f);
+            }
+        }
+        if (n8 < n)
+            RB_FN(quantize)(u ? NULL : q + (size_t)r * (size_t)qs + (size_t)n8, sr + n8 / gs, xr + n8, n - n8, gs, ab,
+                            div, u ? u + (size_t)r * (size_t)qs + (size_t)n8 : NULL);
+    }
+}
+#endif
+
 /* ---- fp32 matrix-matrix product -------------------------------------------- */
 /* out[r][c] = sum_j W[c][j] x[r][j] for B rows and d outputs, each sum as
  * runc.c's matmul_f32 forms it: eight partial sums over j mod 8, added as
@@ -549,6 +623,20 @@ static RB_ATTR void RB_FN(matmul)(const runc_batch *b, rb_worker *w, float *out,
 {
     if (b->q8) {
         int r, gs = b->gs;
+#if RB_KVEC
+        if (gs == 2 || gs == 4 || gs == 8) {
+#if defined(RB_HAS_VNNI) && RB_HAS_VNNI
+            if (b->vnni) {
+                RB_FN(quantize_rows)(NULL, w->xu, b->sX, w->xsc, b->gX, in, is, B, m->n, gs, w->qab, w->qdiv);
+                RB_FN(gemm_q8v)(out, os, w->xu, b->sX, w->xsc, b->gX, m->wi, m->winit, m->s, B, m->n, m->dpad, gs);
+                return;
+            }
+#endif
+            RB_FN(quantize_rows)(w->xq, NULL, b->sX, w->xsc, b->gX, in, is, B, m->n, gs, w->qab, w->qdiv);
+            RB_FN(gemm_q8)(out, os, w->xq, b->sX, w->xsc, b->gX, m->w, m->s, B, m->n, m->dpad, gs);
+            return;
+        }
+#endif
 #if defined(RB_HAS_VNNI) && RB_HAS_VNNI
         if (b->vnni) {
             for (r = 0; r < B; r++)
