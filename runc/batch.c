@@ -16,7 +16,13 @@
  * open by the CPU's features.
  *
  * Greedy answers are identical to runc_solve's: the kernels repeat runc.c's
- * arithmetic exactly (see batch_kern.h).
+ * arithmetic exactly (see batch_kern.h), so every logit is equal bit for bit
+ * (test_batch checks the confidences, which rest on every logit, that way).
+ *
+ * Attention runs across kv heads as vector lanes (attend), or, for models of
+ * at most 4 kv heads, across 8 slots as lanes (attend_lanes): at 2 heads the
+ * first would leave 6 of 8 lanes idle, and attention was half the time of a
+ * 7K-parameter model.
  *
  * No global state, no printing, no exit(): errors are status codes and
  * messages, as in runc.c.
@@ -133,6 +139,7 @@ struct runc_batch {
     int vnni;            /* int8 products by VNNI (vpdpbusd): AVX-512 kernels, group size a multiple of 4 */
     int D, H, KV, hs, nh, nkv, V, L;
     int gp;              /* kv heads padded to a multiple of 8: the attention's vector lanes */
+    int lanes;           /* attention with slots, not kv heads, as the lanes (attend_lanes) */
     /* row strides (floats) of the activation matrices, multiples of 16 */
     int sD, sH, sQKV, s13, sV, sX, gX;
     size_t kv_slot;      /* floats of one slot's KV cache (all layers) */
@@ -181,6 +188,7 @@ struct rb_worker {
     char err_msg[256];
 };
 
+/* the KV cache of one slot and layer (kv heads as lanes; attend_lanes has its own layout) */
 static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int layer)
 {
     return w->kv + ((size_t)slot * (size_t)b->L + (size_t)layer) * (2 * (size_t)b->context * (size_t)b->hs * (size_t)b->gp);
@@ -221,6 +229,11 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 #define RB_Q8_ROWS 1
 #endif
 #include "batch_kern.h"
+#if RB_KVEC
+#define RB_C_LANES 1 /* step_c has attend_lanes */
+#else
+#define RB_C_LANES 0
+#endif
 #undef RB_SUFFIX
 #undef RB_ATTR
 #undef RB_TILE_ROWS
@@ -472,7 +485,8 @@ static void rb_layout_workers(rb_bump *a, runc_batch *b)
         w->lp = (float *)rb_take(a, S, sizeof(float));
         w->tmpv = (float *)rb_take(a, (size_t)b->sV, sizeof(float));
         w->att = (float *)rb_take(a, (size_t)b->context * (size_t)(b->nh / b->nkv) * (size_t)b->gp, sizeof(float));
-        w->qt = (float *)rb_take(a, (size_t)b->hs * (size_t)(b->nh / b->nkv) * (size_t)b->gp, sizeof(float));
+        w->qt = (float *)rb_take(a, b->lanes ? (size_t)b->D * 8 : (size_t)b->hs * (size_t)(b->nh / b->nkv) * (size_t)b->gp,
+                                 sizeof(float));
         if (b->q8 && !b->vnni) w->xq = (float *)rb_take(a, S * (size_t)b->sX, sizeof(float));
         if (b->q8) {
             w->xsc = (float *)rb_take(a, S * (size_t)b->gX, sizeof(float));
@@ -480,7 +494,7 @@ static void rb_layout_workers(rb_bump *a, runc_batch *b)
             w->qdiv = (float *)rb_take(a, (size_t)b->sX, sizeof(float));
             if (b->vnni) w->xu = (uint8_t *)rb_take(a, S * (size_t)b->sX, 1);
         }
-        w->kv = (float *)rb_take(a, S, b->kv_slot * sizeof(float));
+        w->kv = (float *)rb_take(a, b->lanes ? (S + 7) / 8 * 8 : S, b->kv_slot * sizeof(float));
     }
 }
 
@@ -629,6 +643,11 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
 #elif defined(__AVX2__)
     b->kernels = "avx2 (compiled in)";
 #endif
+    /* up to 4 kv heads would fill half a vector or less: the slots are the
+     * attention's lanes instead, in kernels with vectors (the cache then holds
+     * (context, kv_dim) per slot, in octets of slots) */
+    b->lanes = b->nkv <= 4 && (b->step != step_c || RB_C_LANES);
+    if (b->lanes) b->kv_slot = (size_t)b->L * 2 * (size_t)b->context * (size_t)b->KV;
 
     b->layers = (rb_layer *)calloc((size_t)b->L, sizeof *b->layers);
     b->workers = (rb_worker *)calloc((size_t)b->threads, sizeof *b->workers);

@@ -933,6 +933,125 @@ static RB_ATTR void RB_FN(attend)(const runc_batch *b, rb_worker *w, int r, int 
 #endif
 }
 
+#if RB_KVEC
+/* Attention with the slots as the vector lanes, for models of at most 4 kv
+ * heads (as lanes, their heads would fill a quarter of a vector or less).
+ * Slots 8o..8o+7 form octet o; its cache holds, per layer, keys then values
+ * as (context, kv_dim, 8 slots). Rows come in slot order, so the rows of an
+ * octet are consecutive. Each lane forms runc.c's sums for its own row at its
+ * own position, in runc.c's order; positions past a lane's own are masked:
+ * their scores are -inf (never the max), their weights 0, and their values
+ * are never added (a slot's old problem may have left anything there). */
+static RB_ATTR void RB_FN(attend_lanes)(const runc_batch *b, rb_worker *w, int B, int l)
+{
+    const int D = b->D, KV = b->KV, hs = b->hs, nh = b->nh, kv_mul = nh / b->nkv, C = b->context;
+    const size_t KV8 = (size_t)KV * 8;
+    float *restrict att = w->att, *restrict qt = w->qt;
+    const rb_v8 ninf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int r0 = 0;
+    while (r0 < B) {
+        const int o = w->row_slot[r0] / 8;
+        int r1 = r0, lane, rows[8], nmin = C, nmax = 0, h, i, i0, t, c, kk;
+        rb_v8i last = {-1, -1, -1, -1, -1, -1, -1, -1}; /* each lane's position (-1: no row) */
+        float *kc = w->kv + ((size_t)o * (size_t)b->L + (size_t)l) * 2 * (size_t)C * KV8, *vc = kc + (size_t)C * KV8;
+        for (lane = 0; lane < 8; lane++) rows[lane] = -1;
+        for (; r1 < B && w->row_slot[r1] / 8 == o; r1++) rows[w->row_slot[r1] % 8] = r1;
+        for (lane = 0; lane < 8; lane++) {
+            const int r = rows[lane];
+            int p;
+            float *q, *k, *v;
+            if (r < 0) {
+                for (c = 0; c < D; c++) qt[(size_t)c * 8 + (size_t)lane] = 0.0f;
+                continue;
+            }
+            p = w->row_pos[r];
+            q = w->qkv + (size_t)r * (size_t)b->sQKV;
+            k = q + D;
+            v = k + KV;
+            {
+                const float *cosv = b->rope_cos + (size_t)p * (size_t)(hs / 2);
+                const float *sinv = b->rope_sin + (size_t)p * (size_t)(hs / 2);
+                const float *cx = b->rope_cx + (size_t)p * (size_t)hs, *sx = b->rope_sx + (size_t)p * (size_t)hs;
+                RB_FN(rope)(q, nh, hs, cosv, sinv, cx, sx);
+                RB_FN(rope)(k, b->nkv, hs, cosv, sinv, cx, sx);
+            }
+            for (c = 0; c < KV; c++) {
+                kc[(size_t)p * KV8 + (size_t)c * 8 + (size_t)lane] = k[c];
+                vc[(size_t)p * KV8 + (size_t)c * 8 + (size_t)lane] = v[c];
+            }
+            for (c = 0; c < D; c++) qt[(size_t)c * 8 + (size_t)lane] = q[c];
+            last[lane] = p;
+            nmin = p + 1 < nmin ? p + 1 : nmin;
+            nmax = p + 1 > nmax ? p + 1 : nmax;
+        }
+        for (h = 0; h < nh; h++) {
+            const size_t koff = (size_t)(h / kv_mul) * (size_t)hs * 8;
+            const float *qh = qt + (size_t)h * (size_t)hs * 8;
+            rb_v8 mx, sm = {0};
+            /* scores: runc.c's sum over the channels, then the scale */
+            for (t = 0; t < nmax; t++) {
+                const float *kt = kc + (size_t)t * KV8 + koff;
+                rb_v8 a = {0};
+                for (i = 0; i < hs; i++) a += *(const rb_v8 *)(qh + (size_t)i * 8) * *(const rb_v8 *)(kt + (size_t)i * 8);
+                a = a * b->att_scale;
+                if (t >= nmin) {
+                    const rb_v8i tv = {t, t, t, t, t, t, t, t};
+                    const rb_v8u live = (rb_v8u)(tv <= last);
+                    a = (rb_v8)(((rb_v8u)a & live) | ((rb_v8u)ninf & ~live));
+                }
+                *(rb_v8 *)(att + (size_t)t * 8) = a;
+            }
+            /* softmax down the positions, lane-wise (runc.c's max, exp, sum, division) */
+            mx = *(const rb_v8 *)att;
+            for (t = 1; t < nmax; t++) {
+                const rb_v8 a = *(const rb_v8 *)(att + (size_t)t * 8);
+                const rb_v8u m = (rb_v8u)(a > mx);
+                mx = (rb_v8)(((rb_v8u)a & m) | ((rb_v8u)mx & ~m));
+            }
+            for (t = 0; t < nmax; t++) {
+                float *a = att + (size_t)t * 8;
+                *(rb_v8 *)a = *(const rb_v8 *)a - mx;
+                for (kk = 0; kk < 8; kk++) a[kk] = runc_expf(a[kk]);
+                if (t >= nmin) { /* masked weights are exactly 0 */
+                    const rb_v8i tv = {t, t, t, t, t, t, t, t};
+                    const rb_v8u e = (rb_v8u)(*(const rb_v8 *)a);
+                    *(rb_v8 *)a = (rb_v8)(e & (rb_v8u)(tv <= last));
+                }
+            }
+            for (t = 0; t < nmax; t++) sm += *(const rb_v8 *)(att + (size_t)t * 8);
+            for (t = 0; t < nmax; t++) *(rb_v8 *)(att + (size_t)t * 8) = *(const rb_v8 *)(att + (size_t)t * 8) / sm;
+            /* outputs: per channel, the weighted values summed over the positions in order */
+            for (i0 = 0; i0 < hs; i0 += 8) {
+                const int in = hs - i0 < 8 ? hs - i0 : 8;
+                rb_v8 acc[8];
+                for (kk = 0; kk < 8; kk++) acc[kk] = (rb_v8){0};
+                for (t = 0; t < nmax; t++) {
+                    const rb_v8 a = *(const rb_v8 *)(att + (size_t)t * 8);
+                    const float *vt = vc + (size_t)t * KV8 + koff + (size_t)i0 * 8;
+                    if (t < nmin) {
+                        for (kk = 0; kk < in; kk++) acc[kk] += a * *(const rb_v8 *)(vt + (size_t)kk * 8);
+                    } else {
+                        const rb_v8i tv = {t, t, t, t, t, t, t, t};
+                        const rb_v8u live = (rb_v8u)(tv <= last);
+                        for (kk = 0; kk < in; kk++) {
+                            const rb_v8 s = acc[kk] + a * *(const rb_v8 *)(vt + (size_t)kk * 8);
+                            acc[kk] = (rb_v8)(((rb_v8u)s & live) | ((rb_v8u)acc[kk] & ~live));
+                        }
+                    }
+                }
+                for (lane = 0; lane < 8; lane++) {
+                    float *out;
+                    if (rows[lane] < 0) continue;
+                    out = w->xb + (size_t)rows[lane] * (size_t)b->sD + (size_t)h * (size_t)hs + (size_t)i0;
+                    for (kk = 0; kk < in; kk++) out[kk] = acc[kk][lane];
+                }
+            }
+        }
+        r0 = r1;
+    }
+}
+#endif
+
 /* ---- one step ------------------------------------------------------------------- */
 
 /* Advance rows 0..B-1 of worker w by one token each (w->row_tok at
@@ -963,7 +1082,12 @@ static RB_ATTR void RB_FN(step)(const runc_batch *b, rb_worker *w, int B, int BL
         const rb_layer *ly = &b->layers[l];
         RB_FN(rmsnorm_rows)(w->xb, sD, w->x, sD, NULL, m->rms_att + (size_t)l * (size_t)D, B, D, eps);
         RB_FN(matmul)(b, w, w->qkv, b->sQKV, w->xb, sD, &ly->qkv, B);
-        for (r = 0; r < B; r++) RB_FN(attend)(b, w, r, l);
+#if RB_KVEC
+        if (b->lanes)
+            RB_FN(attend_lanes)(b, w, B, l);
+        else
+#endif
+            for (r = 0; r < B; r++) RB_FN(attend)(b, w, r, l);
         RB_FN(matmul)(b, w, w->xb2, sD, w->xb, sD, &ly->wo, B);
         for (r = 0; r < B; r++) {
             float *restrict x = w->x + (size_t)r * (size_t)sD;

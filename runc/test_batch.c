@@ -23,6 +23,7 @@
 
 #define TEST_PROGRAM "test_batch"
 #include "test_util.h" /* CHECK, n_pass, n_fail, buf and put_*, read_file */
+#include "runc_impl.h" /* runc_expf: the engine's exp, for its confidences bit for bit */
 
 #include <math.h>
 #include <stdint.h>
@@ -189,13 +190,63 @@ static void greedy_confidence(const runc_model *m, const runc_tokenizer *tok, co
     runc_state_close(st);
 }
 
+/* The engine's confidence of a problem, bit for bit, from runc_forward's
+ * logits: each step's log-probability of the argmax is -log(sum of
+ * runc_expf(logit - max)) in float, summed in float, as rb_worker_run and
+ * rb_finish do. Any bit of difference in a logit of the batch kernels shows
+ * here, where a greedy answer would hide it. */
+static void engine_confidence(const runc_model *m, const runc_tokenizer *tok, const char *prompt, float *mean,
+                              float *min)
+{
+    runc_state *st = NULL;
+    runc_error e;
+    const float *lg;
+    int ids[256], n_ids = 0, context, V = runc_model_config(m)->vocab_size, pos, ng = 0, count = 0, i, tokn;
+    float sum = 0.0f, lo = 0.0f;
+    runc_state_open(&st, m, 0, &e);
+    context = runc_state_context(st);
+    runc_encode(tok, prompt, 1, 0, ids, 256, &n_ids, &e);
+    for (pos = 0; pos < n_ids - 1; pos++) runc_forward(st, ids[pos], pos, &lg, &e);
+    tokn = ids[n_ids - 1];
+    for (;;) {
+        float max, s = 0.0f, lp;
+        int best = 0;
+        runc_forward(st, tokn, pos, &lg, &e);
+        for (i = 1; i < V; i++)
+            if (lg[i] > lg[best]) best = i;
+        max = lg[0];
+        for (i = 1; i < V; i++)
+            if (lg[i] > max) max = lg[i];
+        for (i = 0; i < V; i++) s += runc_expf(lg[i] - max);
+        lp = -logf(s);
+        sum += lp;
+        if (ng == 0 || lp < lo) lo = lp;
+        if (best == RUNC_TOKEN_EOS) {
+            count = ng + 1;
+            break;
+        }
+        ng++;
+        if (n_ids + ng >= context) {
+            count = ng;
+            break;
+        }
+        tokn = best;
+        pos++;
+    }
+    *mean = count ? sum / (float)count : 0.0f;
+    *min = lo;
+    runc_state_close(st);
+}
+
 static double now(void)
 {
     return (double)clock() / CLOCKS_PER_SEC;
 }
 
 /* Batch-solve `prompts` with the given options; 1 when every answer and count
- * equals the reference. */
+ * equals the reference. The confidences of the first problems must equal the
+ * single path's bit for bit (engine_confidence); with check_conf, also
+ * runc_generate's log-probabilities (computed in double: to 1e-4). */
 static int compare(const char *what, const runc_model *m, const runc_tokenizer *tok, char **prompts, int n,
                    const reference *ref, int threads, int slots, int kernels, int check_conf)
 {
@@ -218,11 +269,9 @@ static int compare(const char *what, const runc_model *m, const runc_tokenizer *
     CHECK(cap == ref->cap, "%s: answer caps differ: %zu vs %zu", what, cap, ref->cap);
     answers = (char *)malloc((size_t)n * cap);
     n_gen = (int *)malloc((size_t)n * sizeof *n_gen);
-    if (check_conf) {
-        mean = (float *)malloc((size_t)n * sizeof *mean);
-        min = (float *)malloc((size_t)n * sizeof *min);
-    }
-    if (!answers || !n_gen || (check_conf && (!mean || !min))) exit(2);
+    mean = (float *)malloc((size_t)n * sizeof *mean);
+    min = (float *)malloc((size_t)n * sizeof *min);
+    if (!answers || !n_gen || !mean || !min) exit(2);
     t0 = now();
     rc = runc_batch_solve(b, (const char *const *)prompts, n, answers, cap, n_gen, mean, min, &e);
     CHECK(rc == RUNC_OK, "%s: runc_batch_solve: %s", what, e.message);
@@ -251,6 +300,20 @@ static int compare(const char *what, const runc_model *m, const runc_tokenizer *
         }
         CHECK(err < 1e-4f, "%s: confidence differs from runc_generate's log-probabilities by %g (problem %d)", what,
               (double)err, worst);
+    }
+    if (rc == RUNC_OK) {
+        int k;
+        for (k = 0, bad = 0; k < n && k < 300; k++) {
+            float em, en;
+            engine_confidence(m, tok, prompts[k], &em, &en);
+            if (em != mean[k] || en != min[k]) {
+                if (bad < 3)
+                    printf("  %s: '%s': batch confidence (%.9g, %.9g), runc_forward's logits give (%.9g, %.9g)\n", what,
+                           prompts[k], (double)mean[k], (double)min[k], (double)em, (double)en);
+                bad++;
+            }
+        }
+        CHECK(bad == 0, "%s: %d confidences differ in a bit from the single path's logits", what, bad);
     }
     if (getenv("TEST_BATCH_VERBOSE"))
         printf("  %s: %s, %d threads x %d slots: %d problems in %.2f s CPU\n", what, runc_batch_kernels(b),
