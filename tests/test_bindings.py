@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import math
 import struct
+import subprocess
+import sys
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -486,3 +489,33 @@ def test_threads_share_a_model(files):
         for t in threads:
             t.join()
         assert not errors and len(results) == 20 and all(r == want for r in results)
+
+
+# ---- which build of the engine is loaded ----------------------------------------------------------------------
+
+def test_newest_engine_build_wins(tmp_path):
+    import os
+
+    from tinymath.runc.model import newest_engine
+
+    built = Path(_engine.__file__)
+    old, new = tmp_path / "_engine.cpython-311-x86_64-linux-gnu.so", tmp_path / "_engine.abi3.so"
+    old.write_bytes(built.read_bytes())
+    assert newest_engine(tmp_path) is None  # one build: Python's own import is right
+    new.write_bytes(built.read_bytes())
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    assert newest_engine(tmp_path) == new
+    os.utime(new, (900_000_000, 900_000_000))
+    assert newest_engine(tmp_path) == old
+    (tmp_path / "_engine.py").write_text("")  # not a build
+    assert newest_engine(tmp_path) == old
+
+
+def test_a_fresh_interpreter_loads_the_newest_build():
+    code = ("import sys; from pathlib import Path; import tinymath.runc.model as m; m._load_engine(); "
+            "builds = sorted((p for p in Path(m.__file__).resolve().parent.glob('_engine*') "
+            "if p.suffix in ('.so', '.pyd')), key=lambda p: p.stat().st_mtime); "
+            "loaded = Path(sys.modules['tinymath.runc._engine'].__file__).resolve(); "
+            "assert loaded == builds[-1].resolve(), (loaded, builds); print(len(builds))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
