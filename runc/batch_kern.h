@@ -60,59 +60,20 @@ static RB_ATTR void RB_FN(rmsnorm_rows)(float *restrict out, int os, const float
  * |v| <= 128) with integer masks instead of float compares, which compilers
  * may not if-convert. Dividing by 1 where the scale is 0 gives the same zeros
  * (such a group holds only zeros and NaNs). Quantized values are stored as
- * floats (exact small integers) for the float-emulated products.
- * ab and div: scratch of n entries. */
+ * floats (exact small integers) for the float-emulated products, or (VNNI)
+ * as bytes + 128 in u. One row; quantize_rows below does many rows at once for
+ * groups of 2, 4 or 8. ab and div: scratch of n entries. */
 static RB_ATTR void RB_FN(quantize)(float *restrict q, float *restrict scales, const float *restrict x, int n, int gs,
                                     uint32_t *restrict ab, float *restrict div, uint8_t *restrict u)
 {
-    int g = 0, i, groups = n / gs;
+    int g, i, groups = n / gs;
     for (i = 0; i < n; i++) {
         uint32_t b;
         memcpy(&b, x + i, sizeof b);
         b &= 0x7FFFFFFFu;
         ab[i] = b > 0x7F800000u ? 0u : b;
     }
-#if RB_KVEC
-    /* groups of 2, 4 or 8 values: each vector of 8 holds whole groups, whose
-     * maxima a butterfly of lane swaps spreads to all of their lanes */
-    if (gs == 2 || gs == 4 || gs == 8) {
-        for (i = 0; i + 8 <= n; i += 8, g += 8 / gs) {
-            rb_v8u a, c, m;
-            rb_v8 wmax, scale, one = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f}, d;
-            memcpy(&a, ab + i, sizeof a);
-            c = RB_SHUF(a, a, 1, 0, 3, 2, 5, 4, 7, 6);
-            m = (rb_v8u)(a > c);
-            a = (a & m) | (c & ~m);
-            if (gs >= 4) {
-                c = RB_SHUF(a, a, 2, 3, 0, 1, 6, 7, 4, 5);
-                m = (rb_v8u)(a > c);
-                a = (a & m) | (c & ~m);
-            }
-            if (gs == 8) {
-                c = RB_SHUF(a, a, 4, 5, 6, 7, 0, 1, 2, 3);
-                m = (rb_v8u)(a > c);
-                a = (a & m) | (c & ~m);
-            }
-            wmax = (rb_v8)a;
-            scale = wmax / 127.0f;
-            m = (rb_v8u)(a != 0u); /* scale > 0 exactly when wmax > 0 */
-            d = (rb_v8)(((rb_v8u)scale & m) | ((rb_v8u)one & ~m));
-            memcpy(div + i, &d, sizeof d);
-            if (gs == 4) {
-                scales[g] = scale[0];
-                scales[g + 1] = scale[4];
-            } else if (gs == 2) {
-                scales[g] = scale[0];
-                scales[g + 1] = scale[2];
-                scales[g + 2] = scale[4];
-                scales[g + 3] = scale[6];
-            } else {
-                scales[g] = scale[0];
-            }
-        }
-    }
-#endif
-    for (; g < groups; g++) {
+    for (g = 0; g < groups; g++) {
         const uint32_t *restrict ag = ab + (size_t)g * (size_t)gs;
         float *restrict dg = div + (size_t)g * (size_t)gs;
         uint32_t wb = 0;
@@ -622,34 +583,26 @@ static RB_ATTR void RB_FN(matmul)(const runc_batch *b, rb_worker *w, float *out,
                                   const rb_mat *m, int B)
 {
     if (b->q8) {
-        int r, gs = b->gs;
+        const int gs = b->gs;
+        float *xq = b->vnni ? NULL : w->xq; /* floats for gemm_q8, or bytes + 128 for gemm_q8v */
+        uint8_t *xu = b->vnni ? w->xu : NULL;
+        int r;
 #if RB_KVEC
-        if (gs == 2 || gs == 4 || gs == 8) {
-#if defined(RB_HAS_VNNI) && RB_HAS_VNNI
-            if (b->vnni) {
-                RB_FN(quantize_rows)(NULL, w->xu, b->sX, w->xsc, b->gX, in, is, B, m->n, gs, w->qab, w->qdiv);
-                RB_FN(gemm_q8v)(out, os, w->xu, b->sX, w->xsc, b->gX, m->wi, m->winit, m->s, B, m->n, m->dpad, gs);
-                return;
-            }
+        if (gs == 2 || gs == 4 || gs == 8)
+            RB_FN(quantize_rows)(xq, xu, b->sX, w->xsc, b->gX, in, is, B, m->n, gs, w->qab, w->qdiv);
+        else
 #endif
-            RB_FN(quantize_rows)(w->xq, NULL, b->sX, w->xsc, b->gX, in, is, B, m->n, gs, w->qab, w->qdiv);
-            RB_FN(gemm_q8)(out, os, w->xq, b->sX, w->xsc, b->gX, m->w, m->s, B, m->n, m->dpad, gs);
-            return;
-        }
-#endif
+            for (r = 0; r < B; r++)
+                RB_FN(quantize)(xq ? xq + (size_t)r * (size_t)b->sX : NULL, w->xsc + (size_t)r * (size_t)b->gX,
+                                in + (size_t)r * (size_t)is, m->n, gs, w->qab, w->qdiv,
+                                xu ? xu + (size_t)r * (size_t)b->sX : NULL);
 #if defined(RB_HAS_VNNI) && RB_HAS_VNNI
         if (b->vnni) {
-            for (r = 0; r < B; r++)
-                RB_FN(quantize)(NULL, w->xsc + (size_t)r * (size_t)b->gX, in + (size_t)r * (size_t)is, m->n, gs,
-                                w->qab, w->qdiv, w->xu + (size_t)r * (size_t)b->sX);
-            RB_FN(gemm_q8v)(out, os, w->xu, b->sX, w->xsc, b->gX, m->wi, m->winit, m->s, B, m->n, m->dpad, gs);
+            RB_FN(gemm_q8v)(out, os, xu, b->sX, w->xsc, b->gX, m->wi, m->winit, m->s, B, m->n, m->dpad, gs);
             return;
         }
 #endif
-        for (r = 0; r < B; r++)
-            RB_FN(quantize)(w->xq + (size_t)r * (size_t)b->sX, w->xsc + (size_t)r * (size_t)b->gX,
-                            in + (size_t)r * (size_t)is, m->n, gs, w->qab, w->qdiv, NULL);
-        RB_FN(gemm_q8)(out, os, w->xq, b->sX, w->xsc, b->gX, m->w, m->s, B, m->n, m->dpad, gs);
+        RB_FN(gemm_q8)(out, os, xq, b->sX, w->xsc, b->gX, m->w, m->s, B, m->n, m->dpad, gs);
     } else {
         RB_FN(gemm_f32)(out, os, in, is, m->w, m->stride, m->tail, B, m->n, m->d);
     }
@@ -693,6 +646,17 @@ static RB_ATTR void RB_FN(rope)(float *restrict vec, int n_heads, int head_size,
             v[2 * i + 1] = v0 * sinv[i] + v1 * cosv[i];
         }
     }
+}
+
+
+/* RoPE on one row's query and key heads at position pos (the tables' row pos). */
+static RB_ATTR void RB_FN(rope_qk)(const runc_batch *b, float *q, float *k, int pos)
+{
+    const int hs = b->hs;
+    const float *cosv = b->rope_cos + (size_t)pos * (size_t)(hs / 2), *sinv = b->rope_sin + (size_t)pos * (size_t)(hs / 2);
+    const float *cx = b->rope_cx + (size_t)pos * (size_t)hs, *sx = b->rope_sx + (size_t)pos * (size_t)hs;
+    RB_FN(rope)(q, b->nh, hs, cosv, sinv, cx, sx);
+    RB_FN(rope)(k, b->nkv, hs, cosv, sinv, cx, sx);
 }
 
 #if RB_KVEC
@@ -779,16 +743,10 @@ static RB_ATTR void RB_FN(attend)(const runc_batch *b, rb_worker *w, int r, int 
     float *kc = rb_slot_kv(b, w, w->row_slot[r], l), *vc = kc + (size_t)b->context * (size_t)hs * (size_t)gp;
     float *out = w->xb + (size_t)r * (size_t)b->sD;
     float *restrict att = w->att, *restrict qt = w->qt;
-    const float *cosv = b->rope_cos + (size_t)pos * (size_t)(hs / 2);
-    const float *sinv = b->rope_sin + (size_t)pos * (size_t)(hs / 2);
     const float scale = b->att_scale;
     int i, i0, t, j, c, kk;
 
-    {
-        const float *cx = b->rope_cx + (size_t)pos * (size_t)hs, *sx = b->rope_sx + (size_t)pos * (size_t)hs;
-        RB_FN(rope)(q, nh, hs, cosv, sinv, cx, sx);
-        RB_FN(rope)(k, nkv, hs, cosv, sinv, cx, sx);
-    }
+    RB_FN(rope_qk)(b, q, k, pos);
     /* k and v (n_kv_heads x head_size) stored transposed at the position (head_size x gp) */
     RB_FN(transpose)(kc + (size_t)pos * (size_t)hs * (size_t)gp, (size_t)gp, k, (size_t)hs, nkv, hs);
     RB_FN(transpose)(vc + (size_t)pos * (size_t)hs * (size_t)gp, (size_t)gp, v, (size_t)hs, nkv, hs);
@@ -968,13 +926,7 @@ static RB_ATTR void RB_FN(attend_lanes)(const runc_batch *b, rb_worker *w, int B
             q = w->qkv + (size_t)r * (size_t)b->sQKV;
             k = q + D;
             v = k + KV;
-            {
-                const float *cosv = b->rope_cos + (size_t)p * (size_t)(hs / 2);
-                const float *sinv = b->rope_sin + (size_t)p * (size_t)(hs / 2);
-                const float *cx = b->rope_cx + (size_t)p * (size_t)hs, *sx = b->rope_sx + (size_t)p * (size_t)hs;
-                RB_FN(rope)(q, nh, hs, cosv, sinv, cx, sx);
-                RB_FN(rope)(k, b->nkv, hs, cosv, sinv, cx, sx);
-            }
+            RB_FN(rope_qk)(b, q, k, p);
             for (c = 0; c < KV; c++) {
                 kc[(size_t)p * KV8 + (size_t)c * 8 + (size_t)lane] = k[c];
                 vc[(size_t)p * KV8 + (size_t)c * 8 + (size_t)lane] = v[c];

@@ -110,8 +110,6 @@ def study(fp32: str | Path, int8: str | Path, tokenizer: str | None = None, task
                     continue
                 prompts = [p.prompt for p in problems]
                 a32, gaps = smallest_gaps(m32, prompts)
-                if a32 != m32.solve(prompts):
-                    raise InspectError("the engine's greedy answers differ between generate and solve")
                 result[split] = {"ops": [p.op for p in problems], "expected": [p.answer for p in problems],
                                  "prompts": prompts, "fp32": a32, "int8": m8.solve(prompts),
                                  "weights": mw.solve(prompts), "gap": gaps.tolist()}
