@@ -606,7 +606,7 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
     b->sD = rup(b->D, 16);
     b->sH = rup(b->H, 16);
     b->sQKV = rup(b->D + 2 * b->KV, 16);
-    b->s13 = rup(2 * b->H, 16);
+    b->s13 = rup(b->H + b->sH, 16); /* h3 = h1 + H, read up to sH values (SwiGLU runs whole vectors) */
     b->sV = rup(b->V, 16);
     b->sX = b->sD > b->sH ? b->sD : b->sH;
     b->gX = b->q8 ? (b->D > b->H ? b->D : b->H) / b->gs : 0;

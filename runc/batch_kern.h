@@ -1051,7 +1051,9 @@ static RB_ATTR void RB_FN(step)(const runc_batch *b, rb_worker *w, int B, int BL
         for (r = 0; r < B; r++) {
             const float *restrict h1 = w->h13 + (size_t)r * (size_t)b->s13, *restrict h3 = h1 + H;
             float *restrict hb = w->hb + (size_t)r * (size_t)b->sH;
-            for (i = 0; i < H; i++) {
+            /* all sH values, not H: whole vectors, no scalar tail (the values
+             * past H come from the row's padding and are never read) */
+            for (i = 0; i < b->sH; i++) {
                 float v = h1[i];
                 hb[i] = v / (1.0f + runc_expf(-v)) * h3[i];
             }
