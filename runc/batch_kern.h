@@ -121,22 +121,24 @@ static RB_ATTR void RB_FN(quantize)(float *restrict q, float *restrict scales, c
  * quantize's steps in registers, lane-wise (NaN magnitudes as 0, the maxima by
  * a butterfly, scale and divisor, the clamps, truncation and the half test),
  * without quantize's passes through scratch memory and its call per row. A
- * row's last n % 8 values (whole groups) go through quantize itself. Output
- * as quantize: floats in q, or (VNNI) bytes + 128 in u; rows of qs values,
+ * row's last vector may hold fewer values than 8 (still whole groups: gs
+ * divides n and 8): it is read whole from the row's padding (its own groups,
+ * so it changes nothing) and only its own values are stored. Output as
+ * quantize: floats in q, or (VNNI) bytes + 128 in u; rows of qs values,
  * scales in rows of ss. */
 static RB_ATTR void RB_FN(quantize_rows)(float *restrict q, uint8_t *restrict u, int qs, float *restrict scales,
-                                         int ss, const float *restrict x, int xs, int B, int n, int gs,
-                                         uint32_t *restrict ab, float *restrict div)
+                                         int ss, const float *restrict x, int xs, int B, int n, int gs)
 {
-    const int n8 = n & ~7, per = 8 / gs;
     const rb_v8 one = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
     const rb_v8 half = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f}, nhalf = -half;
     const rb_v8i hi = {127, 127, 127, 127, 127, 127, 127, 127}, lo = -hi, bias = hi + 1;
+    const int per = 8 / gs;
     int r, i, k;
     for (r = 0; r < B; r++) {
         const float *restrict xr = x + (size_t)r * (size_t)xs;
         float *restrict sr = scales + (size_t)r * (size_t)ss;
-        for (i = 0; i < n8; i += 8) {
+        for (i = 0; i < n; i += 8) {
+            const int t = n - i < 8 ? n - i : 8;
             rb_v8 xv, scale, d, v, f;
             rb_v8u a, c, m, vb, av;
             rb_v8i ti;
@@ -156,11 +158,11 @@ static RB_ATTR void RB_FN(quantize_rows)(float *restrict q, uint8_t *restrict u,
                 m = (rb_v8u)(a > c);
                 a = (a & m) | (c & ~m);
             }
-            scale = (rb_v8)a / 127.0f;
             m = (rb_v8u)(a != 0u);
+            scale = (rb_v8)a / 127.0f;
             d = (rb_v8)(((rb_v8u)scale & m) | ((rb_v8u)one & ~m));
-            for (k = 0; k < per; k++) sr[i / gs + k] = scale[k * gs];
             v = xv / d;
+            for (k = 0; k < (t == 8 ? per : t / gs); k++) sr[(i >> 3) * per + k] = scale[k * gs];
             vb = (rb_v8u)v;
             av = vb & 0x7FFFFFFFu;
             m = (rb_v8u)(av > 0x43000000u); /* |v| > 128, inf, NaN: +-128 */
@@ -176,15 +178,18 @@ static RB_ATTR void RB_FN(quantize_rows)(float *restrict q, uint8_t *restrict u,
             ti = (rb_v8i)(((rb_v8u)ti & ~m) | ((rb_v8u)lo & m));
             if (u) {
                 const rb_v8b bytes = __builtin_convertvector(ti + bias, rb_v8b);
-                memcpy(u + (size_t)r * (size_t)qs + (size_t)i, &bytes, sizeof bytes);
+                if (t == 8)
+                    memcpy(u + (size_t)r * (size_t)qs + (size_t)i, &bytes, sizeof bytes);
+                else
+                    memcpy(u + (size_t)r * (size_t)qs + (size_t)i, &bytes, (size_t)t);
             } else {
                 f = __builtin_convertvector(ti, rb_v8);
-                memcpy(q + (size_t)r * (size_t)qs + (size_t)i, &f, sizeof f);
+                if (t == 8)
+                    memcpy(q + (size_t)r * (size_t)qs + (size_t)i, &f, sizeof f);
+                else
+                    memcpy(q + (size_t)r * (size_t)qs + (size_t)i, &f, (size_t)t * sizeof(float));
             }
         }
-        if (n8 < n)
-            RB_FN(quantize)(u ? NULL : q + (size_t)r * (size_t)qs + (size_t)n8, sr + n8 / gs, xr + n8, n - n8, gs, ab,
-                            div, u ? u + (size_t)r * (size_t)qs + (size_t)n8 : NULL);
     }
 }
 #endif
@@ -589,7 +594,7 @@ static RB_ATTR void RB_FN(matmul)(const runc_batch *b, rb_worker *w, float *out,
         int r;
 #if RB_KVEC
         if (gs == 2 || gs == 4 || gs == 8)
-            RB_FN(quantize_rows)(xq, xu, b->sX, w->xsc, b->gX, in, is, B, m->n, gs, w->qab, w->qdiv);
+            RB_FN(quantize_rows)(xq, xu, b->sX, w->xsc, b->gX, in, is, B, m->n, gs);
         else
 #endif
             for (r = 0; r < B; r++)

@@ -527,6 +527,7 @@ int main(int argc, char **argv)
         {"int8 dim 32, hidden 96, GQA 4/2, groups of 16, untied", 2, 32, 96, 2, 4, 2, 20, 0, 16},
         {"int8 dim 48, hidden 72, groups of 24", 2, 48, 72, 1, 6, 6, 24, 1, 24},
         {"int8 dim 16, hidden 40, groups of 2", 2, 16, 40, 1, 2, 2, 16, 1, 2},
+        {"int8 dim 20, hidden 54, groups of 2 (rows end in part-vectors)", 2, 20, 54, 1, 2, 2, 16, 1, 2},
         {"int8 dim 40, hidden 120, groups of 8", 2, 40, 120, 2, 5, 5, 24, 1, 8},
     };
     int n = argc > 1 ? atoi(argv[1]) : 10000;
