@@ -206,6 +206,7 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 #define RB_ATTR
 #if RB_VEC && defined(__AVX__)
 #define RB_KVEC 1
+#include <immintrin.h>
 #else
 #define RB_KVEC 0
 #endif

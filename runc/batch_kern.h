@@ -82,7 +82,7 @@ static RB_ATTR void RB_FN(quantize)(float *restrict q, float *restrict scales, c
         memcpy(&wmax, &wb, sizeof wmax);
         scale = wmax / 127.0f;
         scales[g] = scale;
-        d = wb != 0 ? scale : 1.0f; /* scale > 0 exactly when wmax > 0 */
+        d = scale != 0.0f ? scale : 1.0f; /* 0 for all zeros, or subnormals below 64 * 2^-149: runc.c's 0s */
         for (i = 0; i < gs; i++) dg[i] = d;
     }
 #define RB_QUANTIZE_VALUE                                                                                   \
@@ -116,81 +116,123 @@ static RB_ATTR void RB_FN(quantize)(float *restrict q, float *restrict scales, c
 }
 
 #if RB_KVEC
-/* quantize for B rows at once when groups are 2, 4 or 8 values: then every
- * vector of 8 values holds whole groups, so it is loaded once and goes through
- * quantize's steps in registers, lane-wise (NaN magnitudes as 0, the maxima by
- * a butterfly, scale and divisor, the clamps, truncation and the half test),
- * without quantize's passes through scratch memory and its call per row. A
- * row's last vector may hold fewer values than 8 (still whole groups: gs
- * divides n and 8): it is read whole from the row's padding (its own groups,
- * so it changes nothing) and only its own values are stored. Output as
- * quantize: floats in q, or (VNNI) bytes + 128 in u; rows of qs values,
- * scales in rows of ss. */
-static RB_ATTR void RB_FN(quantize_rows)(float *restrict q, uint8_t *restrict u, int qs, float *restrict scales,
-                                         int ss, const float *restrict x, int xs, int B, int n, int gs)
+/* quantize's steps for one vector of 8 values holding whole groups of gs (2,
+ * 4 or 8), in registers, lane-wise: NaN magnitudes as 0, the group maxima by
+ * a butterfly, scale and divisor, the quotient rounded by truncation and the
+ * half test. Returns the integers, and the scales in *scale (each group's in
+ * all its lanes). A quotient is at most 127.00001 in size (the divisor is
+ * max / 127 rounded) but for infinities, NaNs and subnormal groups (where
+ * max / 127 may round far down), so the clamps to +-128 before rounding and
+ * to +-127 after run only in a vector with a quotient above 127 in size. */
+static RB_ATTR RB_ALWAYS_INLINE rb_v8i RB_FN(quantize_vec)(rb_v8 xv, int gs, rb_v8 *scale)
 {
     const rb_v8 one = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
     const rb_v8 half = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f}, nhalf = -half;
-    const rb_v8i hi = {127, 127, 127, 127, 127, 127, 127, 127}, lo = -hi, bias = hi + 1;
-    const int per = 8 / gs;
-    int r, i, k;
+    const rb_v8i hi = {127, 127, 127, 127, 127, 127, 127, 127}, lo = -hi;
+    rb_v8 d, v, f;
+    rb_v8u a, c, m, vb, av;
+    rb_v8i ti;
+    int special;
+    a = (rb_v8u)xv & 0x7FFFFFFFu;
+    a &= ~(rb_v8u)(a > 0x7F800000u);
+    c = RB_SHUF(a, a, 1, 0, 3, 2, 5, 4, 7, 6);
+    m = (rb_v8u)(a > c);
+    a = (a & m) | (c & ~m);
+    if (gs >= 4) {
+        c = RB_SHUF(a, a, 2, 3, 0, 1, 6, 7, 4, 5);
+        m = (rb_v8u)(a > c);
+        a = (a & m) | (c & ~m);
+    }
+    if (gs == 8) {
+        c = RB_SHUF(a, a, 4, 5, 6, 7, 0, 1, 2, 3);
+        m = (rb_v8u)(a > c);
+        a = (a & m) | (c & ~m);
+    }
+    *scale = (rb_v8)a / 127.0f;
+    m = (rb_v8u)(*scale != 0.0f);
+    d = (rb_v8)(((rb_v8u)*scale & m) | ((rb_v8u)one & ~m));
+    v = xv / d;
+    special = _mm256_movemask_ps((__m256)(((rb_v8u)v & 0x7FFFFFFFu) > 0x42FE0000u)); /* |v| > 127, inf, NaN */
+    if (special) {
+        vb = (rb_v8u)v;
+        av = vb & 0x7FFFFFFFu;
+        m = (rb_v8u)(av > 0x43000000u); /* |v| > 128, inf, NaN: +-128 */
+        vb = (vb & ~m) | (((vb & 0x80000000u) | 0x43000000u) & m);
+        vb &= ~(rb_v8u)(av > 0x7F800000u); /* NaN: 0 */
+        v = (rb_v8)vb;
+    }
+    ti = __builtin_convertvector(v, rb_v8i);    /* truncation */
+    f = v - __builtin_convertvector(ti, rb_v8); /* exact */
+    ti = ti - (rb_v8i)(f >= half) + (rb_v8i)(f <= nhalf); /* a true compare is -1 */
+    if (special) {
+        m = (rb_v8u)(ti > hi);
+        ti = (rb_v8i)(((rb_v8u)ti & ~m) | ((rb_v8u)hi & m));
+        m = (rb_v8u)(ti < lo);
+        ti = (rb_v8i)(((rb_v8u)ti & ~m) | ((rb_v8u)lo & m));
+    }
+    return ti;
+}
+
+/* Store lanes 0..t-1 of quantize_vec's integers (floats in q, or bytes + 128
+ * in u) and the scales of their t / gs groups. */
+static RB_ATTR RB_ALWAYS_INLINE void RB_FN(quantize_store)(float *restrict q, uint8_t *restrict u,
+                                                            float *restrict sc, rb_v8i ti, rb_v8 scale, int gs,
+                                                            int t)
+{
+    const rb_v8i bias = {128, 128, 128, 128, 128, 128, 128, 128};
+    int k;
+    for (k = 0; k < t / gs; k++) sc[k] = scale[k * gs];
+    if (u) {
+        const rb_v8b bytes = __builtin_convertvector(ti + bias, rb_v8b);
+        memcpy(u, &bytes, (size_t)t);
+    } else {
+        const rb_v8 f = __builtin_convertvector(ti, rb_v8);
+        memcpy(q, &f, (size_t)t * sizeof(float));
+    }
+}
+
+/* quantize for B rows at once, for groups of gs = 2, 4 or 8 (a constant
+ * where it is inlined): every vector of 8 values holds whole groups, so it is
+ * loaded once and quantized in registers, without quantize's passes through
+ * scratch memory and its call per row. A row's last vector may hold fewer
+ * than 8 values (still whole groups: gs divides n and 8): it is read whole
+ * from the row's padding (its own groups, so it changes nothing) and only its
+ * own values are stored. Output as quantize: floats in q, or (VNNI) bytes +
+ * 128 in u; rows of qs values, scales in rows of ss. */
+static RB_ATTR RB_ALWAYS_INLINE void RB_FN(quantize_rows_gs)(float *restrict q, uint8_t *restrict u, int qs,
+                                                              float *restrict scales, int ss,
+                                                              const float *restrict x, int xs, int B, int n,
+                                                              const int gs)
+{
+    const int n8 = n & ~7;
+    int r, i;
     for (r = 0; r < B; r++) {
         const float *restrict xr = x + (size_t)r * (size_t)xs;
         float *restrict sr = scales + (size_t)r * (size_t)ss;
+        float *restrict qr = u ? NULL : q + (size_t)r * (size_t)qs;
+        uint8_t *restrict ur = u ? u + (size_t)r * (size_t)qs : NULL;
         for (i = 0; i < n; i += 8) {
-            const int t = n - i < 8 ? n - i : 8;
-            rb_v8 xv, scale, d, v, f;
-            rb_v8u a, c, m, vb, av;
+            rb_v8 xv, scale;
             rb_v8i ti;
             memcpy(&xv, xr + i, sizeof xv);
-            a = (rb_v8u)xv & 0x7FFFFFFFu;
-            a &= ~(rb_v8u)(a > 0x7F800000u);
-            c = RB_SHUF(a, a, 1, 0, 3, 2, 5, 4, 7, 6);
-            m = (rb_v8u)(a > c);
-            a = (a & m) | (c & ~m);
-            if (gs >= 4) {
-                c = RB_SHUF(a, a, 2, 3, 0, 1, 6, 7, 4, 5);
-                m = (rb_v8u)(a > c);
-                a = (a & m) | (c & ~m);
-            }
-            if (gs == 8) {
-                c = RB_SHUF(a, a, 4, 5, 6, 7, 0, 1, 2, 3);
-                m = (rb_v8u)(a > c);
-                a = (a & m) | (c & ~m);
-            }
-            m = (rb_v8u)(a != 0u);
-            scale = (rb_v8)a / 127.0f;
-            d = (rb_v8)(((rb_v8u)scale & m) | ((rb_v8u)one & ~m));
-            v = xv / d;
-            for (k = 0; k < (t == 8 ? per : t / gs); k++) sr[(i >> 3) * per + k] = scale[k * gs];
-            vb = (rb_v8u)v;
-            av = vb & 0x7FFFFFFFu;
-            m = (rb_v8u)(av > 0x43000000u); /* |v| > 128, inf, NaN: +-128 */
-            vb = (vb & ~m) | (((vb & 0x80000000u) | 0x43000000u) & m);
-            vb &= ~(rb_v8u)(av > 0x7F800000u); /* NaN: 0 */
-            v = (rb_v8)vb;
-            ti = __builtin_convertvector(v, rb_v8i); /* truncation */
-            f = v - __builtin_convertvector(ti, rb_v8); /* exact */
-            ti = ti - (rb_v8i)(f >= half) + (rb_v8i)(f <= nhalf); /* a true compare is -1 */
-            m = (rb_v8u)(ti > hi);
-            ti = (rb_v8i)(((rb_v8u)ti & ~m) | ((rb_v8u)hi & m));
-            m = (rb_v8u)(ti < lo);
-            ti = (rb_v8i)(((rb_v8u)ti & ~m) | ((rb_v8u)lo & m));
-            if (u) {
-                const rb_v8b bytes = __builtin_convertvector(ti + bias, rb_v8b);
-                if (t == 8)
-                    memcpy(u + (size_t)r * (size_t)qs + (size_t)i, &bytes, sizeof bytes);
-                else
-                    memcpy(u + (size_t)r * (size_t)qs + (size_t)i, &bytes, (size_t)t);
-            } else {
-                f = __builtin_convertvector(ti, rb_v8);
-                if (t == 8)
-                    memcpy(q + (size_t)r * (size_t)qs + (size_t)i, &f, sizeof f);
-                else
-                    memcpy(q + (size_t)r * (size_t)qs + (size_t)i, &f, (size_t)t * sizeof(float));
-            }
+            ti = RB_FN(quantize_vec)(xv, gs, &scale);
+            if (i < n8) /* a constant size: the stores stay in registers */
+                RB_FN(quantize_store)(qr ? qr + i : NULL, ur ? ur + i : NULL, sr + i / gs, ti, scale, gs, 8);
+            else
+                RB_FN(quantize_store)(qr ? qr + i : NULL, ur ? ur + i : NULL, sr + i / gs, ti, scale, gs, n - i);
         }
     }
+}
+
+static RB_ATTR void RB_FN(quantize_rows)(float *restrict q, uint8_t *restrict u, int qs, float *restrict scales,
+                                         int ss, const float *restrict x, int xs, int B, int n, int gs)
+{
+    if (gs == 2)
+        RB_FN(quantize_rows_gs)(q, u, qs, scales, ss, x, xs, B, n, 2);
+    else if (gs == 4)
+        RB_FN(quantize_rows_gs)(q, u, qs, scales, ss, x, xs, B, n, 4);
+    else
+        RB_FN(quantize_rows_gs)(q, u, qs, scales, ss, x, xs, B, n, 8);
 }
 #endif
 

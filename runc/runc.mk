@@ -3,7 +3,8 @@
 #   make run                   answer a few example problems with the default model
 #   make run PROMPT="36 / 3 =" answer one problem
 #   make calc                  interactive calculator (type "36 / 3", EOF ends)
-#   make c-test                build and run runc/test_runc and runc/test_batch, plain and under ASan+UBSan
+#   make c-test                build and run runc/test_runc and runc/test_batch, plain and under ASan+UBSan,
+#                              and runc/test_quant (the batch engine's int8 quantizer against its reference)
 #   make run-native            runc/run-native: the runner built with -march=native (optional; this CPU only)
 #
 # Only the system C compiler, libm and pthreads are needed: no Python.
@@ -40,6 +41,9 @@ run-native: runc/run-native
 runc/test_batch: runc/test_batch.c $(RUNC_TEST_UTIL) $(RUNC_LIB) $(RUNC_BATCH)
 	$(RUNC_CC) $(RUNC_CFLAGS) -o $@ runc/test_batch.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
 
+runc/test_quant: runc/test_quant.c $(RUNC_TEST_UTIL) $(RUNC_LIB) $(RUNC_BATCH)
+	$(RUNC_CC) $(RUNC_CFLAGS) -Irunc -o $@ runc/test_quant.c -lm $(RUNC_THREADS)
+
 runc/test_batch_asan: runc/test_batch.c $(RUNC_TEST_UTIL) $(RUNC_LIB) $(RUNC_BATCH)
 	$(RUNC_CC) $(RUNC_SANFLAGS) -o $@ runc/test_batch.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
 
@@ -70,11 +74,12 @@ calc: runc/run
 RUNC_BATCH_TEST_ARGS = $(if $(wildcard $(RUNC_MODEL) models/tinymath.q8.bin $(RUNC_TOKENIZER)),,)$(strip \
     $(if $(and $(wildcard $(RUNC_MODEL)),$(wildcard models/tinymath.q8.bin),$(wildcard $(RUNC_TOKENIZER))),$(RUNC_MODEL) models/tinymath.q8.bin $(RUNC_TOKENIZER)))
 
-c-test: runc/test_runc runc/test_runc_asan runc/test_batch runc/test_batch_asan
+c-test: runc/test_runc runc/test_runc_asan runc/test_batch runc/test_batch_asan runc/test_quant
 	$(RUNC_CC) $(RUNC_CFLAGS) -Werror -DRUNC_NO_MMAP -fsyntax-only runc/runc.c
 	$(RUNC_CC) $(RUNC_CFLAGS) -Werror -fsyntax-only runc/batch.c
 	$(RUNC_CC) $(RUNC_CFLAGS) -Werror -DRUNC_NO_THREADS -DRUNC_NO_VECTOR_EXT -fsyntax-only runc/batch.c
 	./runc/test_runc
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./runc/test_runc_asan
+	./runc/test_quant
 	./runc/test_batch 10000 $(RUNC_BATCH_TEST_ARGS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./runc/test_batch_asan 100 $(RUNC_BATCH_TEST_ARGS)
