@@ -113,11 +113,15 @@ typedef unsigned char rb_v8b __attribute__((vector_size(8)));
  *       W[cb*8 + lane][j], for vpdpbusd's sums of 4 products; winit the offset correction.
  * fp32: w holds d rows of n floats at `stride` (a multiple of 16: aligned rows);
  *       tail the last n % 8 columns of each group of 4 rows transposed,
- *       tail[((c / 4) * (n % 8) + jj) * 4 + c % 4] = W[c][n / 8 * 8 + jj].
+ *       tail[((c / 4) * (n % 8) + jj) * 4 + c % 4] = W[c][n / 8 * 8 + jj];
+ *       with the AVX-512 kernels (b->z16) also wz, the first n / 8 * 8 columns
+ *       of each group of 4 rows by 8 columns, wz[(c / 4) * 4 * n8 + (j / 8) * 32
+ *       + (c % 4) * 8 + j % 8] = W[c][j] (n8 = n / 8 * 8), for tile_8x4z.
  * int8: w holds the values as floats in blocks of 8 outputs, j-major, and s
  *       the group scales likewise (see gemm_q8); dpad = d rounded up to 16. */
 typedef struct {
     float *w, *s, *tail;
+    float *wz;       /* fp32 for the AVX-512 tile (b->z16), or NULL: see rb_pack */
     int8_t *wi;      /* int8 for VNNI: per block of 8 outputs, per 4 inputs: 8 x 4 bytes */
     int32_t *winit;  /* -128 x each output's group sum (the u8 activations' offset), per block */
     int n, d, stride, dpad;
@@ -137,6 +141,7 @@ struct runc_batch {
     const runc_tokenizer *tok;
     int threads, slots, context, q8, gs;
     int vnni;            /* int8 products by VNNI (vpdpbusd): AVX-512 kernels, group size a multiple of 4 */
+    int z16;             /* fp32 with the AVX-512 kernels: gemm_f32's 16-float tile (weights also in wz) */
     int D, H, KV, hs, nh, nkv, V, L;
     int gp;              /* kv heads padded to a multiple of 8: the attention's vector lanes */
     int lanes;           /* attention with slots, not kv heads, as the lanes (attend_lanes) */
@@ -225,6 +230,7 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 #if RB_KVEC && defined(__AVX512VL__)
 #define RB_TILE_ROWS 4
 #define RB_Q8_ROWS 4
+#define RB_Z16 1
 #else
 #define RB_TILE_ROWS 2
 #define RB_Q8_ROWS 1
@@ -234,6 +240,12 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 #define RB_C_LANES 1 /* step_c has attend_lanes */
 #else
 #define RB_C_LANES 0
+#endif
+#ifdef RB_Z16
+#define RB_C_Z16 1 /* step_c has tile_8x4z */
+#undef RB_Z16
+#else
+#define RB_C_Z16 0
 #endif
 #undef RB_SUFFIX
 #undef RB_ATTR
@@ -267,6 +279,7 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 #define RB_KVEC 1
 #define RB_HAS_VNNI 1
 #define RB_ATTR __attribute__((target("avx2,fma,avx512f,avx512vl,avx512vnni")))
+#define RB_Z16 1 /* the 16-float tile of gemm_f32 */
 #define RB_TILE_ROWS 4
 #define RB_Q8_ROWS 4
 #include "batch_kern.h"
@@ -277,6 +290,7 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 #undef RB_KVEC
 #undef RB_FMA
 #undef RB_HAS_VNNI
+#undef RB_Z16
 #endif
 
 /* ========================================================================== */
@@ -345,6 +359,7 @@ static void rb_pack(rb_bump *a, const runc_batch *b, rb_mat *dst, const runc_mat
         const int n8 = n / 8 * 8, tl = n - n8;
         dst->w = (float *)rb_take(a, (size_t)d * (size_t)dst->stride, sizeof(float));
         dst->tail = (float *)rb_take(a, (size_t)(d / 4 * 4) * (size_t)tl, sizeof(float));
+        dst->wz = b->z16 ? (float *)rb_take(a, (size_t)(d / 4 * 4) * (size_t)n8, sizeof(float)) : NULL;
         dst->s = NULL;
         if (a->base && dst->w && dst->tail) {
             int row = 0;
@@ -355,6 +370,10 @@ static void rb_pack(rb_bump *a, const runc_batch *b, rb_mat *dst, const runc_mat
                     if (row < d / 4 * 4)
                         for (j = 0; j < tl; j++)
                             dst->tail[((size_t)(row / 4) * (size_t)tl + (size_t)j) * 4 + (size_t)(row % 4)] = f[n8 + j];
+                    if (dst->wz && row < d / 4 * 4)
+                        for (j = 0; j < n8; j++)
+                            dst->wz[(size_t)(row / 4) * 4 * (size_t)n8 + (size_t)(j / 8) * 32 + (size_t)(row % 4) * 8 +
+                                    (size_t)(j % 8)] = f[j];
                 }
         }
     } else {
@@ -648,6 +667,11 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
      * attention's lanes instead, in kernels with vectors (the cache then holds
      * (context, kv_dim) per slot, in octets of slots) */
     b->lanes = b->nkv <= 4 && (b->step != step_c || RB_C_LANES);
+#if RB_DISPATCH_X86
+    b->z16 = !b->q8 && (b->step == step_avx512 || (b->step == step_c && RB_C_Z16));
+#else
+    b->z16 = !b->q8 && RB_C_Z16;
+#endif
     if (b->lanes) b->kv_slot = (size_t)b->L * 2 * (size_t)b->context * (size_t)b->KV;
 
     b->layers = (rb_layer *)calloc((size_t)b->L, sizeof *b->layers);

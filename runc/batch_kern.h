@@ -365,6 +365,107 @@ static RB_ATTR RB_ALWAYS_INLINE void RB_FN(tile_1x4)(float *restrict o, int os, 
     RB_FINISH(0, 9, o, o, x0, x0, 0);
 }
 
+#ifdef RB_Z16
+/* AVX-512: 8 rows x 4 outputs in 16-float vectors. Each vector holds two
+ * outputs' 8-float accumulators of one row (outputs c and c+1 of the tile's
+ * pair), summing exactly as an 8-float accumulator above does: the same
+ * products added in the same order, lane by lane; then the same reduction
+ * within each half. The weights come packed for it (wz: per 4 outputs and 8
+ * inputs, the 4 outputs' 8 weights one after another), so a pair of outputs
+ * is one load; a row's 8 inputs are loaded into both halves by a broadcast.
+ * One 16-float multiply and add do the work of two 8-float ones, and one
+ * reduction serves twice the sums. */
+typedef float rb_v16 __attribute__((vector_size(64)));
+/* RB_REDUCE8's shuffles, within each 8-float half */
+#define RB_L16(i, h) ((i) < 8 ? (i) + (h) : (i) + 8 + (h)) /* lane i of an 8-float pair -> of a 16-float pair */
+#define RB_SHUF16(x, y, i0, i1, i2, i3, i4, i5, i6, i7)                                                      \
+    RB_SHUF(x, y, RB_L16(i0, 0), RB_L16(i1, 0), RB_L16(i2, 0), RB_L16(i3, 0), RB_L16(i4, 0), RB_L16(i5, 0),    \
+            RB_L16(i6, 0), RB_L16(i7, 0), RB_L16(i0, 8), RB_L16(i1, 8), RB_L16(i2, 8), RB_L16(i3, 8),         \
+            RB_L16(i4, 8), RB_L16(i5, 8), RB_L16(i6, 8), RB_L16(i7, 8))
+#define RB_PAIRSUM16(x, y, i0, i1, i2, i3, i4, i5, i6, i7, k0, k1, k2, k3, k4, k5, k6, k7)                     \
+    (RB_SHUF16(x, y, i0, i1, i2, i3, i4, i5, i6, i7) + RB_SHUF16(x, y, k0, k1, k2, k3, k4, k5, k6, k7))
+#define RB_REDUCE8Z(out, a, b, c, d, e, f, g, h)                                                             \
+    do {                                                                                                      \
+        rb_v16 z_ae = RB_PAIRSUM16(a, e, 0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15);               \
+        rb_v16 z_bf = RB_PAIRSUM16(b, f, 0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15);               \
+        rb_v16 z_cg = RB_PAIRSUM16(c, g, 0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15);               \
+        rb_v16 z_dh = RB_PAIRSUM16(d, h, 0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15);               \
+        rb_v16 z_p = RB_PAIRSUM16(z_ae, z_bf, 0, 2, 8, 10, 4, 6, 12, 14, 1, 3, 9, 11, 5, 7, 13, 15);          \
+        rb_v16 z_q = RB_PAIRSUM16(z_cg, z_dh, 0, 2, 8, 10, 4, 6, 12, 14, 1, 3, 9, 11, 5, 7, 13, 15);          \
+        (out) = RB_PAIRSUM16(z_p, z_q, 0, 2, 8, 10, 4, 6, 12, 14, 1, 3, 9, 11, 5, 7, 13, 15);                 \
+    } while (0)
+
+/* Row k (0-3) of a reduced block: its outputs c, c+1, c+2, c+3 sit in lanes
+ * 2k, 8+2k, 2k+1, 9+2k; then the tail columns added in order, stored at o. */
+#define RB_FINISH_Z(o, s, k, xr)                                                                             \
+    do {                                                                                                      \
+        rb_v4 sum_ = RB_SHUF(s, s, 2 * (k), 8 + 2 * (k), 2 * (k) + 1, 9 + 2 * (k));                           \
+        int jj_;                                                                                              \
+        for (jj_ = 0; j + jj_ < n; jj_++) {                                                                   \
+            rb_v4 wt_;                                                                                        \
+            memcpy(&wt_, tail + 4 * jj_, sizeof wt_);                                                         \
+            sum_ += wt_ * (xr)[j + jj_];                                                                      \
+        }                                                                                                     \
+        memcpy(o, &sum_, sizeof sum_);                                                                        \
+    } while (0)
+
+#define RB_ACCZ(r) rb_v16 z##r##a = {0}, z##r##b = {0}
+#define RB_MACZ(r)                                                                                           \
+    do {                                                                                                      \
+        const rb_v16 xv = (rb_v16)_mm512_broadcast_f64x4(_mm256_loadu_pd((const double *)(xr[r] + j)));     \
+        z##r##a += wa * xv;                                                                                   \
+        z##r##b += wb * xv;                                                                                   \
+    } while (0)
+
+static RB_ATTR RB_ALWAYS_INLINE void RB_FN(tile_8x4z)(float *restrict o, int os, const float *restrict x, int xs,
+                                                      const float *restrict wz, int n,
+                                                      const float *restrict tail)
+{
+    const float *xr[8];
+    rb_v16 s;
+    int j = 0, r;
+    RB_ACCZ(0);
+    RB_ACCZ(1);
+    RB_ACCZ(2);
+    RB_ACCZ(3);
+    RB_ACCZ(4);
+    RB_ACCZ(5);
+    RB_ACCZ(6);
+    RB_ACCZ(7);
+    for (r = 0; r < 8; r++) xr[r] = x + (size_t)r * (size_t)xs;
+    for (; j + 8 <= n; j += 8) {
+        rb_v16 wa, wb;
+        memcpy(&wa, wz + 4 * (size_t)j, sizeof wa);
+        memcpy(&wb, wz + 4 * (size_t)j + 16, sizeof wb);
+        RB_MACZ(0);
+        RB_MACZ(1);
+        RB_MACZ(2);
+        RB_MACZ(3);
+        RB_MACZ(4);
+        RB_MACZ(5);
+        RB_MACZ(6);
+        RB_MACZ(7);
+    }
+    RB_REDUCE8Z(s, z0a, z0b, z1a, z1b, z2a, z2b, z3a, z3b);
+    RB_FINISH_Z(o, s, 0, xr[0]);
+    RB_FINISH_Z(o + (size_t)os, s, 1, xr[1]);
+    RB_FINISH_Z(o + 2 * (size_t)os, s, 2, xr[2]);
+    RB_FINISH_Z(o + 3 * (size_t)os, s, 3, xr[3]);
+    RB_REDUCE8Z(s, z4a, z4b, z5a, z5b, z6a, z6b, z7a, z7b);
+    RB_FINISH_Z(o + 4 * (size_t)os, s, 0, xr[4]);
+    RB_FINISH_Z(o + 5 * (size_t)os, s, 1, xr[5]);
+    RB_FINISH_Z(o + 6 * (size_t)os, s, 2, xr[6]);
+    RB_FINISH_Z(o + 7 * (size_t)os, s, 3, xr[7]);
+}
+#undef RB_L16
+#undef RB_SHUF16
+#undef RB_PAIRSUM16
+#undef RB_REDUCE8Z
+#undef RB_FINISH_Z
+#undef RB_ACCZ
+#undef RB_MACZ
+#endif
+
 #if RB_TILE_ROWS == 4
 #define RB_TILE RB_FN(tile_4x4)
 #elif RB_TILE_ROWS == 3
@@ -377,16 +478,26 @@ static RB_ATTR RB_ALWAYS_INLINE void RB_FN(tile_1x4)(float *restrict o, int os, 
 /* out (B x d, row stride os) = x (B x n, row stride xs) @ W^T (d x n, row stride ws).
  * Outputs in groups of 4 (the weight rows stay in L1 while all rows pass). */
 static RB_ATTR void RB_FN(gemm_f32)(float *restrict out, int os, const float *restrict x, int xs,
-                                    const float *restrict w, int ws, const float *restrict tail, int B, int n,
-                                    int d)
+                                    const float *restrict w, int ws, const float *restrict wz,
+                                    const float *restrict tail, int B, int n, int d)
 {
     int c0 = 0, r;
+#ifndef RB_Z16
+    (void)wz; /* NULL: only the AVX-512 kernels have the 16-float tile */
+#endif
 #if RB_KVEC
     const int tl = n % 8;
     for (; c0 + 4 <= d; c0 += 4) {
         const float *wc = w + (size_t)c0 * (size_t)ws, *tc = tail + (size_t)c0 * (size_t)tl;
         float *oc = out + c0;
-        for (r = 0; r + RB_TILE_ROWS <= B; r += RB_TILE_ROWS)
+        r = 0;
+#ifdef RB_Z16
+        if (wz)
+            for (; r + 8 <= B; r += 8)
+                RB_FN(tile_8x4z)(oc + (size_t)r * (size_t)os, os, x + (size_t)r * (size_t)xs, xs,
+                                 wz + (size_t)c0 * (size_t)(n / 8 * 8), n, tc);
+#endif
+        for (; r + RB_TILE_ROWS <= B; r += RB_TILE_ROWS)
             RB_TILE(oc + (size_t)r * (size_t)os, os, x + (size_t)r * (size_t)xs, xs, wc, ws, n, tc);
         switch (B - r) {
         case 3: RB_FN(tile_3x4)(oc + (size_t)r * (size_t)os, os, x + (size_t)r * (size_t)xs, xs, wc, ws, n, tc); break;
@@ -651,7 +762,7 @@ static RB_ATTR void RB_FN(matmul)(const runc_batch *b, rb_worker *w, float *out,
 #endif
         RB_FN(gemm_q8)(out, os, xq, b->sX, w->xsc, b->gX, m->w, m->s, B, m->n, m->dpad, gs);
     } else {
-        RB_FN(gemm_f32)(out, os, in, is, m->w, m->stride, m->tail, B, m->n, m->d);
+        RB_FN(gemm_f32)(out, os, in, is, m->w, m->stride, m->wz, m->tail, B, m->n, m->d);
     }
 }
 
