@@ -663,10 +663,13 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
 #elif defined(__AVX2__)
     b->kernels = "avx2 (compiled in)";
 #endif
-    /* up to 4 kv heads would fill half a vector or less: the slots are the
-     * attention's lanes instead, in kernels with vectors (the cache then holds
-     * (context, kv_dim) per slot, in octets of slots) */
-    b->lanes = b->nkv <= 4 && (b->step != step_c || RB_C_LANES);
+    /* kv heads that do not fill whole vectors of 8 (2 heads: 6 lanes of 8
+     * idle; 18 heads: 6 of 24) leave lanes idle and need transposes: the slots
+     * are the attention's lanes instead, in kernels with vectors (the cache
+     * then holds (context, kv_dim) per slot, in octets of slots). Measured
+     * (bench_runc, one thread): 18 heads +5-9%; 8 heads fill their vector and
+     * stay on attend. */
+    b->lanes = b->nkv % 8 != 0 && (b->step != step_c || RB_C_LANES);
 #if RB_DISPATCH_X86
     b->z16 = !b->q8 && (b->step == step_avx512 || (b->step == step_c && RB_C_Z16));
 #else
