@@ -19,10 +19,10 @@
  * arithmetic exactly (see batch_kern.h), so every logit is equal bit for bit
  * (test_batch checks the confidences, which rest on every logit, that way).
  *
- * Attention runs across kv heads as vector lanes (attend), or, for models of
- * at most 4 kv heads, across 8 slots as lanes (attend_lanes): at 2 heads the
- * first would leave 6 of 8 lanes idle, and attention was half the time of a
- * 7K-parameter model.
+ * Attention runs across kv heads as vector lanes (attend), or, for models
+ * whose kv heads are not a multiple of 8, across 8 slots as lanes
+ * (attend_lanes): at 2 heads the first would leave 6 of 8 lanes idle, and
+ * attention was half the time of a 7K-parameter model.
  *
  * No global state, no printing, no exit(): errors are status codes and
  * messages, as in runc.c.

@@ -1050,8 +1050,8 @@ static RB_ATTR void RB_FN(attend)(const runc_batch *b, rb_worker *w, int r, int 
 }
 
 #if RB_KVEC
-/* Attention with the slots as the vector lanes, for models of at most 4 kv
- * heads (as lanes, their heads would fill a quarter of a vector or less).
+/* Attention with the slots as the vector lanes, for models whose kv heads
+ * are not a multiple of 8 (as lanes, they would leave lanes idle).
  * Slots 8o..8o+7 form octet o; its cache holds, per layer, keys then values
  * as (context, kv_dim, 8 slots). Rows come in slot order, so the rows of an
  * octet are consecutive. Each lane forms runc.c's sums for its own row at its
