@@ -641,6 +641,7 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
     b->scratch_cap = cap < ((size_t)1 << 22) ? cap : ((size_t)1 << 22);
     b->kernels = "portable C";
     b->step = step_c;
+    b->z16 = !b->q8 && RB_C_Z16; /* a -march=native build with AVX-512: the 16-float tile is in step_c */
 #if RB_DISPATCH_X86
     if (o.kernels == RUNC_KERNELS_AUTO || o.kernels == RUNC_KERNELS_AVX2) {
         __builtin_cpu_init();
@@ -650,6 +651,7 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
             b->step = step_avx512;
             b->kernels = "avx512vl+vnni";
             b->vnni = b->q8 && b->gs % 4 == 0;
+            b->z16 = !b->q8;
         } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
             b->step = step_avx2;
             b->kernels = "avx2";
@@ -670,11 +672,6 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
      * (bench_runc, one thread): 18 heads +5-9%; 8 heads fill their vector and
      * stay on attend. */
     b->lanes = b->nkv % 8 != 0 && (b->step != step_c || RB_C_LANES);
-#if RB_DISPATCH_X86
-    b->z16 = !b->q8 && (b->step == step_avx512 || (b->step == step_c && RB_C_Z16));
-#else
-    b->z16 = !b->q8 && RB_C_Z16;
-#endif
     if (b->lanes) b->kv_slot = (size_t)b->L * 2 * (size_t)b->context * (size_t)b->KV;
 
     b->layers = (rb_layer *)calloc((size_t)b->L, sizeof *b->layers);

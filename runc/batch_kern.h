@@ -58,8 +58,9 @@ static RB_ATTR void RB_FN(rmsnorm_rows)(float *restrict out, int os, const float
  * integer order is the float order), each group's maximum and scale, and then
  * every value, rounded by truncation and a half test (equal to roundf for
  * |v| <= 128) with integer masks instead of float compares, which compilers
- * may not if-convert. Dividing by 1 where the scale is 0 gives the same zeros
- * (such a group holds only zeros and NaNs). Quantized values are stored as
+ * may not if-convert. Dividing by 1 where the scale is 0 gives runc.c's zeros
+ * (such a group holds only zeros, NaNs, or subnormals too small to round to
+ * anything but 0). Quantized values are stored as
  * floats (exact small integers) for the float-emulated products, or (VNNI)
  * as bytes + 128 in u. One row; quantize_rows below does many rows at once for
  * groups of 2, 4 or 8. ab and div: scratch of n entries. */
@@ -272,23 +273,32 @@ static RB_ATTR float RB_FN(dot_f32)(const float *restrict row, const float *rest
 #define RB_LOADW                                                                                             \
     const rb_v8 q0 = *(const rb_v8 *)(w0 + j), q1 = *(const rb_v8 *)(w0 + ws + j);                           \
     const rb_v8 q2 = *(const rb_v8 *)(w0 + 2 * (size_t)ws + j), q3 = *(const rb_v8 *)(w0 + 3 * (size_t)ws + j)
+/* A row's 4 sums plus its tail columns j..n-1 (the 4 outputs' packed tail
+ * weights), added in order. */
+static RB_ATTR RB_ALWAYS_INLINE rb_v4 RB_FN(add_tail)(rb_v4 sum, const float *restrict xr, int j, int n,
+                                                      const float *restrict tail)
+{
+    int jj;
+    for (jj = 0; j + jj < n; jj++) {
+        rb_v4 wt;
+        memcpy(&wt, tail + 4 * jj, sizeof wt);
+        sum += wt * xr[j + jj];
+    }
+    return sum;
+}
+
 /* finish rows (ra, rb) (rb may be a dummy row of zero accumulators) */
 #define RB_FINISH(ra, rb, oa, ob, xa, xb, two)                                                               \
     do {                                                                                                     \
         rb_v8 s_;                                                                                            \
         rb_v4 lo_, hi_;                                                                                      \
-        int jj_;                                                                                             \
         RB_REDUCE8(s_, a##ra##0, a##ra##1, a##ra##2, a##ra##3, a##rb##0, a##rb##1, a##rb##2, a##rb##3);      \
-        lo_ = RB_SHUF(s_, s_, 0, 1, 2, 3);                                                                   \
-        hi_ = RB_SHUF(s_, s_, 4, 5, 6, 7);                                                                   \
-        for (jj_ = 0; j + jj_ < n; jj_++) {                                                                  \
-            rb_v4 wt_;                                                                                       \
-            memcpy(&wt_, tail + 4 * jj_, sizeof wt_);                                                        \
-            lo_ += wt_ * (xa)[j + jj_];                                                                      \
-            if (two) hi_ += wt_ * (xb)[j + jj_];                                                             \
-        }                                                                                                    \
+        lo_ = RB_FN(add_tail)(RB_SHUF(s_, s_, 0, 1, 2, 3), xa, j, n, tail);                                  \
         memcpy(oa, &lo_, sizeof lo_);                                                                        \
-        if (two) memcpy(ob, &hi_, sizeof hi_);                                                               \
+        if (two) {                                                                                           \
+            hi_ = RB_FN(add_tail)(RB_SHUF(s_, s_, 4, 5, 6, 7), xb, j, n, tail);                              \
+            memcpy(ob, &hi_, sizeof hi_);                                                                    \
+        }                                                                                                    \
     } while (0)
 
 static RB_ATTR RB_ALWAYS_INLINE void RB_FN(tile_4x4)(float *restrict o, int os, const float *restrict x, int xs,
@@ -399,13 +409,8 @@ typedef float rb_v16 __attribute__((vector_size(64)));
  * 2k, 8+2k, 2k+1, 9+2k; then the tail columns added in order, stored at o. */
 #define RB_FINISH_Z(o, s, k, xr)                                                                             \
     do {                                                                                                      \
-        rb_v4 sum_ = RB_SHUF(s, s, 2 * (k), 8 + 2 * (k), 2 * (k) + 1, 9 + 2 * (k));                           \
-        int jj_;                                                                                              \
-        for (jj_ = 0; j + jj_ < n; jj_++) {                                                                   \
-            rb_v4 wt_;                                                                                        \
-            memcpy(&wt_, tail + 4 * jj_, sizeof wt_);                                                         \
-            sum_ += wt_ * (xr)[j + jj_];                                                                      \
-        }                                                                                                     \
+        const rb_v4 sum_ = RB_FN(add_tail)(RB_SHUF(s, s, 2 * (k), 8 + 2 * (k), 2 * (k) + 1, 9 + 2 * (k)), xr, j, \
+                                           n, tail);                                                          \
         memcpy(o, &sum_, sizeof sum_);                                                                        \
     } while (0)
 
