@@ -183,6 +183,7 @@ struct rb_worker {
     int *slot_prob, *slot_pos, *slot_tok, *slot_np, *slot_ngen, *ids;
     float *slot_lpsum, *slot_lpmin;
     int *row_slot, *row_tok, *row_pos, *lrow, *scratch;
+    unsigned char *row_out;      /* per row: its logits are wanted (the row is in lrow) */
     float *x, *xb, *xb2, *qkv, *h13, *hb, *logits, *lp, *tmpv, *att, *qt, *xq, *xsc, *qdiv, *kv;
     uint32_t *qab;
     uint8_t *xu;         /* VNNI: quantized activations + 128, as bytes (rows of sX) */
@@ -494,6 +495,7 @@ static void rb_layout_workers(rb_bump *a, runc_batch *b)
         w->row_tok = (int *)rb_take(a, S, sizeof(int));
         w->row_pos = (int *)rb_take(a, S, sizeof(int));
         w->lrow = (int *)rb_take(a, S, sizeof(int));
+        w->row_out = (unsigned char *)rb_take(a, S, 1);
         w->scratch = (int *)rb_take(a, b->scratch_cap, sizeof(int));
         w->x = (float *)rb_take(a, S * (size_t)b->sD, sizeof(float));
         w->xb = (float *)rb_take(a, S * (size_t)b->sD, sizeof(float));
@@ -905,7 +907,8 @@ static void rb_worker_run(rb_worker *w)
             w->row_slot[B] = s;
             w->row_tok[B] = w->slot_tok[s];
             w->row_pos[B] = w->slot_pos[s];
-            if (w->slot_pos[s] >= w->slot_np[s] - 1) w->lrow[BL++] = B;
+            w->row_out[B] = w->slot_pos[s] >= w->slot_np[s] - 1;
+            if (w->row_out[B]) w->lrow[BL++] = B;
             B++;
         }
         if (B == 0) break;

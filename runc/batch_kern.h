@@ -25,12 +25,11 @@
 
 /* ---- small row kernels ------------------------------------------------------ */
 
-/* runc.c's rmsnorm of B rows (out row r = rmsnorm of x row map[r], or of
- * row r when map is NULL): each row's sum of squares in order, eight rows'
- * sums at a time (independent chains the CPU overlaps), then weight * (scale
- * * x). */
+/* runc.c's rmsnorm of B rows: each row's sum of squares in order, eight
+ * rows' sums at a time (independent chains the CPU overlaps), then weight *
+ * (scale * x). */
 static RB_ATTR void RB_FN(rmsnorm_rows)(float *restrict out, int os, const float *restrict x, int xs,
-                                        const int *map, const float *restrict weight, int B, int n, float eps)
+                                        const float *restrict weight, int B, int n, float eps)
 {
     int r0, r, i;
     for (r0 = 0; r0 < B; r0 += 8) {
@@ -39,7 +38,7 @@ static RB_ATTR void RB_FN(rmsnorm_rows)(float *restrict out, int os, const float
         float ss[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
         for (r = 0; r < 8; r++) {
             const int row = r < rn ? r0 + r : r0; /* spare lanes repeat a row */
-            xr[r] = x + (size_t)(map ? map[row] : row) * (size_t)xs;
+            xr[r] = x + (size_t)row * (size_t)xs;
         }
         for (i = 0; i < n; i++)
             for (r = 0; r < 8; r++) ss[r] += xr[r][i] * xr[r][i];
@@ -812,13 +811,14 @@ static RB_ATTR void RB_FN(rope)(float *restrict vec, int n_heads, int head_size,
 }
 
 
-/* RoPE on one row's query and key heads at position pos (the tables' row pos). */
+/* RoPE on one row's query and key heads at position pos (the tables' row pos);
+ * q NULL: the keys alone (a row whose query is never used). */
 static RB_ATTR void RB_FN(rope_qk)(const runc_batch *b, float *q, float *k, int pos)
 {
     const int hs = b->hs;
     const float *cosv = b->rope_cos + (size_t)pos * (size_t)(hs / 2), *sinv = b->rope_sin + (size_t)pos * (size_t)(hs / 2);
     const float *cx = b->rope_cx + (size_t)pos * (size_t)hs, *sx = b->rope_sx + (size_t)pos * (size_t)hs;
-    RB_FN(rope)(q, b->nh, hs, cosv, sinv, cx, sx);
+    if (q) RB_FN(rope)(q, b->nh, hs, cosv, sinv, cx, sx);
     RB_FN(rope)(k, b->nkv, hs, cosv, sinv, cx, sx);
 }
 
@@ -898,7 +898,7 @@ static RB_ATTR void RB_FN(transpose)(float *restrict dst, size_t ds, const float
  * softmax (max, exp, sum, division) runs down the positions lane-wise, and the
  * outputs are head_size vector accumulators over the positions -- each sum
  * still formed in runc.c's order (over channels, then over positions). */
-static RB_ATTR void RB_FN(attend)(const runc_batch *b, rb_worker *w, int r, int l)
+static RB_ATTR void RB_FN(attend)(const runc_batch *b, rb_worker *w, int r, int l, int keys_only)
 {
     const int D = b->D, KV = b->KV, hs = b->hs, nh = b->nh, nkv = b->nkv, kv_mul = nh / nkv, gp = b->gp;
     const int pos = w->row_pos[r], n = pos + 1, rowlen = kv_mul * gp; /* floats of one position's scores */
@@ -909,10 +909,11 @@ static RB_ATTR void RB_FN(attend)(const runc_batch *b, rb_worker *w, int r, int 
     const float scale = b->att_scale;
     int i, i0, t, j, c, kk;
 
-    RB_FN(rope_qk)(b, q, k, pos);
+    RB_FN(rope_qk)(b, keys_only ? NULL : q, k, pos);
     /* k and v (n_kv_heads x head_size) stored transposed at the position (head_size x gp) */
     RB_FN(transpose)(kc + (size_t)pos * (size_t)hs * (size_t)gp, (size_t)gp, k, (size_t)hs, nkv, hs);
     RB_FN(transpose)(vc + (size_t)pos * (size_t)hs * (size_t)gp, (size_t)gp, v, (size_t)hs, nkv, hs);
+    if (keys_only) return;
     /* qt[(i * kv_mul + j) * gp + g] = channel i of query head g * kv_mul + j (padding lanes stay 0) */
     for (j = 0; j < kv_mul; j++)
         RB_FN(transpose)(qt + (size_t)j * (size_t)gp, (size_t)kv_mul * (size_t)gp, q + (size_t)j * (size_t)hs,
@@ -1062,8 +1063,10 @@ static RB_ATTR void RB_FN(attend)(const runc_batch *b, rb_worker *w, int r, int 
  * octet are consecutive. Each lane forms runc.c's sums for its own row at its
  * own position, in runc.c's order; positions past a lane's own are masked:
  * their scores are -inf (never the max), their weights 0, and their values
- * are never added (a slot's old problem may have left anything there). */
-static RB_ATTR void RB_FN(attend_lanes)(const runc_batch *b, rb_worker *w, int B, int l)
+ * are never added (a slot's old problem may have left anything there).
+ * In the last layer (last_layer), an octet none of whose rows wants logits stores
+ * its keys and values and stops there (see step). */
+static RB_ATTR void RB_FN(attend_lanes)(const runc_batch *b, rb_worker *w, int B, int l, int last_layer)
 {
     const int D = b->D, KV = b->KV, hs = b->hs, nh = b->nh, kv_mul = nh / b->nkv, C = b->context;
     const size_t KV8 = (size_t)KV * 8;
@@ -1072,7 +1075,7 @@ static RB_ATTR void RB_FN(attend_lanes)(const runc_batch *b, rb_worker *w, int B
     int r0 = 0;
     while (r0 < B) {
         const int o = w->row_slot[r0] / 8;
-        int r1 = r0, lane, rows[8], nmin = C, nmax = 0, h, i, i0, t, c, kk;
+        int r1 = r0, lane, rows[8], nmin = C, nmax = 0, h, i, i0, t, c, kk, any_out = 0;
         rb_v8i last = {-1, -1, -1, -1, -1, -1, -1, -1}; /* each lane's position (-1: no row) */
         float *kc = w->kv + ((size_t)o * (size_t)b->L + (size_t)l) * 2 * (size_t)C * KV8, *vc = kc + (size_t)C * KV8;
         for (lane = 0; lane < 8; lane++) rows[lane] = -1;
@@ -1089,7 +1092,8 @@ static RB_ATTR void RB_FN(attend_lanes)(const runc_batch *b, rb_worker *w, int B
             q = w->qkv + (size_t)r * (size_t)b->sQKV;
             k = q + D;
             v = k + KV;
-            RB_FN(rope_qk)(b, q, k, p);
+            any_out |= !last_layer || w->row_out[r];
+            RB_FN(rope_qk)(b, last_layer && !w->row_out[r] ? NULL : q, k, p);
             for (c = 0; c < KV; c++) {
                 kc[(size_t)p * KV8 + (size_t)c * 8 + (size_t)lane] = k[c];
                 vc[(size_t)p * KV8 + (size_t)c * 8 + (size_t)lane] = v[c];
@@ -1099,7 +1103,7 @@ static RB_ATTR void RB_FN(attend_lanes)(const runc_batch *b, rb_worker *w, int B
             nmin = p + 1 < nmin ? p + 1 : nmin;
             nmax = p + 1 > nmax ? p + 1 : nmax;
         }
-        for (h = 0; h < nh; h++) {
+        for (h = 0; h < nh && any_out; h++) {
             const size_t koff = (size_t)(h / kv_mul) * (size_t)hs * 8;
             const float *qh = qt + (size_t)h * (size_t)hs * 8;
             rb_v8 mx, sm = {0};
@@ -1172,7 +1176,16 @@ static RB_ATTR void RB_FN(attend_lanes)(const runc_batch *b, rb_worker *w, int B
 /* Advance rows 0..B-1 of worker w by one token each (w->row_tok at
  * w->row_pos, in slot w->row_slot), and compute logits for rows w->lrow[0..BL)
  * into w->logits (row j for lrow[j]); with w->want_lp, also w->lp[j], the
- * log-probability of each row's argmax token (log-softmax at temperature 1). */
+ * log-probability of each row's argmax token (log-softmax at temperature 1).
+ *
+ * A row inside its prompt (not in lrow) needs from the last layer only its
+ * keys and values, for the positions after it: what the layer computes past
+ * them feeds nothing but the logits. So the last layer stores every row's
+ * keys and values, then moves the lrow rows to the front (x and the attention
+ * output, in order: lrow is increasing) and runs the rest for those BL rows
+ * alone. In a classic problem (11 prompt tokens, up to 8 answer tokens) more
+ * than half of all rows are prompt rows. Each row's arithmetic is its own, so
+ * the logits are unchanged, bit for bit. */
 static RB_ATTR void RB_FN(step)(const runc_batch *b, rb_worker *w, int B, int BL)
 {
     const runc_model *m = b->model;
@@ -1195,21 +1208,32 @@ static RB_ATTR void RB_FN(step)(const runc_batch *b, rb_worker *w, int B, int BL
 
     for (l = 0; l < b->L; l++) {
         const rb_layer *ly = &b->layers[l];
-        RB_FN(rmsnorm_rows)(w->xb, sD, w->x, sD, NULL, m->rms_att + (size_t)l * (size_t)D, B, D, eps);
+        const int last = l == b->L - 1;
+        RB_FN(rmsnorm_rows)(w->xb, sD, w->x, sD, m->rms_att + (size_t)l * (size_t)D, B, D, eps);
         RB_FN(matmul)(b, w, w->qkv, b->sQKV, w->xb, sD, &ly->qkv, B);
 #if RB_KVEC
         if (b->lanes)
-            RB_FN(attend_lanes)(b, w, B, l);
+            RB_FN(attend_lanes)(b, w, B, l, last);
         else
 #endif
-            for (r = 0; r < B; r++) RB_FN(attend)(b, w, r, l);
+            for (r = 0; r < B; r++) RB_FN(attend)(b, w, r, l, last && !w->row_out[r]);
+        if (last && BL < B) {
+            for (r = 0; r < BL; r++) {
+                const int src = w->lrow[r];
+                if (src == r) continue;
+                memcpy(w->x + (size_t)r * (size_t)sD, w->x + (size_t)src * (size_t)sD, (size_t)D * sizeof(float));
+                memcpy(w->xb + (size_t)r * (size_t)sD, w->xb + (size_t)src * (size_t)sD, (size_t)D * sizeof(float));
+            }
+            B = BL;
+            if (B == 0) return;
+        }
         RB_FN(matmul)(b, w, w->xb2, sD, w->xb, sD, &ly->wo, B);
         for (r = 0; r < B; r++) {
             float *restrict x = w->x + (size_t)r * (size_t)sD;
             const float *restrict y = w->xb2 + (size_t)r * (size_t)sD;
             for (i = 0; i < D; i++) x[i] += y[i];
         }
-        RB_FN(rmsnorm_rows)(w->xb, sD, w->x, sD, NULL, m->rms_ffn + (size_t)l * (size_t)D, B, D, eps);
+        RB_FN(rmsnorm_rows)(w->xb, sD, w->x, sD, m->rms_ffn + (size_t)l * (size_t)D, B, D, eps);
         RB_FN(matmul)(b, w, w->h13, b->s13, w->xb, sD, &ly->w13, B);
         for (r = 0; r < B; r++) {
             const float *restrict h1 = w->h13 + (size_t)r * (size_t)b->s13, *restrict h3 = h1 + H;
@@ -1231,7 +1255,7 @@ static RB_ATTR void RB_FN(step)(const runc_batch *b, rb_worker *w, int B, int BL
 
     if (BL > 0) {
         int j;
-        RB_FN(rmsnorm_rows)(w->xb, sD, w->x, sD, w->lrow, m->rms_final, BL, D, eps);
+        RB_FN(rmsnorm_rows)(w->xb, sD, w->x, sD, m->rms_final, BL, D, eps);
         RB_FN(matmul)(b, w, w->logits, b->sV, w->xb, sD, &b->cls, BL);
         if (w->want_lp) {
             const int V = b->V;

@@ -1499,15 +1499,19 @@ int runc_forward(runc_state *s, int token, int pos, const float **logits, runc_e
         size_t layer = (size_t)l * (size_t)s->context;
         float *k_row = s->key_cache + (layer + (size_t)pos) * (size_t)KV;
         float *v_row = s->value_cache + (layer + (size_t)pos) * (size_t)KV;
+        /* without logits, the last layer's keys and values are all that later
+         * positions read: the rest of the layer feeds only the classifier */
+        const int keys_only = !logits && l == c->n_layers - 1;
 
         /* attention: q, k, v; k and v go straight into the cache */
         rmsnorm(s->xb, x, m->rms_att + (size_t)l * (size_t)D, D, c->norm_eps);
         matmul_input(s, s->xb, D);
-        matmul(s, s->q, s->xb, &m->wq[l], D, D);
+        if (!keys_only) matmul(s, s->q, s->xb, &m->wq[l], D, D);
         matmul(s, k_row, s->xb, &m->wk[l], D, KV);
         matmul(s, v_row, s->xb, &m->wv[l], D, KV);
-        rope(s->q, c->n_heads, hs, s->rope_cos, s->rope_sin);
         rope(k_row, c->n_kv_heads, hs, s->rope_cos, s->rope_sin);
+        if (keys_only) break;
+        rope(s->q, c->n_heads, hs, s->rope_cos, s->rope_sin);
 
         for (h = 0; h < c->n_heads; h++) {
             const float *qh = s->q + (size_t)h * (size_t)hs;

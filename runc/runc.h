@@ -202,7 +202,9 @@ const runc_model *runc_state_model(const runc_state *state);
 /* Run `token` at position `pos` (0 <= pos < context), writing its keys and
  * values into the cache; positions 0..pos-1 must have been run before on this
  * state. When logits is non-NULL, *logits points at vocab_size floats owned
- * by the state, valid until the next call; NULL skips the classifier. */
+ * by the state, valid until the next call; NULL skips the classifier and the
+ * last layer's work past its keys and values (a prompt token's: they feed
+ * nothing else), so only the cache is filled. */
 int runc_forward(runc_state *state, int token, int pos, const float **logits, runc_error *err);
 
 /* Run n tokens at positions pos0 .. pos0+n-1; when out is non-NULL it gets
