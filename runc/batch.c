@@ -181,6 +181,8 @@ struct rb_worker {
     /* per slot: problem index (-1 free), position of the token to feed, the
      * token, prompt length, tokens generated; ids = prompt then answer */
     int *slot_prob, *slot_pos, *slot_tok, *slot_np, *slot_ngen, *ids;
+    int *slot_kvn;               /* per slot: positions 0..kvn-1 of its cache hold the keys and values of ids' tokens */
+    unsigned char *slot_new;     /* per slot: took its problem in this refill */
     float *slot_lpsum, *slot_lpmin;
     int *row_slot, *row_tok, *row_pos, *lrow, *scratch;
     unsigned char *row_out;      /* per row: its logits are wanted (the row is in lrow) */
@@ -488,6 +490,8 @@ static void rb_layout_workers(rb_bump *a, runc_batch *b)
         w->slot_tok = (int *)rb_take(a, S, sizeof(int));
         w->slot_np = (int *)rb_take(a, S, sizeof(int));
         w->slot_ngen = (int *)rb_take(a, S, sizeof(int));
+        w->slot_kvn = (int *)rb_take(a, S, sizeof(int));
+        w->slot_new = (unsigned char *)rb_take(a, S, 1);
         w->slot_lpsum = (float *)rb_take(a, S, sizeof(float));
         w->slot_lpmin = (float *)rb_take(a, S, sizeof(float));
         w->ids = (int *)rb_take(a, S * C, sizeof(int));
@@ -802,14 +806,70 @@ static void rb_fail(rb_worker *w, int index, int code, const char *message)
     }
 }
 
+/* Copy the keys and values of positions 0..n-1, every layer, from slot src's
+ * cache to slot dst's (attend's layout, or attend_lanes' octets). */
+static void rb_copy_kv(const runc_batch *b, rb_worker *w, int dst, int src, int n)
+{
+    int l, p, c;
+    for (l = 0; l < b->L; l++) {
+        if (b->lanes) {
+            const size_t KV8 = (size_t)b->KV * 8, C = (size_t)b->context;
+            float *kd = w->kv + ((size_t)(dst / 8) * (size_t)b->L + (size_t)l) * 2 * C * KV8 + dst % 8;
+            const float *ks = w->kv + ((size_t)(src / 8) * (size_t)b->L + (size_t)l) * 2 * C * KV8 + src % 8;
+            for (p = 0; p < n; p++)
+                for (c = 0; c < b->KV; c++) {
+                    const size_t at = (size_t)p * KV8 + (size_t)c * 8;
+                    kd[at] = ks[at];
+                    kd[C * KV8 + at] = ks[C * KV8 + at];
+                }
+        } else {
+            const size_t pos = (size_t)b->hs * (size_t)b->gp, half = (size_t)b->context * pos;
+            float *kd = rb_slot_kv(b, w, dst, l);
+            const float *ks = rb_slot_kv(b, w, src, l);
+            memcpy(kd, ks, (size_t)n * pos * sizeof(float));
+            memcpy(kd + half, ks + half, (size_t)n * pos * sizeof(float));
+        }
+    }
+}
+
+/* Prefix reuse: the keys and values of a position depend only on the tokens
+ * up to it, so a prompt that begins as some slot's cached tokens (its own
+ * previous problem's, or another slot's) may take those positions' keys and
+ * values instead of running them: bit for bit what running them would give.
+ * Classic problems share a lot ("24 + 8", "24 + 9", ...): with a few dozen
+ * slots, a random prompt finds most of its first tokens cached. At least the
+ * last prompt token always runs (its logits give the first answer token).
+ * Returns how many positions slot s now holds for ids[0..n_ids). */
+static int rb_reuse_prefix(rb_worker *w, int s, const int *ids, int n_ids)
+{
+    const runc_batch *b = w->b;
+    int best = 0, from = s, d;
+    for (d = 0; d < w->nslots; d++) {
+        /* slot s first: its own cache needs no copy, so another slot must do better */
+        const int slot = (s + d) % w->nslots;
+        const int *cached = w->ids + (size_t)slot * (size_t)b->context;
+        const int lim = w->slot_kvn[slot] < n_ids - 1 ? w->slot_kvn[slot] : n_ids - 1;
+        int k = 0;
+        while (k < lim && cached[k] == ids[k]) k++;
+        if (k > best) {
+            best = k;
+            from = slot;
+            if (best == n_ids - 1) break; /* no slot can give more */
+        }
+    }
+    if (from != s) rb_copy_kv(b, w, s, from, best);
+    return best;
+}
+
 /* Put problem i into slot s: [BOS] + encode(prompt), checked as runc_solve
- * checks it. 0 when the prompt failed (recorded; the slot stays free). */
+ * checks it, its cached first positions taken from a slot that holds them.
+ * 0 when the prompt failed (recorded; the slot stays free). */
 static int rb_start(rb_worker *w, int s, int i)
 {
     runc_batch *b = w->b;
     const char *prompt = b->prompts[i];
     runc_error e;
-    int n_ids = 0, rc;
+    int n_ids = 0, rc, reused;
     size_t len;
     if (!prompt) {
         rb_fail(w, i, RUNC_E_ARG, "NULL prompt");
@@ -837,15 +897,42 @@ static int rb_start(rb_worker *w, int s, int i)
         rb_fail(w, i, rc, e.message);
         return 0;
     }
+    reused = rb_reuse_prefix(w, s, w->scratch, n_ids);
     memcpy(w->ids + (size_t)s * (size_t)b->context, w->scratch, (size_t)n_ids * sizeof(int));
     w->slot_prob[s] = i;
     w->slot_np[s] = n_ids;
-    w->slot_pos[s] = 0;
-    w->slot_tok[s] = w->scratch[0];
+    w->slot_kvn[s] = reused;
+    w->slot_pos[s] = reused;
+    w->slot_tok[s] = w->scratch[reused];
+    w->slot_new[s] = (unsigned char)b->lanes; /* see rb_align_octets */
     w->slot_ngen[s] = 0;
     w->slot_lpsum[s] = 0.0f;
     w->slot_lpmin[s] = 0.0f;
     return 1;
+}
+
+/* attend_lanes runs every lane of an octet up to its furthest position (the
+ * others masked), so slots that take problems in the same refill start at the
+ * same position: the fewest positions any of them reuses. Each slot's cache
+ * holds at least that many; the positions it then runs again give the same
+ * keys and values. Without this, slots that would run in step (answers of
+ * one length) drift apart by their reuse and attention costs more than the
+ * reuse saves. */
+static void rb_align_octets(rb_worker *w)
+{
+    int o, s;
+    for (o = 0; o < w->nslots; o += 8) {
+        const int end = o + 8 < w->nslots ? o + 8 : w->nslots;
+        int start = INT_MAX;
+        for (s = o; s < end; s++)
+            if (w->slot_new[s] && w->slot_pos[s] < start) start = w->slot_pos[s];
+        for (s = o; s < end; s++)
+            if (w->slot_new[s]) {
+                w->slot_pos[s] = w->slot_kvn[s] = start;
+                w->slot_tok[s] = w->ids[(size_t)s * (size_t)w->b->context + (size_t)start];
+                w->slot_new[s] = 0;
+            }
+    }
 }
 
 static int rb_is_space(char ch)
@@ -882,7 +969,7 @@ static void rb_worker_run(rb_worker *w)
     runc_batch *b = w->b;
     const int context = b->context;
     int active = 0, s;
-    for (s = 0; s < w->nslots; s++) w->slot_prob[s] = -1;
+    for (s = 0; s < w->nslots; s++) w->slot_prob[s] = -1, w->slot_kvn[s] = 0, w->slot_new[s] = 0;
     w->tokens = 0;
     w->want_lp = b->mean_lp || b->min_lp;
     w->drained = 0;
@@ -902,6 +989,7 @@ static void rb_worker_run(rb_worker *w)
             }
         }
         w->fill = w->nslots; /* only the first fill shares the queue out evenly */
+        if (b->lanes) rb_align_octets(w);
         for (s = 0; s < w->nslots; s++) {
             if (w->slot_prob[s] < 0) continue;
             w->row_slot[B] = s;
@@ -914,6 +1002,7 @@ static void rb_worker_run(rb_worker *w)
         if (B == 0) break;
         b->step(b, w, B, BL);
         w->tokens += B;
+        for (r = 0; r < B; r++) w->slot_kvn[w->row_slot[r]] = w->row_pos[r] + 1;
         /* rows still in their prompt: feed the next prompt token */
         for (r = 0; r < B; r++) {
             s = w->row_slot[r];

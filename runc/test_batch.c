@@ -326,6 +326,91 @@ static int compare(const char *what, const runc_model *m, const runc_tokenizer *
     return bad == 0;
 }
 
+/* Tokens the engine runs for prompts[0..n) (1 thread, `slots` slots); answers must match ref's. */
+static long long tokens_run(const char *what, const runc_model *m, const runc_tokenizer *tok, const char **prompts,
+                            int n, int slots, const char *const *want)
+{
+    runc_batch *b = NULL;
+    runc_batch_options o;
+    runc_error e;
+    char *answers;
+    size_t cap;
+    long long tokens = -1;
+    int i;
+    memset(&o, 0, sizeof o);
+    o.threads = 1;
+    o.slots = slots;
+    if (runc_batch_open(&b, m, tok, &o, &e) != RUNC_OK) {
+        CHECK(0, "%s: engine: %s", what, e.message);
+        return -1;
+    }
+    cap = runc_batch_answer_cap(b);
+    answers = (char *)malloc((size_t)n * cap);
+    if (!answers) exit(2);
+    if (runc_batch_solve(b, prompts, n, answers, cap, NULL, NULL, NULL, &e) == RUNC_OK) {
+        tokens = runc_batch_tokens(b);
+        for (i = 0; i < n; i++)
+            CHECK(strcmp(answers + (size_t)i * cap, want[i]) == 0, "%s: '%s' answered '%s', runc_solve '%s'", what,
+                  prompts[i], answers + (size_t)i * cap, want[i]);
+    } else {
+        CHECK(0, "%s: solve: %s", what, e.message);
+    }
+    free(answers);
+    runc_batch_close(b);
+    return tokens;
+}
+
+/* Prefix reuse happens, as much as it may (that it changes no answer is
+ * compare's check: every configuration against runc_solve). A prompt solved
+ * again runs only its last prompt token and its answer: its first np - 1
+ * positions come from a cache. With 2 slots, [a, c, a]: the first fill finds
+ * no cache, so a and c run in full; the second a takes the slot that frees
+ * first, its own (a's cache) or c's, and then copies a's np - 1 positions from
+ * the other slot, which by then has run at least c's np >= a's np - 1 tokens. */
+static void check_reuse(const char *name, const runc_model *m, const runc_tokenizer *tok)
+{
+    const char *a = "12 + 34 =", *c = "98 - 76 =";
+    const char *one[1], *three[3], *want[3];
+    char *wa = NULL, *wc = NULL, what[160];
+    int ids[32], np = 0, ok;
+    long long ta, tc, t3;
+    runc_state *st = NULL;
+    runc_error e;
+    size_t cap;
+    ok = runc_state_open(&st, m, 0, &e) == RUNC_OK;
+    cap = ok ? runc_answer_cap(st, tok) : 0;
+    wa = (char *)malloc(cap + 1);
+    wc = (char *)malloc(cap + 1);
+    if (!wa || !wc) exit(2);
+    if (!ok || runc_solve(st, tok, a, wa, cap, NULL, &e) != RUNC_OK || runc_solve(st, tok, c, wc, cap, NULL, &e) != RUNC_OK ||
+        runc_encode(tok, a, 1, 0, ids, 32, &np, &e) != RUNC_OK) {
+        CHECK(0, "%s: reuse setup: %s", name, e.message);
+        runc_state_close(st);
+        free(wa);
+        free(wc);
+        return;
+    }
+    runc_state_close(st);
+    snprintf(what, sizeof what, "%s, prefix reuse", name);
+    one[0] = a;
+    want[0] = wa;
+    ta = tokens_run(what, m, tok, one, 1, 1, want);
+    one[0] = c;
+    want[0] = wc;
+    tc = tokens_run(what, m, tok, one, 1, 1, want);
+    three[0] = a, three[1] = a;
+    want[0] = wa, want[1] = wa;
+    t3 = tokens_run(what, m, tok, three, 2, 1, want);
+    CHECK(t3 == ta + ta - (np - 1), "%s, 1 slot: %lld tokens run, want %lld + %lld - %d", name, t3, ta, ta, np - 1);
+    three[1] = c, three[2] = a;
+    want[1] = wc, want[2] = wa;
+    t3 = tokens_run(what, m, tok, three, 3, 2, want);
+    CHECK(t3 == ta + tc + ta - (np - 1), "%s, 2 slots: %lld tokens run, want %lld + %lld + %lld - %d", name, t3, ta,
+          tc, ta, np - 1);
+    free(wa);
+    free(wc);
+}
+
 static void test_model(const char *name, const unsigned char *model_bytes, size_t model_size,
                        const unsigned char *tok_bytes, size_t tok_size, int n)
 {
@@ -362,6 +447,7 @@ static void test_model(const char *name, const unsigned char *model_bytes, size_
     compare(what, m, tok, prompts, n < 3000 ? n : 3000, &ref, 3, 5, RUNC_KERNELS_AUTO, 0);
     snprintf(what, sizeof what, "%s, 2 threads x 2 slots, 3 problems", name);
     compare(what, m, tok, prompts, 3, &ref, 2, 2, RUNC_KERNELS_AUTO, 0);
+    check_reuse(name, m, tok);
 
     free(ref.answers);
     free(ref.n_gen);
