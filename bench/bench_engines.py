@@ -11,9 +11,13 @@ early: every engine runs exactly the same tokens), and the table gives problems/
   PyTorch KV cache     train/model.py's generate_greedy (eager, batched, KV cache), best batch
   PyTorch no cache     the whole sequence recomputed each step (llama2.c's generate), best batch
 
-with each engine's ratio to PyTorch, its GFLOP/s counted as 2 x params x tokens (prompt and answer
-tokens run), the share of the machine's fp32 matmul rate (numpy, measured in the same run: the
-ceiling), and the peak resident memory of the process that ran it (each engine runs in its own).
+with each engine's ratio to PyTorch, its GFLOP/s counted as 2 x params x 18 tokens per problem (the
+11 prompt tokens and 7 answer tokens fed back: the work of a problem, for every engine alike), the
+share of the machine's fp32 matmul rate (numpy, measured in the same run: the ceiling; so the share
+is problems/s against the problems/s the ceiling allows), the tokens each engine really runs per
+problem (runc batch takes a prompt's cached prefix from another slot instead of running it, and runs
+a prompt token's last layer only up to its keys and values), and the peak resident memory of the
+process that ran it (each engine runs in its own).
 Rates are medians of --repeats timed runs of at least --seconds each. The machine is shared: every
 figure is relative to the load of the moment, which is why they are all measured in one run.
 """
@@ -37,6 +41,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"10K": 10_000, "100K": 100_000, "1M": 1_000_000}
 N_NEW = 8          # generated tokens per problem
+PROMPT_TOKENS = 11  # "AA op BB =" with BOS
+TOKENS_PER_PROBLEM = PROMPT_TOKENS + N_NEW - 1  # a problem's work: its prompt and its answer fed back
 EOS = 2
 VOCAB, SEQ = 20, 24
 N_PROMPTS = 4096   # distinct prompts (each timed run solves them over and over)
@@ -126,7 +132,7 @@ def torch_worker(args: argparse.Namespace) -> None:
     prompts = Path(args.prompts).read_text().split("\n")[:-1]
     with Model(args.tokenizer_model, tokenizer=args.tokenizer) as m:
         ids = [m.encode(p) for p in prompts]
-    n_prompt = len(ids[0])
+    n_prompt = PROMPT_TOKENS
     assert all(len(x) == n_prompt for x in ids)
     tokens_per_problem = n_prompt + N_NEW - 1
 
@@ -229,7 +235,7 @@ def main() -> int:
         for name in sizes:
             info = models[name]
             paths, params = info["paths"], info["params"]
-            context = 11 + N_NEW  # prompt + answer: every answer runs to the end of the context
+            context = PROMPT_TOKENS + N_NEW  # prompt + answer: every answer runs to the end of the context
             sweep = [16, 32, 64]
             res = {}
             res["runc batch fp32"] = best_runc(args.runc, paths["v1"], tok, prompts_path, context, sweep,
@@ -262,7 +268,7 @@ def main() -> int:
           + (f"; load average {load[0]:.1f} at the start, {load[1]:.1f} at the end (other processes slow "
              f"every engine: compare within one run)" if load else "") + "\n")
     head = (f"{'model':<26} {'engine':<20} {'batch':>9} {'problems/s':>11} {'tokens/s':>10} {'x PT-KV':>8} "
-            f"{'x PT-noKV':>9} {'GFLOP/s':>8} {'% ceil':>7} {'peak MB':>8}")
+            f"{'x PT-noKV':>9} {'GFLOP/s':>8} {'% ceil':>7} {'run/prob':>8} {'peak MB':>8}")
     print(head)
     print("-" * len(head))
     for name, info, res in rows:
@@ -271,17 +277,19 @@ def main() -> int:
                  f"f{cfg.hidden_dim})")
         kv, nokv = res["PyTorch KV cache"]["problems_per_s"], res["PyTorch no cache"]["problems_per_s"]
         for engine, r in res.items():
-            gflops = 2.0 * info["params"] * r["tokens_per_s"] / 1e9
+            gflops = 2.0 * info["params"] * TOKENS_PER_PROBLEM * r["problems_per_s"] / 1e9
             if engine.startswith("runc batch"):
                 batch = f"{r['threads']}x{r['slots']}"
             else:
                 batch = str(r.get("batch", 1))
             print(f"{label:<26} {engine:<20} {batch!s:>9} {r['problems_per_s']:>11,.0f} {r['tokens_per_s']:>10,.0f} "
                   f"{r['problems_per_s'] / kv:>8.2f} {r['problems_per_s'] / nokv:>9.2f} {gflops:>8.1f} "
-                  f"{100 * gflops / peak:>6.1f}% {r['maxrss_kb'] / 1024:>8.0f}")
+                  f"{100 * gflops / peak:>6.1f}% {r['tokens_per_problem']:>8.1f} {r['maxrss_kb'] / 1024:>8.0f}")
             label = ""
         print()
     print("batch: runc batch = threads x slots per thread (best of the slots tried); PyTorch = problems per call.")
+    print(f"GFLOP/s and % ceil count every engine's problems at {TOKENS_PER_PROBLEM} tokens of 2 x params FLOPs; "
+          "run/prob: the tokens an engine really runs per problem.")
     for name, info, res in rows:
         tried = "; ".join(f"{e}: {r['tried']}" for e, r in res.items() if "tried" in r)
         print(f"  {name} tried (problems/s): {tried}")

@@ -750,6 +750,7 @@ struct runc_tokenizer {
     int *len;                    /* byte length of each piece */
     float *score;                /* merge score of each piece */
     runc_piece_index *sorted;    /* pieces sorted by bytes (then id), for lookups */
+    int first[257];              /* sorted[first[c] .. first[c + 1]) start with byte c (empty pieces come before first[0]) */
     int byte_id[256];            /* id of the <0xXX> piece of each byte, or -1 */
     int space_id;                /* id of the " " piece, or -1 */
     unsigned char bytes[256];    /* bytes[b] == b: what a <0xXX> piece decodes to */
@@ -771,17 +772,18 @@ static int piece_index_cmp(const void *pa, const void *pb)
     return (a->id > b->id) - (a->id < b->id);  /* duplicates: the lowest id is found first */
 }
 
-/* The id of the piece equal to str[0..len), or -1. */
+/* The id of the piece equal to str[0..len), or -1: a binary search among
+ * the pieces that start with str's first byte (a few, in small vocabularies). */
 static int piece_lookup(const runc_tokenizer *t, const char *str, int len)
 {
-    int lo = 0, hi = t->vocab_size;
+    const int c = len > 0 ? (unsigned char)str[0] : -1;
+    int lo = c >= 0 ? t->first[c] : 0, end = c >= 0 ? t->first[c + 1] : t->first[0], hi = end;
     while (lo < hi) { /* lower bound */
         int mid = lo + (hi - lo) / 2;
         if (piece_cmp(t->sorted[mid].str, t->sorted[mid].len, str, len) < 0) lo = mid + 1;
         else hi = mid;
     }
-    if (lo < t->vocab_size && piece_cmp(t->sorted[lo].str, t->sorted[lo].len, str, len) == 0)
-        return t->sorted[lo].id;
+    if (lo < end && piece_cmp(t->sorted[lo].str, t->sorted[lo].len, str, len) == 0) return t->sorted[lo].id;
     return -1;
 }
 
@@ -853,7 +855,7 @@ int runc_tokenizer_open_buffer(runc_tokenizer **out, const void *data, size_t si
     const unsigned char *p = (const unsigned char *)data;
     runc_tokenizer *t;
     size_t off, arena_bytes = 0, a;
-    int i, max_len, longest = 0;
+    int i, byte, max_len, longest = 0;
 
     if (!out) return runc_set_error(err, RUNC_E_ARG, "runc_tokenizer_open_buffer: NULL output pointer");
     *out = NULL;
@@ -952,6 +954,12 @@ int runc_tokenizer_open_buffer(runc_tokenizer **out, const void *data, size_t si
         a += (size_t)len + 1;
     }
     qsort(t->sorted, (size_t)vocab_size, sizeof *t->sorted, piece_index_cmp);
+    for (i = 0, byte = 0; byte < 257; byte++) { /* memcmp's order: by first byte (unsigned), empty pieces first */
+        while (i < vocab_size &&
+               (t->sorted[i].len == 0 || (byte < 256 && (unsigned char)t->sorted[i].str[0] < byte)))
+            i++;
+        t->first[byte] = byte < 256 ? i : vocab_size;
+    }
     /* equal pieces sort next to each other: the encoder could reach only one of them */
     for (i = 1; i < vocab_size; i++) {
         const runc_piece_index *x = &t->sorted[i - 1], *y = &t->sorted[i];
