@@ -255,7 +255,11 @@ int runc_solve(runc_state *state, const runc_tokenizer *tok, const char *prompt,
 /* Many problems at once: each of `threads` workers keeps `slots` sequences in
  * flight and advances all of them by one token per step (prompt or answer)
  * with matrix-matrix products, refilling a finished slot from the queue at
- * once. Greedy answers are identical to runc_solve's (same arithmetic, bit
+ * once. A new problem whose first tokens some slot of its worker has run
+ * (its own previous problem, or another's: "24 + 81 =" and "24 + 93 =" share
+ * seven, BOS and the dummy space included) copies their keys and values
+ * instead of running them, and prompt tokens stop in the last layer once
+ * their keys and values are stored. Greedy answers are identical to runc_solve's (same arithmetic, bit
  * for bit). Weights are packed once at open (fp32 rows aligned; int8 values
  * as exact floats), KV caches and activations live in one arena allocated at
  * open: solving allocates nothing. */
@@ -289,7 +293,8 @@ int runc_batch_slots(const runc_batch *batch);      /* per thread */
 int runc_batch_context(const runc_batch *batch);
 size_t runc_batch_bytes(const runc_batch *batch);   /* packed weights + arena */
 const char *runc_batch_kernels(const runc_batch *batch);   /* e.g. "avx2", "portable C" */
-long long runc_batch_tokens(const runc_batch *batch); /* tokens run by the last solve (prompt + answer) */
+long long runc_batch_tokens(const runc_batch *batch); /* tokens run by the last solve (prompt + answer,
+                                                        * less the prompt positions taken from a cache) */
 
 /* A per-answer buffer size that always suffices (as runc_answer_cap). */
 size_t runc_batch_answer_cap(const runc_batch *batch);
