@@ -7,7 +7,8 @@ early: every engine runs exactly the same tokens), and the table gives problems/
 
   runc batch fp32      the batch engine (all cores), at its best slots per thread
   runc batch int8      the same on the Q8_0 export
-  runc one at a time   runc_solve, one problem after another, one thread
+  runc one at a time   runc_solve, one problem after another, one thread (a prompt reuses the
+                       cached positions it shares with the one before)
   PyTorch KV cache     train/model.py's generate_greedy (eager, batched, KV cache), best batch
   PyTorch no cache     the whole sequence recomputed each step (llama2.c's generate), best batch
 
@@ -15,7 +16,7 @@ with each engine's ratio to PyTorch, its GFLOP/s counted as 2 x params x 18 toke
 11 prompt tokens and 7 answer tokens fed back: the work of a problem, for every engine alike), the
 share of the machine's fp32 matmul rate (numpy, measured in the same run: the ceiling; so the share
 is problems/s against the problems/s the ceiling allows), the tokens each engine really runs per
-problem (runc batch takes a prompt's cached prefix from another slot instead of running it, and runs
+problem (runc takes a prompt's cached prefix from an earlier problem instead of running it, and runs
 a prompt token's last layer only up to its keys and values), and the peak resident memory of the
 process that ran it (each engine runs in its own).
 Rates are medians of --repeats timed runs of at least --seconds each. The machine is shared: every

@@ -130,22 +130,14 @@ int main(int argc, char **argv)
 
     /* one untimed call: pages in the weights, and counts the tokens of a call */
     if (single) {
-        for (i = 0; i < n && i < 64; i++) {
-            int gen = 0;
-            if (runc_solve(st, tok, prompts[i], answers, answer_cap, &gen, &e) != RUNC_OK) die("solve", &e);
-        }
+        long long before = runc_state_tokens(st);
+        for (i = 0; i < n; i++)
+            if (runc_solve(st, tok, prompts[i], answers, answer_cap, NULL, &e) != RUNC_OK) die("solve", &e);
+        tokens_per_call = runc_state_tokens(st) - before;
     } else {
         if (runc_batch_solve(b, (const char *const *)prompts, n, answers, answer_cap, NULL, NULL, NULL, &e) != RUNC_OK)
             die("solve", &e);
         tokens_per_call = runc_batch_tokens(b);
-    }
-    if (single) { /* tokens of one pass: prompt tokens + generated tokens - 1 (the last is not fed back) */
-        for (i = 0; i < n; i++) {
-            int ids[1024], n_ids = 0, gen = 0;
-            runc_encode(tok, prompts[i], 1, 0, ids, 1024, &n_ids, &e);
-            runc_solve(st, tok, prompts[i], answers, answer_cap, &gen, &e);
-            tokens_per_call += n_ids + gen - (n_ids + gen >= runc_state_context(st) ? 1 : 0);
-        }
     }
 
     for (rep = 0; rep < repeats; rep++) {

@@ -1270,6 +1270,9 @@ struct runc_state {
     float *value_cache;          /* (n_layers, context, kv_dim) */
     int8_t *aq;                  /* Q8_0 activations (max(dim, hidden_dim)), version 2 */
     float *as;                   /* their group scales */
+    int *ids;                    /* (context) the token run at each position: the cache holds */
+    int n_cached;                /* positions 0..n_cached-1 of ids, a prefix a new prompt may reuse */
+    long long tokens;            /* tokens run since open */
 };
 
 void runc_state_close(runc_state *s)
@@ -1289,6 +1292,7 @@ void runc_state_close(runc_state *s)
     free(s->value_cache);
     free(s->aq);
     free(s->as);
+    free(s->ids);
     free(s);
 }
 
@@ -1333,8 +1337,9 @@ int runc_state_open(runc_state **out, const runc_model *m, int context, runc_err
     s->value_cache = (float *)alloc_floats(cache / sizeof(float));
     s->aq = (int8_t *)calloc(widest, 1);
     s->as = (float *)alloc_floats(widest);
+    s->ids = (int *)calloc((size_t)context, sizeof(int));
     if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->att || !s->logits || !s->rope_cos ||
-        !s->rope_sin || !s->key_cache || !s->value_cache || !s->aq || !s->as) {
+        !s->rope_sin || !s->key_cache || !s->value_cache || !s->aq || !s->as || !s->ids) {
         runc_state_close(s);
         return runc_set_error(err, RUNC_E_NOMEM, "out of memory for a run state (KV cache of %zu bytes)", 2 * cache);
     }
@@ -1345,6 +1350,11 @@ int runc_state_open(runc_state **out, const runc_model *m, int context, runc_err
 int runc_state_context(const runc_state *s)
 {
     return s ? s->context : 0;
+}
+
+long long runc_state_tokens(const runc_state *s)
+{
+    return s ? s->tokens : 0;
 }
 
 const runc_model *runc_state_model(const runc_state *s)
@@ -1564,6 +1574,14 @@ int runc_forward(runc_state *s, int token, int pos, const float **logits, runc_e
         matmul(s, s->logits, s->xb, &m->cls, D, c->vocab_size);
         *logits = s->logits;
     }
+    /* what the cache now holds: position pos is token's, and later positions
+     * rest on what pos held before (a caller that skipped positions leaves
+     * the record at its last known prefix) */
+    if (pos <= s->n_cached) {
+        s->ids[pos] = token;
+        s->n_cached = pos + 1;
+    }
+    s->tokens++;
     return runc_set_ok(err);
 }
 
@@ -1761,14 +1779,18 @@ static int generate_loop(runc_state *s, runc_sampler *smp, const int *prompt, in
                          int stop_token, int *out, float *out_logprobs, int *n_out, runc_error *err)
 {
     const float *logits;
-    int n = 0, rc, V = s->model->cfg.vocab_size;
+    int n = 0, rc, V = s->model->cfg.vocab_size, reused = 0;
     *n_out = 0;
     if (n_prompt < 1 || n_prompt >= s->context)
         return runc_set_error(err, RUNC_E_CONTEXT,
                          "prompt of %d tokens does not fit: the context holds %d and the answer needs at "
                          "least one position",
                          n_prompt, s->context);
-    rc = runc_forward_tokens(s, prompt, n_prompt - 1, 0, NULL, err);
+    /* the prompt's first tokens whose keys and values the cache still holds
+     * (the previous prompt began the same way) are not run again: they would
+     * come out the same. The last prompt token always runs, for its logits. */
+    while (reused < n_prompt - 1 && reused < s->n_cached && s->ids[reused] == prompt[reused]) reused++;
+    rc = runc_forward_tokens(s, prompt + reused, n_prompt - 1 - reused, reused, NULL, err);
     if (rc == RUNC_OK) rc = runc_forward(s, prompt[n_prompt - 1], n_prompt - 1, &logits, err);
     if (rc != RUNC_OK) return rc;
     /* a generated token takes position n_prompt + n; it is fed back only when

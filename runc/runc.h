@@ -197,6 +197,7 @@ int runc_decode(const runc_tokenizer *tok, int prev_token, const int *tokens, in
 int runc_state_open(runc_state **state, const runc_model *model, int context, runc_error *err);
 void runc_state_close(runc_state *state);
 int runc_state_context(const runc_state *state);
+long long runc_state_tokens(const runc_state *state); /* tokens run since open (runc_forward calls) */
 const runc_model *runc_state_model(const runc_state *state);
 
 /* Run `token` at position `pos` (0 <= pos < context), writing its keys and
@@ -232,7 +233,10 @@ int runc_sample(runc_sampler *sampler, const float *logits, int *token, float *l
  * into out (cap max_new), stopping before `stop_token` (-1: never) or at the
  * end of the context. Generated tokens use positions n_prompt.. so at most
  * context - n_prompt are produced; n_prompt must be in [1, context).
- * out_logprobs (may be NULL) gets each token's log-probability. */
+ * out_logprobs (may be NULL) gets each token's log-probability. Prompt
+ * positions the state's cache already holds for the same tokens (what the
+ * state ran last began the same way) are not run again: the same keys and
+ * values, the same results. */
 int runc_generate(runc_state *state, runc_sampler *sampler, const int *prompt, int n_prompt,
                   int max_new, int stop_token, int *out, float *out_logprobs, int *n_out,
                   runc_error *err);

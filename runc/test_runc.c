@@ -1338,6 +1338,94 @@ static void test_generation(void)
     free_weights(&w);
 }
 
+/* Greedy generation of prompt on state st: tokens out, log-probabilities lps,
+ * and the tokens the state ran for it. */
+static int generate_counted(runc_state *st, runc_sampler *greedy, const runc_tokenizer *t, const char *text, int *out,
+                            float *lps, long long *ran)
+{
+    runc_error e;
+    int prompt[32], n_prompt = 0, n_out = -1;
+    long long before = runc_state_tokens(st);
+    if (runc_encode(t, text, 1, 0, prompt, 32, &n_prompt, &e) != RUNC_OK ||
+        runc_generate(st, greedy, prompt, n_prompt, 32, RUNC_TOKEN_EOS, out, lps, &n_out, &e) != RUNC_OK) {
+        CHECK(0, "reuse: '%s': %s", text, e.message);
+        return -1;
+    }
+    *ran = runc_state_tokens(st) - before;
+    return n_out;
+}
+
+/* A state reuses the cached positions of the prompt it ran last, where the
+ * new prompt begins the same way: the same tokens and log-probabilities, bit
+ * for bit, as a fresh state's, with those positions not run again. */
+static void test_prefix_reuse(void)
+{
+    static const char *const prompts[] = {"24 + 82 =", "24 + 89 =", "24 + 89 =", "24 - 82 =", "7 =",
+                                          "24 + 82 =", "24 + 82 = 1", "9 * 9 =", "9 * 9 = 8"};
+    int V, prompt[32], n_prompt, out[32], want[32], n, n_want, i, same;
+    float lps[32], want_lps[32];
+    long long ran, ran_fresh;
+    buf tb = write_tokenizer(digits_vocab, N_DIGITS, 0, &V);
+    spec sp = {"reuse", 1, 16, 40, 2, 4, 2, 25, 16, 1, 0, 0, 0, 0};
+    weights w;
+    buf mb;
+    runc_model *m = NULL;
+    runc_tokenizer *t = NULL;
+    runc_state *st = NULL, *fresh = NULL;
+    runc_sampler *greedy = NULL;
+    runc_error e;
+
+    sp.vocab = V;
+    w = make_weights(sp);
+    mb = write_model(&w);
+    runc_model_open_buffer(&m, mb.p, mb.n, 0, &e);
+    runc_tokenizer_open_buffer(&t, tb.p, tb.n, V, &e);
+    runc_state_open(&st, m, 0, &e);
+    runc_sampler_open(&greedy, V, 0.0f, 0.0f, 1, &e);
+    CHECK(m && t && st && greedy, "reuse setup: %s", e.message);
+    if (m && t && st && greedy) {
+        for (i = 0; i < (int)(sizeof prompts / sizeof prompts[0]); i++) {
+            int shared = 0, prev[32], n_prev = 0;
+            runc_state_open(&fresh, m, 0, &e);
+            n_want = fresh ? generate_counted(fresh, greedy, t, prompts[i], want, want_lps, &ran_fresh) : -1;
+            runc_state_close(fresh);
+            fresh = NULL;
+            n = generate_counted(st, greedy, t, prompts[i], out, lps, &ran);
+            same = n == n_want && n >= 0 && memcmp(out, want, (size_t)n * sizeof *out) == 0 &&
+                   memcmp(lps, want_lps, (size_t)n * sizeof *lps) == 0;
+            CHECK(same, "reuse: '%s' after '%s' differs from a fresh state's", prompts[i], i ? prompts[i - 1] : "");
+            if (i == 0) continue;
+            /* the positions reused: the prompt's first tokens (not its last)
+             * shared with the previous prompt; where they run on past it, into
+             * its answer, the count depends on that answer: not checked */
+            runc_encode(t, prompts[i], 1, 0, prompt, 32, &n_prompt, &e);
+            runc_encode(t, prompts[i - 1], 1, 0, prev, 32, &n_prev, &e);
+            while (shared < n_prompt - 1 && shared < n_prev && prompt[shared] == prev[shared]) shared++;
+            if (shared < n_prev || shared == n_prompt - 1)
+                CHECK(ran == ran_fresh - shared, "reuse: '%s' after '%s' ran %lld tokens, a fresh state %lld, %d shared",
+                      prompts[i], prompts[i - 1], ran, ran_fresh, shared);
+        }
+        /* a position run again out of turn ends what the cache holds there:
+         * the prompt reuses positions 0..2 only */
+        runc_state_open(&fresh, m, 0, &e);
+        n_want = fresh ? generate_counted(fresh, greedy, t, "24 + 82 =", want, want_lps, &ran_fresh) : -1;
+        runc_state_close(fresh);
+        generate_counted(st, greedy, t, "24 + 82 =", out, lps, &ran);
+        runc_encode(t, "24 + 82 =", 1, 0, prompt, 32, &n_prompt, &e);
+        runc_forward(st, prompt[3] == 5 ? 6 : 5, 3, NULL, &e);
+        n = generate_counted(st, greedy, t, "24 + 82 =", out, lps, &ran);
+        CHECK(n == n_want && n >= 0 && memcmp(out, want, (size_t)n * sizeof *out) == 0 && ran == ran_fresh - 3,
+              "reuse after runc_forward at position 3: %lld tokens run, a fresh state %lld", ran, ran_fresh);
+    }
+    runc_sampler_close(greedy);
+    runc_state_close(st);
+    runc_tokenizer_close(t);
+    runc_model_close(m);
+    free(mb.p);
+    free(tb.p);
+    free_weights(&w);
+}
+
 /* ------------------------------------------------------------------------ */
 /* hardening: non-finite weights, bad tokenizer pieces, NULL arguments       */
 /* ------------------------------------------------------------------------ */
@@ -1955,6 +2043,7 @@ int main(void)
     test_tokenizer();
     test_sampler();
     test_generation();
+    test_prefix_reuse();
     test_corrupt_weights();
     test_tokenizer_pieces();
     test_null_arguments();
