@@ -1203,32 +1203,67 @@ static void test_sampler(void)
     CHECK(runc_sampler_open(&s, 0, 1.0f, 0.5f, 1, &e) == RUNC_E_ARG, "vocab 0");
 }
 
+/* A small model to generate with (the digits tokenizer, 2 layers, GQA 4/2,
+ * context 16), a state on it and a greedy sampler. */
+typedef struct {
+    spec sp;
+    buf tb, mb;
+    weights w;
+    runc_model *m;
+    runc_tokenizer *t;
+    runc_state *st;
+    runc_sampler *greedy;
+    int V;
+} gen_setup;
+
+static int gen_open(gen_setup *g, const char *name)
+{
+    const spec sp = {name, 1, 16, 40, 2, 4, 2, 25, 16, 1, 0, 0, 0, 0};
+    runc_error e;
+    memset(g, 0, sizeof *g);
+    g->sp = sp;
+    g->tb = write_tokenizer(digits_vocab, N_DIGITS, 0, &g->V);
+    g->sp.vocab = g->V;
+    g->w = make_weights(g->sp);
+    g->mb = write_model(&g->w);
+    CHECK(runc_model_open_buffer(&g->m, g->mb.p, g->mb.n, 0, &e) == RUNC_OK, "%s model: %s", name, e.message);
+    runc_tokenizer_open_buffer(&g->t, g->tb.p, g->tb.n, g->V, &e);
+    runc_state_open(&g->st, g->m, 0, &e);
+    runc_sampler_open(&g->greedy, g->V, 0.0f, 0.0f, 1, &e);
+    return g->m && g->t && g->st && g->greedy;
+}
+
+static void gen_close(gen_setup *g)
+{
+    runc_sampler_close(g->greedy);
+    runc_state_close(g->st);
+    runc_tokenizer_close(g->t);
+    runc_model_close(g->m);
+    free(g->mb.p);
+    free(g->tb.p);
+    free_weights(&g->w);
+}
+
 static void test_generation(void)
 {
-    int V;
-    buf tb = write_tokenizer(digits_vocab, N_DIGITS, 0, &V);
-    spec sp = {"gen", 1, 16, 40, 2, 4, 2, 25, 16, 1, 0, 0, 0, 0};
-    weights w;
-    buf mb;
-    runc_model *m = NULL;
-    runc_tokenizer *t = NULL;
-    runc_state *st = NULL, *small = NULL;
-    runc_sampler *greedy = NULL;
+    gen_setup g;
+    const int ok = gen_open(&g, "gen");
+    runc_model *m = g.m;
+    runc_tokenizer *t = g.t;
+    runc_state *st = g.st, *small = NULL;
+    runc_sampler *greedy = g.greedy;
+    const int V = g.V;
+    const spec sp = g.sp;
     runc_error e;
     int rc, prompt[32], n_prompt, out[32], n_out, gen, i;
     float lps[32];
     char answer[512], expect[512];
     size_t len;
 
-    sp.vocab = V;
-    w = make_weights(sp);
-    mb = write_model(&w);
-    rc = runc_model_open_buffer(&m, mb.p, mb.n, 0, &e);
-    CHECK(rc == RUNC_OK, "gen model: %s", e.message);
-    runc_tokenizer_open_buffer(&t, tb.p, tb.n, V, &e);
-    runc_state_open(&st, m, 0, &e);
-    runc_sampler_open(&greedy, V, 0.0f, 0.0f, 1, &e);
-    if (!m || !t || !st || !greedy) return;
+    if (!ok) {
+        gen_close(&g);
+        return;
+    }
 
     /* solve = encode + greedy generate + decode + strip */
     rc = runc_encode(t, "24 + 82 =", 1, 0, prompt, 32, &n_prompt, &e);
@@ -1329,13 +1364,7 @@ static void test_generation(void)
     CHECK(strcmp(runc_status_name(RUNC_E_MAGIC), "RUNC_E_MAGIC") == 0 && strcmp(runc_status_name(999), "RUNC_E_UNKNOWN") == 0,
           "status names");
     runc_state_close(small);
-    runc_sampler_close(greedy);
-    runc_state_close(st);
-    runc_tokenizer_close(t);
-    runc_model_close(m);
-    free(mb.p);
-    free(tb.p);
-    free_weights(&w);
+    gen_close(&g);
 }
 
 /* Greedy generation of prompt on state st: tokens out, log-probabilities lps,
@@ -1362,28 +1391,18 @@ static void test_prefix_reuse(void)
 {
     static const char *const prompts[] = {"24 + 82 =", "24 + 89 =", "24 + 89 =", "24 - 82 =", "7 =",
                                           "24 + 82 =", "24 + 82 = 1", "9 * 9 =", "9 * 9 = 8"};
-    int V, prompt[32], n_prompt, out[32], want[32], n, n_want, i, same;
+    int prompt[32], n_prompt, out[32], want[32], n, n_want, i, same;
     float lps[32], want_lps[32];
     long long ran, ran_fresh;
-    buf tb = write_tokenizer(digits_vocab, N_DIGITS, 0, &V);
-    spec sp = {"reuse", 1, 16, 40, 2, 4, 2, 25, 16, 1, 0, 0, 0, 0};
-    weights w;
-    buf mb;
-    runc_model *m = NULL;
-    runc_tokenizer *t = NULL;
-    runc_state *st = NULL, *fresh = NULL;
-    runc_sampler *greedy = NULL;
+    gen_setup g;
+    runc_model *m;
+    runc_tokenizer *t;
+    runc_state *st, *fresh = NULL;
+    runc_sampler *greedy;
     runc_error e;
 
-    sp.vocab = V;
-    w = make_weights(sp);
-    mb = write_model(&w);
-    runc_model_open_buffer(&m, mb.p, mb.n, 0, &e);
-    runc_tokenizer_open_buffer(&t, tb.p, tb.n, V, &e);
-    runc_state_open(&st, m, 0, &e);
-    runc_sampler_open(&greedy, V, 0.0f, 0.0f, 1, &e);
-    CHECK(m && t && st && greedy, "reuse setup: %s", e.message);
-    if (m && t && st && greedy) {
+    if (gen_open(&g, "reuse")) {
+        m = g.m, t = g.t, st = g.st, greedy = g.greedy;
         for (i = 0; i < (int)(sizeof prompts / sizeof prompts[0]); i++) {
             int shared = 0, prev[32], n_prev = 0;
             runc_state_open(&fresh, m, 0, &e);
@@ -1417,13 +1436,7 @@ static void test_prefix_reuse(void)
         CHECK(n == n_want && n >= 0 && memcmp(out, want, (size_t)n * sizeof *out) == 0 && ran == ran_fresh - 3,
               "reuse after runc_forward at position 3: %lld tokens run, a fresh state %lld", ran, ran_fresh);
     }
-    runc_sampler_close(greedy);
-    runc_state_close(st);
-    runc_tokenizer_close(t);
-    runc_model_close(m);
-    free(mb.p);
-    free(tb.p);
-    free_weights(&w);
+    gen_close(&g);
 }
 
 /* ------------------------------------------------------------------------ */
