@@ -7,6 +7,10 @@
  * all of its rows, so that each weight is read once per step for all of them.
  * A slot whose answer is finished is refilled from the shared queue before
  * the next step (continuous batching); prompts of any length mix freely.
+ * A new problem copies the keys and values of the first tokens it shares
+ * with what some slot of its worker has run, instead of running them
+ * (rb_reuse_prefix), and a prompt token stops in the last layer once its
+ * keys and values are stored (see step in batch_kern.h).
  *
  * Workers share nothing but the read-only packed weights and the queue index
  * (a mutex): no barrier per step, no allocation after runc_batch_open (all
