@@ -836,14 +836,12 @@ static void rb_copy_kv(const runc_batch *b, rb_worker *w, int dst, int src, int 
     }
 }
 
-/* Prefix reuse: the keys and values of a position depend only on the tokens
- * up to it, so a prompt that begins as some slot's cached tokens (its own
- * previous problem's, or another slot's) may take those positions' keys and
- * values instead of running them: bit for bit what running them would give.
- * Classic problems share a lot ("24 + 8", "24 + 9", ...): with a few dozen
- * slots, a random prompt finds most of its first tokens cached. At least the
- * last prompt token always runs (its logits give the first answer token).
- * Returns how many positions slot s now holds for ids[0..n_ids). */
+/* Prefix reuse (runc_reusable): a prompt that begins as some slot's cached
+ * tokens (its own previous problem's, or another slot's) takes those
+ * positions' keys and values instead of running them, bit for bit what
+ * running them would give. Classic problems share a lot ("24 + 8", "24 + 9",
+ * ...): with a few dozen slots, a random prompt finds most of its first
+ * tokens cached. Returns how many positions slot s now holds for ids[0..n_ids). */
 static int rb_reuse_prefix(rb_worker *w, int s, const int *ids, int n_ids)
 {
     const runc_batch *b = w->b;
@@ -851,10 +849,7 @@ static int rb_reuse_prefix(rb_worker *w, int s, const int *ids, int n_ids)
     for (d = 0; d < w->nslots; d++) {
         /* slot s first: its own cache needs no copy, so another slot must do better */
         const int slot = (s + d) % w->nslots;
-        const int *cached = w->ids + (size_t)slot * (size_t)b->context;
-        const int lim = w->slot_kvn[slot] < n_ids - 1 ? w->slot_kvn[slot] : n_ids - 1;
-        int k = 0;
-        while (k < lim && cached[k] == ids[k]) k++;
+        const int k = runc_reusable(w->ids + (size_t)slot * (size_t)b->context, w->slot_kvn[slot], ids, n_ids);
         if (k > best) {
             best = k;
             from = slot;
@@ -1006,10 +1001,10 @@ static void rb_worker_run(rb_worker *w)
         if (B == 0) break;
         b->step(b, w, B, BL);
         w->tokens += B;
-        for (r = 0; r < B; r++) w->slot_kvn[w->row_slot[r]] = w->row_pos[r] + 1;
-        /* rows still in their prompt: feed the next prompt token */
+        /* every row's position is now cached; rows still in their prompt: feed the next prompt token */
         for (r = 0; r < B; r++) {
             s = w->row_slot[r];
+            w->slot_kvn[s] = w->row_pos[r] + 1;
             if (w->slot_pos[s] < w->slot_np[s] - 1) {
                 w->slot_pos[s]++;
                 w->slot_tok[s] = w->ids[(size_t)s * (size_t)context + (size_t)w->slot_pos[s]];

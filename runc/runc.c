@@ -1779,7 +1779,7 @@ static int generate_loop(runc_state *s, runc_sampler *smp, const int *prompt, in
                          int stop_token, int *out, float *out_logprobs, int *n_out, runc_error *err)
 {
     const float *logits;
-    int n = 0, rc, V = s->model->cfg.vocab_size, reused = 0;
+    int n = 0, rc, V = s->model->cfg.vocab_size, reused;
     *n_out = 0;
     if (n_prompt < 1 || n_prompt >= s->context)
         return runc_set_error(err, RUNC_E_CONTEXT,
@@ -1787,9 +1787,8 @@ static int generate_loop(runc_state *s, runc_sampler *smp, const int *prompt, in
                          "least one position",
                          n_prompt, s->context);
     /* the prompt's first tokens whose keys and values the cache still holds
-     * (the previous prompt began the same way) are not run again: they would
-     * come out the same. The last prompt token always runs, for its logits. */
-    while (reused < n_prompt - 1 && reused < s->n_cached && s->ids[reused] == prompt[reused]) reused++;
+     * (the previous prompt began the same way) are not run again */
+    reused = runc_reusable(s->ids, s->n_cached, prompt, n_prompt);
     rc = runc_forward_tokens(s, prompt + reused, n_prompt - 1 - reused, reused, NULL, err);
     if (rc == RUNC_OK) rc = runc_forward(s, prompt[n_prompt - 1], n_prompt - 1, &logits, err);
     if (rc != RUNC_OK) return rc;

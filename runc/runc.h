@@ -263,8 +263,8 @@ int runc_solve(runc_state *state, const runc_tokenizer *tok, const char *prompt,
  * (its own previous problem, or another's: "24 + 81 =" and "24 + 93 =" share
  * seven, BOS and the dummy space included) copies their keys and values
  * instead of running them, and prompt tokens stop in the last layer once
- * their keys and values are stored. Greedy answers are identical to runc_solve's (same arithmetic, bit
- * for bit). Weights are packed once at open (fp32 rows aligned; int8 values
+ * their keys and values are stored. Greedy answers are identical to
+ * runc_solve's (same arithmetic, bit for bit). Weights are packed once at open (fp32 rows aligned; int8 values
  * as exact floats), KV caches and activations live in one arena allocated at
  * open: solving allocates nothing. */
 typedef struct runc_batch runc_batch;

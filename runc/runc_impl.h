@@ -99,4 +99,15 @@ static inline float runc_expf(float x)
     return y;
 }
 
+/* Prefix reuse, the rule runc_generate and the batch engine share: how many
+ * of a prompt's first positions a cache that holds cached[0..n_cached) may
+ * give it (their keys and values depend only on the tokens up to them). The
+ * last prompt token always runs, for its logits. */
+static inline int runc_reusable(const int *cached, int n_cached, const int *prompt, int n_prompt)
+{
+    int k = 0;
+    while (k < n_prompt - 1 && k < n_cached && cached[k] == prompt[k]) k++;
+    return k;
+}
+
 #endif /* RUNC_IMPL_H */
