@@ -39,8 +39,11 @@ from tinymath.tasks import TaskSpec, build_splits
 from tinymath.tokenizer import Tokenizer, train_tokenizer
 from tinymath.train.config import TrainConfig
 from tinymath.train.data import IGNORE, Batches, encode
+from tinymath.train.device import auto_threads
+from tinymath.train.greedy_eval import evaluate
 from tinymath.train.model import ModelConfig, Transformer
-from tinymath.train.train import auto_threads, evaluate, make_optimizer, train, train_step
+from tinymath.train.optim import make_optimizer
+from tinymath.train.train import train, train_step
 
 TASK = {"task": "arith", "ops": "+"}  # classic: operands 0-89, 90-99 held out, answers like 106.00
 DEFAULT_THREADS = torch.get_num_threads()

@@ -5,13 +5,17 @@ sha256 and size of the .bin), what model it holds (config, parameter count),
 and where it came from (tokenizer, task spec and seed, training steps and
 tokens, accuracy if the checkpoint recorded any, the source checkpoint and its
 sha256). Evaluation may add keys later; the ones written here keep their meaning.
+Every path a card holds is relative to the card's own folder, so a model, its card
+and its files can move together; `ModelFiles` finds them again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,26 +59,102 @@ def jsonable(x: Any) -> Any:
     return str(x)
 
 
-def resolve_tokenizer(name: str | os.PathLike | None, source: str | os.PathLike | None = None) -> Path | None:
-    """The tokenizer file a checkpoint names: as given, else relative to the checkpoint's folder,
-    else the file of that name beside the checkpoint (a run folder that moved)."""
-    if not name:
+def locate(named: str | os.PathLike | None, folder: str | os.PathLike | None = None) -> Path | None:
+    """The file a card or checkpoint names, or None: relative to `folder` (the record's own folder,
+    where cards write their paths), as given (absolute, or older records), else the file of that
+    name in `folder` (a folder that moved, or a file copied beside the model)."""
+    if not named:
         return None
-    p = Path(name)
-    if p.is_file():
-        return p
-    if source is not None:
-        for q in ((Path(source).parent / p) if not p.is_absolute() else None, Path(source).parent / p.name):
-            if q is not None and q.is_file():
-                return q
-    return None
+    p = Path(named)
+    candidates = [p] if folder is None else [Path(folder) / p, p, Path(folder) / p.name]
+    return next((c for c in candidates if c.is_file()), None)
 
 
-def _file_entry(name, source) -> dict | None:
+def _relative(path: Path, folder: Path) -> str:
+    """`path` as the card writes it: relative to the card's folder, so the pair can move together."""
+    try:
+        return os.path.relpath(path.resolve(), folder.resolve())
+    except ValueError:  # another drive (Windows): no relative form
+        return os.fspath(path)
+
+
+def _file_entry(name, source, folder: Path) -> dict | None:
     if not name:
         return None
-    path = resolve_tokenizer(name, source)
-    return {"path": os.fspath(name), "sha256": sha256_file(path) if path else None}
+    path = locate(name, Path(source).parent if source else None)
+    return {"path": _relative(path, folder) if path else os.fspath(name),
+            "sha256": sha256_file(path) if path else None}
+
+
+@dataclass
+class ModelFiles:
+    """A model file and the files its card names (tokenizer, training checkpoint, task), found
+    by one rule: a card's paths are relative to the card; failing that, a file of the same name
+    beside the model. The one place that finds a model's files."""
+
+    path: Path
+    card: dict
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "ModelFiles":
+        """Raise FileNotFoundError for a missing model, ValueError for a card that is not JSON."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        cp = card_path(path)
+        card: Any = {}
+        if cp.is_file():
+            try:
+                card = json.loads(cp.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"model card {cp} is not valid JSON: {e}") from None
+        return cls(path, card if isinstance(card, dict) else {})
+
+    def _named(self, *keys: str) -> str | None:
+        d: Any = self.card
+        for k in keys:
+            d = d.get(k) if isinstance(d, dict) else None
+        return d if isinstance(d, str) and d else None
+
+    def tokenizer(self, given: str | os.PathLike | None = None) -> Path:
+        """tokenizer.bin: `given`, else the card's, else tokenizer.bin beside the model."""
+        if given:
+            if not Path(given).is_file():
+                raise FileNotFoundError(f"tokenizer not found: {given}")
+            return Path(given)
+        found = (locate(self._named("tokenizer", "bin", "path"), self.path.parent)
+                 or locate("tokenizer.bin", self.path.parent))
+        if found is None:
+            named = self._named("tokenizer", "bin", "path")
+            raise FileNotFoundError(f"no tokenizer for {self.path}: pass --tokenizer (the card names "
+                                    f"{named or 'none'}, and there is no tokenizer.bin beside the model)")
+        return found
+
+    def tokenizer_model(self) -> Path | None:
+        """The SentencePiece .model the card names, or tokenizer.model beside the model."""
+        return (locate(self._named("tokenizer", "model", "path"), self.path.parent)
+                or locate("tokenizer.model", self.path.parent))
+
+    def checkpoint(self, given: str | os.PathLike | None = None) -> Path | None:
+        """The training checkpoint: `given`, the card's source, or best.pt / ckpt.pt beside the model."""
+        if given:
+            if not Path(given).is_file():
+                raise FileNotFoundError(f"checkpoint not found: {given}")
+            return Path(given)
+        for named in (self._named("source", "checkpoint"), "best.pt", "ckpt.pt"):
+            found = locate(named, self.path.parent)
+            if found is not None:
+                return found
+        return None
+
+    def task(self) -> dict | None:
+        return card_task(self.card)
+
+
+def card_task(card: dict) -> dict | None:
+    """The task spec a model was trained on (or last evaluated on), as its card records it."""
+    task = card.get("task") or card.get("evaluated_task")
+    return task if isinstance(task, dict) else None
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -110,17 +190,18 @@ def build_card(model, *, fmt: str, file: str | os.PathLike, sha256: str | None, 
     train_config = meta.get("train_config") if isinstance(meta.get("train_config"), dict) else {}
     source = meta.get("source") or {}
     src = source.get("checkpoint")
+    folder = Path(file) if fmt == "hf" else Path(file).parent  # where the card is written
     if tokenizer is not None:  # given by the user: a tokenizer.bin or a SentencePiece .model
-        entries = {"model" if Path(tokenizer).suffix == ".model" else "bin": _file_entry(tokenizer, src)}
+        entries = {"model" if Path(tokenizer).suffix == ".model" else "bin": _file_entry(tokenizer, None, folder)}
     else:
         named = meta.get("tokenizer")
-        entries = {"model" if named and Path(named).suffix == ".model" else "bin": _file_entry(named, src)}
+        entries = {"model" if named and Path(named).suffix == ".model" else "bin": _file_entry(named, src, folder)}
         if meta.get("tokenizer_model"):
-            entries["model"] = _file_entry(meta["tokenizer_model"], src)
+            entries["model"] = _file_entry(meta["tokenizer_model"], src, folder)
     entries = {k: v for k, v in entries.items() if v}
     tok = entries or None
     ext = uses_extension(cfg.rope_theta, cfg.norm_eps)
-    runners = ["tinymath runc"]
+    runners = ["runc/run (make run)", "tinymath.runc.Model"]
     if not ext and fmt == "v0":
         runners.append("llama2.c run.c")
     if not ext and fmt == "v2":
@@ -151,7 +232,8 @@ def build_card(model, *, fmt: str, file: str | os.PathLike, sha256: str | None, 
         "accuracy": _accuracy(meta),
         "metrics": meta.get("metrics"),
         "quantization": quantization,
-        "source": source or None,
+        "source": {k: (_relative(Path(v), folder) if k in ("checkpoint", "bin") and Path(v).is_file() else v)
+                   for k, v in source.items()} or None,
         "warnings": list(warnings or []),
         "exported_by": f"tinymath {__version__} export",
     }

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 MAGIC = 0x616B3432
 HEADER_SIZE = 256  # versions 1 and 2
@@ -55,10 +56,8 @@ class ExportError(ValueError):
     """A problem with an export's input or output: the message says what and where."""
 
 
-def check_parent(path) -> "Path":
+def check_parent(path) -> Path:
     """The destination as a Path; ExportError if its directory is missing (checked before any slow work)."""
-    from pathlib import Path
-
     path = Path(path)
     if not path.parent.is_dir():
         raise ExportError(f"output directory does not exist: {path.parent}/ (for {path}); create it first")

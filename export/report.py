@@ -19,14 +19,13 @@ Reading .bin files needs numpy only; a checkpoint needs torch.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .card import card_path
+from .card import ModelFiles, locate
 from .layout import ExportError, check_group_size, default_group_size, norm_names, unpack_header
 from .quant import QTensor, QuantError, quant_error, quantize
 from .reader import read_bin
@@ -126,16 +125,15 @@ def _same_shapes(a: dict, b: dict, what: str) -> None:
 
 
 def _card_source(path: Path) -> Path | None:
-    cp = card_path(path)
-    if not cp.is_file():
-        return None
     try:
-        src = ((json.loads(cp.read_text()) or {}).get("source") or {})
+        files = ModelFiles.open(path)
     except (OSError, ValueError):
         return None
+    src = files.card.get("source") or {}
     for key in ("checkpoint", "bin"):
-        if src.get(key) and Path(src[key]).is_file():
-            return Path(src[key])
+        found = locate(src.get(key), path.parent) if isinstance(src, dict) else None
+        if found is not None:
+            return found
     return None
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from tinymath.fileio import atomic_file, write_json
 
-from .card import build_card, card_path, resolve_tokenizer
+from .card import build_card, card_path, locate
 from .layout import (LLAMA2C_NORM_EPS, LLAMA2C_ROPE_THETA, BinConfig, ExportError, check_group_size, check_parent,
                      default_group_size, freq_shape, matrix_names, norm_names, pack_header, tensor_bytes,
                      uses_extension, v0_names)
@@ -194,7 +194,7 @@ def hf_tokenizer_model(model: ExportModel, tokenizer: str | os.PathLike | None) 
         candidates = [(f"the checkpoint's {k}", model.meta.get(k)) for k in ("tokenizer_model", "tokenizer")]
         candidates = [(w, n) for w, n in candidates if n]
     for who, name in candidates:
-        path = resolve_tokenizer(name, src)
+        path = locate(name, Path(src).parent if src else None)
         if path is None:
             raise ExportError(f"tokenizer {name} not found (named by {who}); "
                               f"pass --tokenizer PATH to the SentencePiece .model")

@@ -10,6 +10,10 @@ from the seed:
   three are disjoint and every op gets the same fractions.
 - Every problem with an operand in the holdout range goes to holdout, and none
   of them is ever in train or val.
+- `exclude` names another task whose val, test and holdout problems this one's
+  train split leaves out: a curriculum stage never trains on a problem the final
+  task evaluates on (count's `19 + 1` is a classic problem), and the stage's
+  problems are still rebuilt from specs alone.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class TaskSpec:
     val_frac: float = 0.05
     test_frac: float = 0.10
     max_train: int | None = None      # cap on training problems (a budget lever)
+    exclude: dict | None = None       # a task spec whose val/test/holdout prompts train leaves out
     seed: int = 0
 
     # ---- (de)serialisation ---------------------------------------------------------
@@ -129,6 +134,10 @@ class TaskSpec:
             raise ValueError("task spec: the file task needs a path")
         if self.task == "dmmath" and not self.modules:
             raise ValueError("task spec: the dmmath task needs at least one module")
+        if self.exclude is not None:
+            if not isinstance(self.exclude, dict):
+                raise ValueError(f"task spec: exclude must be a task spec, got {self.exclude!r}")
+            TaskSpec.from_dict(self.exclude)
 
 
 def _generate(spec: TaskSpec) -> list[Problem]:
@@ -169,6 +178,10 @@ def build_splits(spec: TaskSpec) -> dict[str, list[Problem]]:
     if spec.max_train is not None and spec.max_train < len(out["train"]):
         keep = np.sort(rng.permutation(len(out["train"]))[: spec.max_train])
         out["train"] = [out["train"][i] for i in keep]
+    if spec.exclude is not None:
+        other = build_splits(TaskSpec.from_dict(spec.exclude))
+        unseen = {p.prompt for name in ("val", "test", "holdout") for p in other[name]}
+        out["train"] = [p for p in out["train"] if p.prompt not in unseen]
     return out
 
 

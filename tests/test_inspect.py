@@ -138,10 +138,9 @@ def test_prompt_view_cli(add_model, work, capsys):
 
 def test_attention_and_attribution(add_model):
     from tinymath.inspect import internals
-    from tinymath.inspect.common import read_card
     from tinymath.inspect.tokens import trace
 
-    ckpt = internals.find_checkpoint(add_model, read_card(add_model))
+    ckpt = internals.find_checkpoint(add_model)
     tm, _ = internals.load_torch_model(ckpt)
     with _open(add_model) as m:
         t = trace(m, "4 + 5 =")
@@ -188,7 +187,7 @@ def test_auroc_and_curves():
 def test_confidence_study(add_model, work, capsys):
     from tinymath.inspect.confidence import solve_with_confidence
     from tinymath.inspect.tokens import trace
-    from tinymath.runc.evaluate import evaluate
+    from tinymath.study.evaluate import evaluate
 
     with _open(add_model) as m:
         prompts = [f"{a} + {b} =" for a in range(10) for b in range(0, 10, 3)]

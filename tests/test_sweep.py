@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tinymath.tasks import TaskSpec, build_splits
-from tinymath.train.report import BARS, curve, headline, load_results, smallest_passing, write_report
-from tinymath.train.sweep import load_study, log_sizes, parse_study
+from tinymath.study.report import BARS, curve, headline, load_results, smallest_passing, write_report
+from tinymath.study.sweep import load_study, log_sizes, parse_study
 
 STUDY = """
 name = "tiny"
@@ -175,8 +175,8 @@ stages = [{ task = { task = "count", lo = 0, hi = 19 }, train = { max_steps = 20
     # no stage trained on a problem the final task tests on (count's `5 + 1` is also an addition problem)
     final_splits = build_splits(TaskSpec.from_dict(row["config"]["task"]))
     unseen = {p.prompt for name in ("val", "test", "holdout") for p in final_splits[name]}
-    for d in ("stage0", "stage1"):
-        trained = {line.split(" = ")[0] for line in (run / d / "data" / "train.txt").read_text().splitlines()}
+    for stage in (s0, s1):  # each stage's problems rebuilt from the spec its checkpoint records
+        trained = {p.prompt for p in build_splits(TaskSpec.from_dict(stage["task"]))["train"]}
         assert trained and not trained & unseen
     count_all = build_splits(TaskSpec.from_dict(row["config"]["stages"][0]["task"]))["train"]
     assert any(p.prompt in unseen for p in count_all)  # so the filter had something to remove

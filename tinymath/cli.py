@@ -18,10 +18,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("tinymath.tasks.score_cli", "score a file of predictions against expected answers"),
     "train": ("tinymath.train.cli", "train a tiny Llama model on a task"),
     "export": ("tinymath.export.cli", "export a checkpoint to llama2.c .bin files or Hugging Face format"),
-    "run": ("tinymath.runc.cli", "answer problems with the C engine"),
-    "eval": ("tinymath.runc.evaluate", "score a model file on its task's test and holdout splits"),
-    "sweep": ("tinymath.train.sweep", "run a study: sizes x tasks x seeds, each trained, exported, evaluated"),
-    "report": ("tinymath.train.report", "turn a study's results.jsonl into report.md and plots"),
+    "eval": ("tinymath.study.evaluate", "score a model file on its task's test and holdout splits"),
+    "sweep": ("tinymath.study.sweep", "run a study: sizes x tasks x seeds, each trained, exported, evaluated"),
+    "report": ("tinymath.study.report", "turn a study's results.jsonl into report.md and plots"),
     "inspect": ("tinymath.inspect.cli", "look inside a model: top-k, entropy, attention, attribution, confidence, transfer"),
     "serve": ("tinymath.serve.cli", "a local web page and JSON API that ask every loaded model side by side"),
 }

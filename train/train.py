@@ -8,13 +8,12 @@ val and holdout (per op, as JSON lines in metrics.jsonl and in a tqdm bar),
 atomic checkpoints (ckpt.pt latest, best.pt best val), a final test evaluation,
 exact resumption, SIGINT handling, DDP under torchrun.
 
-Evaluation is greedy decoding, computed fast: one teacher-forced forward pass
-over the split marks a problem right when every answer token and the EOS is the
-argmax given the right prefix, which is exactly when greedy decoding reproduces
-the answer token for token. Problems that fail that check are then really
-decoded (KV cache, greedy) and compared as strings, which catches the rare
-output that differs in tokens but not in text. The result is the greedy
-decoder's exact-match at a fraction of its cost once most answers are right.
+The loop reads top to bottom: the checkpoints it starts from, the problems and
+the tokenizer, the model, then steps with periodic evaluation, then the test
+split once. Its parts live beside it: the device and process group (device.py),
+the shape (shape.py), AdamW and the schedule (optim.py), the greedy evaluation
+(greedy_eval.py), checkpoint I/O (checkpoint.py) and the run folder's other files
+(run_files.py).
 
 Speed on a small CPU (what `make bench-train` measures; 2 cores shared with other work):
 - Per token, the step is 1.1-1.5x a plain PyTorch loop's (llama2.c's model, padded
@@ -39,9 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
-import shutil
 import signal
 import threading
 import time
@@ -55,233 +52,16 @@ from tinymath import fileio
 
 from .checkpoint import FORMAT_VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ModelSection, TrainConfig
-from .data import IGNORE, Batches, Encoded, encode, load_splits
+from .data import IGNORE, Batches, encode, load_splits
+from .device import Dist, auto_threads, autocast, resolve_device
+from .greedy_eval import evaluate, subset
 from .model import ModelConfig, Transformer
+from .optim import AdamW, clip_grad_norm, lr_at, make_optimizer
+from .run_files import ckpt_tokenizer, copy_tokenizer, read_metrics
+from .shape import check_shape_fields, resolve_model_config
 
 
-# ---- machine ---------------------------------------------------------------------------------
-
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("train config: device is cuda but no CUDA device is available")
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank % torch.cuda.device_count())
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("train config: device is mps but MPS is not available")
-    return dev
-
-
-def auto_threads(n_params: int, world: int = 1) -> int:
-    """Intra-op threads for a CPU run (when the config leaves `threads` unset).
-
-    One thread up to 5M parameters. The ops of a small model are short, and a second
-    thread costs more in hand-offs than it gains; on a machine where other work runs,
-    every parallel op waits for a descheduled thread, and two threads measured 5-50x
-    slower than one here. Run two trainings side by side to use two cores.
-    """
-    cores = os.cpu_count() or 1
-    per_rank = max(1, cores // max(1, world))
-    return 1 if n_params < 5_000_000 else per_rank
-
-
-class Dist:
-    """torchrun's environment: rank, world size, and the collective ops the loop needs."""
-
-    def __init__(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.enabled = self.world > 1
-        self.owns_group = False
-        self.coll_device = torch.device("cpu")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def init(self, device: torch.device) -> None:
-        if not self.enabled:
-            return
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-            self.owns_group = True
-        # NCCL reduces CUDA tensors only; gloo CPU tensors
-        self.coll_device = device if dist.get_backend() == "nccl" else torch.device("cpu")
-
-    def barrier(self) -> None:
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def sum_(self, t: torch.Tensor) -> torch.Tensor:
-        if self.enabled:
-            import torch.distributed as dist
-
-            if t.device != self.coll_device:
-                moved = t.to(self.coll_device)
-                dist.all_reduce(moved, op=dist.ReduceOp.SUM)
-                t.copy_(moved)
-            else:
-                dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return t
-
-    def any(self, flag: bool) -> bool:
-        if not self.enabled:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0])
-        return bool(self.sum_(t).item() > 0)
-
-    def close(self) -> None:
-        if self.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-# ---- model, optimizer, schedule ----------------------------------------------------------------
-
-def _hidden_for(dim: int) -> int:
-    return max(4, int(round(dim * 8 / 3 / 4)) * 4)
-
-
-def check_shape_fields(m: ModelSection) -> None:
-    """Catch a shape that cannot work before any data or tokenizer work is done."""
-    if m.params is not None:
-        return
-    dim = m.dim or ModelConfig.dim
-    n_heads = m.n_heads or (dim // m.head_dim if dim % m.head_dim == 0 else ModelConfig.n_heads)
-    probe = ModelConfig(dim=dim, n_layers=m.n_layers or ModelConfig.n_layers, n_heads=n_heads,
-                        n_kv_heads=m.n_kv_heads or n_heads, hidden_dim=m.hidden_dim or _hidden_for(dim),
-                        vocab_size=m.vocab_size or 8, max_seq_len=m.max_seq_len or 8, norm_eps=m.norm_eps,
-                        rope_theta=m.rope_theta, tied=m.tied)
-    probe.validate()
-
-
-def resolve_model_config(m: ModelSection, vocab_size: int, longest: int) -> ModelConfig:
-    """The ModelConfig for a model section, a tokenizer's vocabulary and the longest problem (tokens)."""
-    if m.vocab_size is not None and m.vocab_size != vocab_size:
-        raise ValueError(f"model config: vocab_size is {m.vocab_size}, but the tokenizer has {vocab_size} tokens "
-                         f"(leave model.vocab_size out to take the tokenizer's)")
-    if m.max_seq_len is not None and m.max_seq_len < longest:
-        raise ValueError(f"model config: max_seq_len ({m.max_seq_len}) is shorter than the longest problem "
-                         f"({longest} tokens with BOS and EOS)")
-    seq = m.max_seq_len or longest
-    if m.params is not None:
-        cfg = ModelConfig.for_params(m.params, vocab_size, seq, n_layers=m.n_layers, head_dim=m.head_dim,
-                                     tied=m.tied)
-        cfg.norm_eps, cfg.rope_theta = m.norm_eps, m.rope_theta
-        if m.n_kv_heads is not None:
-            cfg.n_kv_heads = m.n_kv_heads
-    else:
-        dim = m.dim or ModelConfig.dim
-        n_heads = m.n_heads or (dim // m.head_dim if dim % m.head_dim == 0 else ModelConfig.n_heads)
-        cfg = ModelConfig(dim=dim, n_layers=m.n_layers or ModelConfig.n_layers, n_heads=n_heads,
-                          n_kv_heads=m.n_kv_heads or n_heads, hidden_dim=m.hidden_dim or _hidden_for(dim),
-                          vocab_size=vocab_size, max_seq_len=seq, norm_eps=m.norm_eps, rope_theta=m.rope_theta,
-                          tied=m.tied)
-    cfg.validate()
-    return cfg
-
-
-class AdamW:
-    """torch.optim.AdamW's update (decoupled weight decay, bias correction) with foreach kernels.
-
-    Same arithmetic as torch's foreach AdamW, but standalone: constructing any
-    torch.optim optimizer imports torch._dynamo, which costs ~2 s at every start-up
-    on a small CPU machine, noticeable when a study trains hundreds of small models.
-    Offers the part of the Optimizer interface the loop uses: param_groups
-    (with "lr"), zero_grad, step, state_dict, load_state_dict.
-    """
-
-    def __init__(self, groups: list[dict], lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8):
-        self.param_groups = [{"params": list(g["params"]), "weight_decay": float(g.get("weight_decay", 0.0)),
-                              "lr": lr, "betas": tuple(betas), "eps": eps} for g in groups]
-        self.steps = 0
-        self.exp_avg = [[torch.zeros_like(p, memory_format=torch.preserve_format) for p in g["params"]]
-                        for g in self.param_groups]
-        self.exp_avg_sq = [[torch.zeros_like(p, memory_format=torch.preserve_format) for p in g["params"]]
-                           for g in self.param_groups]
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for g in self.param_groups:
-            for p in g["params"]:
-                p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.steps += 1
-        t = self.steps
-        for g, m, v in zip(self.param_groups, self.exp_avg, self.exp_avg_sq):
-            live = [i for i, p in enumerate(g["params"]) if p.grad is not None]
-            if not live:
-                continue
-            params = [g["params"][i] for i in live]
-            grads = [g["params"][i].grad for i in live]
-            m, v = [m[i] for i in live], [v[i] for i in live]
-            lr, (b1, b2), eps, wd = g["lr"], g["betas"], g["eps"], g["weight_decay"]
-            if wd:
-                torch._foreach_mul_(params, 1 - lr * wd)
-            torch._foreach_lerp_(m, grads, 1 - b1)
-            torch._foreach_mul_(v, b2)
-            torch._foreach_addcmul_(v, grads, grads, 1 - b2)
-            bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
-            denom = torch._foreach_sqrt(v)
-            torch._foreach_div_(denom, math.sqrt(bc2))
-            torch._foreach_add_(denom, eps)
-            torch._foreach_addcdiv_(params, m, denom, -lr / bc1)
-
-    def state_dict(self) -> dict:
-        return {"kind": "adamw", "steps": self.steps,
-                "param_groups": [{"lr": g["lr"], "betas": list(g["betas"]), "eps": g["eps"],
-                                  "weight_decay": g["weight_decay"], "n_params": len(g["params"])}
-                                 for g in self.param_groups],
-                "exp_avg": [list(x) for x in self.exp_avg], "exp_avg_sq": [list(x) for x in self.exp_avg_sq]}
-
-    def load_state_dict(self, d: dict) -> None:
-        if d.get("kind") != "adamw" or len(d["param_groups"]) != len(self.param_groups):
-            raise ValueError("optimizer state in the checkpoint does not match this optimizer")
-        for g, sg, m, v, sm, sv in zip(self.param_groups, d["param_groups"], self.exp_avg, self.exp_avg_sq,
-                                       d["exp_avg"], d["exp_avg_sq"]):
-            if len(sm) != len(m) or any(a.shape != b.shape for a, b in zip(m, sm)):
-                raise ValueError("optimizer state in the checkpoint has other parameter shapes")
-            g.update(lr=sg["lr"], betas=tuple(sg["betas"]), eps=sg["eps"], weight_decay=sg["weight_decay"])
-            for a, b in zip(m + v, list(sm) + list(sv)):
-                a.copy_(b)
-        self.steps = int(d["steps"])
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> AdamW:
-    """AdamW; weight decay on the matrices of the linear layers only (not norms, not embeddings)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():  # a tied classifier appears once, as tok_embeddings
-        if not p.requires_grad:
-            continue
-        (decay if p.dim() >= 2 and "tok_embeddings" not in name else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
-
-
-def clip_grad_norm(model: torch.nn.Module, max_norm: float) -> None:
-    """Scale all gradients so their global L2 norm is at most max_norm (torch's clip_grad_norm_)."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
-
+# ---- one step ---------------------------------------------------------------------------------
 
 def train_step(train_model: torch.nn.Module, model: Transformer, opt: AdamW, batches: Batches, step: int,
                grad_clip: float, device: torch.device, amp: Callable = contextlib.nullcontext,
@@ -310,81 +90,6 @@ def train_step(train_model: torch.nn.Module, model: Transformer, opt: AdamW, bat
     return loss_total.detach(), len(tgt), n_tok
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of update number `step` (0-based): linear warm-up, then cosine/linear/constant."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "constant":
-        return cfg.lr
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-    shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
-    return cfg.lr * (cfg.min_lr + (1 - cfg.min_lr) * shape)
-
-
-# ---- evaluation --------------------------------------------------------------------------------
-
-def subset(enc: Encoded, idx: list[int]) -> Encoded:
-    t = torch.tensor(idx, dtype=torch.long)
-    return Encoded([enc.problems[i] for i in idx], enc.inputs[t], enc.targets[t], enc.lengths[t],
-                   enc.n_prompt[t], [enc.prompts[i] for i in idx])
-
-
-@torch.no_grad()
-def evaluate(model: Transformer, enc: Encoded, tok, device: torch.device, batch_size: int = 1024,
-             decode: bool = True, amp: Callable = contextlib.nullcontext, dist: Dist | None = None) -> dict:
-    """Greedy exact-match of `model` on a split: {"acc", "n", "by_op": {op: acc}, "n_by_op"}.
-
-    Under DDP each rank scores every world-th problem and the counts are summed.
-    """
-    ops = sorted({p.op for p in enc.problems})
-    rank, world = (dist.rank, dist.world) if dist is not None and dist.enabled else (0, 1)
-    mine = list(range(rank, len(enc), world))
-    was_training = model.training
-    model.eval()
-    ok = torch.zeros(len(mine), dtype=torch.bool)
-    for s in range(0, len(mine), batch_size):
-        rows = torch.tensor(mine[s:s + batch_size], dtype=torch.long)
-        width = int(enc.lengths[rows].max()) - 1
-        x = enc.inputs[rows, :width]
-        yf = enc.targets[rows, :width].reshape(-1)
-        sel = (yf != IGNORE).nonzero().squeeze(1)
-        with amp():
-            logits = model(x.to(device), select=sel.to(device))
-        hit = logits.argmax(-1).cpu() == yf[sel]
-        bad = torch.zeros(len(rows), dtype=torch.bool)
-        bad[(sel // width)[~hit]] = True
-        ok[s:s + len(rows)] = ~bad
-    if decode:
-        miss = (~ok).nonzero().squeeze(1).tolist()
-        for s in range(0, len(miss), batch_size):
-            chunk = miss[s:s + batch_size]
-            prompts = [enc.prompts[mine[j]] for j in chunk]
-            with amp():
-                gens = model.generate_greedy(prompts, model.cfg.max_seq_len, tok.eos_id)
-            for j, g in zip(chunk, gens):
-                if tok.decode_answer(g) == enc.problems[mine[j]].answer.strip():
-                    ok[j] = True
-    if was_training:
-        model.train()
-    counts = torch.zeros(2 * len(ops) + 2, dtype=torch.float64)
-    op_index = {op: i for i, op in enumerate(ops)}
-    for j, good in zip(mine, ok.tolist()):
-        k = op_index[enc.problems[j].op]
-        counts[2 * k] += 1
-        counts[2 * k + 1] += good
-    counts[-2], counts[-1] = len(mine), float(ok.sum())
-    if dist is not None:
-        dist.sum_(counts)
-    n, correct = int(counts[-2]), int(counts[-1])
-    return {
-        "acc": correct / n if n else None,
-        "n": n,
-        "by_op": {op: (counts[2 * i + 1].item() / counts[2 * i].item()) for i, op in enumerate(ops)
-                  if counts[2 * i] > 0},
-        "n_by_op": {op: int(counts[2 * i]) for i, op in enumerate(ops)},
-    }
-
-
 # ---- the run ------------------------------------------------------------------------------------
 
 class _Interrupt:
@@ -410,68 +115,8 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self._old)
 
 
-def _tokenizer_files(path: Path) -> tuple[Path, Path | None]:
-    """(tokenizer.bin, tokenizer.model or None) for a given .bin or .model path."""
-    if path.suffix == ".model":
-        bin_path = path.with_suffix(".bin")
-        if not bin_path.is_file():
-            raise FileNotFoundError(f"tokenizer {path}: no tokenizer.bin beside it (tinymath tokenizer writes both)")
-        return bin_path, path
-    if not path.is_file():
-        raise FileNotFoundError(f"tokenizer not found: {path}")
-    model = path.with_suffix(".model")
-    return path, model if model.is_file() else None
-
-
-def _copy_tokenizer(src: Path, run_dir: Path) -> None:
-    bin_path, model_path = _tokenizer_files(src)
-    for s, name in ((bin_path, "tokenizer.bin"), (model_path, "tokenizer.model")):
-        if s is None:
-            continue
-        dst = run_dir / name
-        if dst.exists() and dst.resolve() == s.resolve():
-            continue
-        tmp = run_dir / f".{name}.tmp"
-        shutil.copyfile(s, tmp)
-        os.replace(tmp, dst)
-
-
-def _ckpt_tokenizer(ckpt: dict, ckpt_path: Path) -> Path:
-    """The tokenizer.bin a checkpoint names, or the one beside it if the run folder moved."""
-    named = Path(ckpt.get("tokenizer") or "")
-    if named.is_file():
-        return named
-    beside = ckpt_path.parent / "tokenizer.bin"
-    if beside.is_file():
-        return beside
-    raise FileNotFoundError(f"checkpoint {ckpt_path}: its tokenizer {named} is missing (and no tokenizer.bin beside it)")
-
-
-def _read_metrics(path: Path, upto_step: int) -> list[str]:
-    if not path.is_file():
-        return []
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a torn last line from a crash
-        # an end-of-run record ("event": "final") is logged again when the resumed run ends: a run
-        # killed after logging it but before exiting would otherwise end up with two
-        if "event" not in record and record.get("step", 0) <= upto_step:
-            keep.append(line)
-    return keep
-
-
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
-
-
-def _autocast(device: torch.device, dtype: str) -> Callable:
-    use_bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
-    if not use_bf16:
-        return contextlib.nullcontext
-    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None, *, overwrite: bool = False,
@@ -525,13 +170,13 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         if resume_ckpt is not None:
-            src = _ckpt_tokenizer(resume_ckpt, resume_path)
+            src = ckpt_tokenizer(resume_ckpt, resume_path)
             if src.resolve() != (out / "tokenizer.bin").resolve():
-                _copy_tokenizer(src, out)
+                copy_tokenizer(src, out)
         elif cfg.tokenizer:
-            _copy_tokenizer(Path(cfg.tokenizer), out)
+            copy_tokenizer(Path(cfg.tokenizer), out)
         elif init_ckpt is not None:
-            _copy_tokenizer(_ckpt_tokenizer(init_ckpt, Path(cfg.init_from)), out)
+            copy_tokenizer(ckpt_tokenizer(init_ckpt, Path(cfg.init_from)), out)
         else:
             from tinymath.tokenizer import train_tokenizer
 
@@ -600,7 +245,7 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
         train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         train_model = torch.compile(train_model, dynamic=True)
-    amp = _autocast(device, cfg.dtype)
+    amp = autocast(device, cfg.dtype)
 
     batches = Batches(enc["train"], cfg.batch_size, cfg.seed, cfg.bucket, dist.rank, dist.world)
     rng = torch.Generator().manual_seed(cfg.seed + 17)
@@ -634,7 +279,7 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
         }
 
     if dist.main:
-        lines = _read_metrics(metrics_path, step) if resume_ckpt is not None else []
+        lines = read_metrics(metrics_path, step) if resume_ckpt is not None else []
         # atomically: a kill here must not lose the history (metrics) or leave half a config
         fileio.write_text(metrics_path, "".join(line + "\n" for line in lines))
         fileio.write_text(out / "config.json", json.dumps(saved_config, indent=2, sort_keys=True) + "\n")

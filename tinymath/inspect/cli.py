@@ -134,7 +134,7 @@ def _prompt(args: argparse.Namespace) -> int:
         from . import internals
 
         try:
-            ckpt_path = internals.find_checkpoint(args.model, card, args.checkpoint)
+            ckpt_path = internals.find_checkpoint(args.model, args.checkpoint)
             tm, ck = internals.load_torch_model(ckpt_path)
         except InspectError as e:
             print(f"(no attention or attribution: {e})")

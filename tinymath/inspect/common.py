@@ -22,29 +22,17 @@ class InspectError(ValueError):
 
 # ---- model files ---------------------------------------------------------------------------------
 
-def read_card(model_path: str | Path) -> dict:
-    """The model card beside a .bin (same stem, .json), or {} when there is none."""
-    card = Path(model_path).with_suffix(".json")
-    if not card.is_file():
-        return {}
-    try:
-        d = json.loads(card.read_text())
-    except json.JSONDecodeError as e:
-        raise InspectError(f"model card {card} is not valid JSON: {e}") from None
-    return d if isinstance(d, dict) else {}
-
-
 def open_model(path: str | Path, tokenizer: str | None = None, **kwargs: Any):
     """(Model, card, tokenizer path) for a .bin model file; the tokenizer from --tokenizer, the card or beside it."""
+    from tinymath.export.card import ModelFiles
     from tinymath.runc import Model
-    from tinymath.runc.evaluate import find_tokenizer
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    card = read_card(path)
-    tok = find_tokenizer(path, card, tokenizer)
-    return Model(str(path), tokenizer=str(tok), **kwargs), card, tok
+    try:
+        files = ModelFiles.open(path)
+    except ValueError as e:  # a card that is not JSON
+        raise InspectError(str(e)) from None
+    tok = files.tokenizer(tokenizer)
+    return Model(str(files.path), tokenizer=str(tok), **kwargs), files.card, tok
 
 
 def task_of(card: dict, given: str | dict | None = None):
@@ -71,7 +59,9 @@ def task_of(card: dict, given: str | dict | None = None):
             d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in PRESETS[text].items()}
             return TaskSpec.from_dict(d)
         raise InspectError(f"--task: {text!r} is neither a JSON task spec, a spec.json, nor a preset")
-    task = card.get("task") or card.get("evaluated_task")
+    from tinymath.export.card import card_task
+
+    task = card_task(card)
     if not task:
         raise InspectError("the model card names no task: pass --task '{\"task\": \"arith\", ...}'")
     return TaskSpec.from_dict(task)

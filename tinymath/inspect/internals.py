@@ -36,24 +36,16 @@ import numpy as np
 from .common import InspectError, save_png, show
 
 
-def find_checkpoint(model_path: str | Path, card: dict, given: str | None = None) -> Path:
+def find_checkpoint(model_path: str | Path, given: str | None = None) -> Path:
     """The training checkpoint behind a .bin: --checkpoint, the card's source, or best.pt/ckpt.pt beside it."""
-    model_path = Path(model_path)
-    src = ((card.get("source") or {}).get("checkpoint")) if isinstance(card.get("source"), dict) else None
-    candidates: list[Path] = []
-    if given:
-        candidates.append(Path(given))
-    if src:
-        candidates += [Path(src), model_path.parent / Path(src).name]
-    candidates += [model_path.parent / "best.pt", model_path.parent / "ckpt.pt"]
-    for c in candidates:
-        if c.is_file():
-            return c
-    if given:
-        raise FileNotFoundError(f"checkpoint not found: {given}")
-    raise InspectError(
-        f"attention and attribution need the training checkpoint of {model_path.name} "
-        f"(looked for {', '.join(str(c) for c in dict.fromkeys(candidates))}): pass --checkpoint")
+    from tinymath.export.card import ModelFiles
+
+    found = ModelFiles.open(model_path).checkpoint(given)
+    if found is None:
+        raise InspectError(
+            f"attention and attribution need the training checkpoint of {Path(model_path).name} "
+            f"(the card names none that exists, and there is no best.pt or ckpt.pt beside it): pass --checkpoint")
+    return found
 
 
 def require_torch() -> None:

@@ -56,7 +56,7 @@ def answer_loss(model, tok, problems) -> tuple[float | None, int, int]:
 
 def evaluate_cell(model, tok, spec, split: str = "test") -> dict:
     """Accuracy (the task's scorer) and answer loss of one open model on one task's split."""
-    from tinymath.runc.evaluate import solve_all
+    from tinymath.study.evaluate import solve_all
     from tinymath.tasks import build_splits, score
 
     problems = build_splits(spec)[split]
@@ -208,14 +208,13 @@ def fewshot(source: str | Path, task, shots: Sequence[int], out: str | Path, ste
 
     source = Path(source)
     if source.suffix == ".bin":  # a model file: its card names the checkpoint
-        from .common import read_card
         from .internals import find_checkpoint
 
-        source = find_checkpoint(source, read_card(source))
+        source = find_checkpoint(source)
     src = load_checkpoint(source)
-    tok = Path(src.get("tokenizer") or "")
-    if not tok.is_file():
-        tok = source.parent / "tokenizer.bin"
+    from tinymath.export.card import locate
+
+    tok = locate(src.get("tokenizer"), source.parent) or source.parent / "tokenizer.bin"
     spec = task_of({}, task)
     mc = src["model_config"]
     shape = {k: mc[k] for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "tied", "norm_eps",

@@ -15,33 +15,18 @@ import json
 from pathlib import Path
 
 from tinymath import fileio
+from tinymath.export.card import ModelFiles
 from tinymath.tasks import Problem, ScoreReport, TaskSpec, build_splits, score
 
 CHUNK = 2048  # problems per call into the engine: one progress-bar step
 
 
-def read_card(model_path: Path) -> dict:
-    card = model_path.with_suffix(".json")
-    return json.loads(card.read_text()) if card.is_file() else {}
-
-
-def find_tokenizer(model_path: Path, card: dict, given: str | None) -> Path:
-    candidates = [given] if given else []
-    tok = card.get("tokenizer") or {}
-    if tok.get("path"):
-        candidates += [tok["path"], str(model_path.parent / Path(tok["path"]).name)]
-    candidates.append(str(model_path.parent / "tokenizer.bin"))
-    for c in candidates:
-        if c and Path(c).is_file():
-            return Path(c)
-    raise FileNotFoundError(f"no tokenizer for {model_path}: pass --tokenizer (looked for {', '.join(map(str, candidates))})")
-
-
-def find_spec(card: dict, data: str | None) -> TaskSpec:
+def find_spec(files: ModelFiles, data: str | None) -> TaskSpec:
     if data:
         return TaskSpec.load(Path(data) / "spec.json" if Path(data).is_dir() else Path(data))
-    if card.get("task"):
-        return TaskSpec.from_dict(card["task"])
+    task = files.card.get("task")
+    if task:
+        return TaskSpec.from_dict(task)
     raise ValueError("the model card names no task: pass --data FOLDER (written by `tinymath gen`)")
 
 
@@ -64,11 +49,9 @@ def evaluate(model_path: str | Path, tokenizer: str | None = None, data: str | N
     from tinymath.runc import Model
 
     model_path = Path(model_path)
-    if not model_path.is_file():
-        raise FileNotFoundError(f"model file not found: {model_path}")
-    card = read_card(model_path)
-    spec = find_spec(card, data)
-    tok = find_tokenizer(model_path, card, tokenizer)
+    files = ModelFiles.open(model_path)
+    spec = find_spec(files, data)
+    tok = files.tokenizer(tokenizer)
     all_splits = build_splits(spec)
     problems: list[Problem] = [p for s in splits for p in all_splits[s]]
     if not problems:

@@ -134,48 +134,6 @@ def run_config(run: Run, run_dir: Path, base: dict) -> dict:
     return cfg
 
 
-def _train_stages(run: Run, run_dir: Path, cfg: dict) -> tuple[dict, int]:
-    """A curriculum's stages, each in run_dir/stageK from the previous one's weights, on one tokenizer
-    trained on every stage's train lines. Returns the final stage's config and the stages' tokens."""
-    from tinymath.tasks import TaskSpec, build_splits
-    from tinymath.tokenizer import train_tokenizer
-    from tinymath.train.checkpoint import load_checkpoint
-    from tinymath.train.config import load_config
-    from tinymath.train.train import train
-
-    stages = cfg.pop("stages")
-    final = build_splits(TaskSpec.from_dict(cfg["task"]))
-    # a stage never trains on a problem the final task evaluates on (count's `19 + 1` is a classic problem)
-    unseen = {p.prompt for name in ("val", "test", "holdout") for p in final[name]}
-    stage_splits = []
-    for st in stages:
-        splits = build_splits(TaskSpec.from_dict(st["task"]))
-        stage_splits.append({**splits, "train": [p for p in splits["train"] if p.prompt not in unseen]})
-    tok = run_dir / "tokenizer-all" / "tokenizer.bin"
-    if not tok.is_file():
-        lines = [p.line for splits in stage_splits + [final] for p in splits["train"]]
-        train_tokenizer(lines, tok.parent, preset=cfg.get("tokenizer_preset", "digits"))
-    prev, tokens = None, 0
-    for k, (st, splits) in enumerate(zip(stages, stage_splits)):
-        sdir = run_dir / f"stage{k}"
-        (sdir / "data").mkdir(parents=True, exist_ok=True)
-        for name, problems in splits.items():
-            fileio.write_text(sdir / "data" / f"{name}.txt", "".join(p.line + "\n" for p in problems))
-        scfg = {**cfg, **st.get("train", {}), "data": str(sdir / "data"), "out_dir": str(sdir),
-                "tokenizer": str(tok), "init_from": prev}
-        ckpt = sdir / "ckpt.pt"
-        saved = load_checkpoint(ckpt) if ckpt.is_file() else None
-        if saved is not None and saved["metrics"].get("stop_reason") is not None:
-            summary = saved  # this stage finished earlier
-        else:
-            summary = train(load_config(base=scfg), resume=saved is not None or None)
-        if summary.get("interrupted"):
-            raise KeyboardInterrupt
-        tokens += int(summary.get("tokens_seen") or 0)
-        prev = str(ckpt)
-    return {**cfg, "tokenizer": str(tok), "init_from": prev}, tokens
-
-
 def _summary(report) -> dict:
     return report.to_dict()["groups"]
 
@@ -183,14 +141,16 @@ def _summary(report) -> dict:
 def run_one(run: Run, study_dir: Path, base: dict) -> dict:
     """Train (or resume), export fp32 and int8, evaluate both; write and return the result row."""
     from tinymath.export import export_checkpoint
-    from tinymath.runc.evaluate import evaluate
     from tinymath.train.config import load_config
     from tinymath.train.train import train
+
+    from .curriculum import train_stages
+    from .evaluate import evaluate
 
     run_dir = study_dir / "runs" / run.name
     run_dir.mkdir(parents=True, exist_ok=True)
     wanted = run_config(run, run_dir, base)
-    final, stage_tokens = _train_stages(run, run_dir, dict(wanted)) if run.variant.stages else (wanted, 0)
+    final, stage_tokens = train_stages(run_dir, dict(wanted)) if run.variant.stages else (wanted, 0)
     summary = train(load_config(base=final), resume=(run_dir / "ckpt.pt").is_file() or None)
     if summary.get("interrupted"):
         raise KeyboardInterrupt
