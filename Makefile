@@ -42,7 +42,7 @@ model: venv
 	$(VENV)/bin/tinymath train -c models/default.toml --force --no-progress
 	$(VENV)/bin/tinymath export runs/default/best.pt --format v1 --out models/tinymath.bin
 	$(VENV)/bin/tinymath export runs/default/best.pt --format v2 --out models/tinymath.q8.bin
-	cp runs/default/tokenizer.bin models/tokenizer.bin
+	cp runs/default/tokenizer.bin runs/default/tokenizer.model models/
 	$(VENV)/bin/tinymath eval models/tinymath.bin
 	$(VENV)/bin/tinymath eval models/tinymath.q8.bin
 

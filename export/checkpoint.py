@@ -18,7 +18,7 @@ from .layout import ExportError
 from .source import ExportModel, from_state_dict
 
 
-def load_checkpoint(path: str | os.PathLike) -> ExportModel:
+def read_checkpoint(path: str | os.PathLike) -> ExportModel:
     """Read and check a checkpoint; raise ExportError saying what is wrong with it."""
     import torch
 

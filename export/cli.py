@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _is_bin(path: Path) -> bool:
-    from .report import _is_bin as is_bin
+    from .quant_report import _is_bin as is_bin
 
     return is_bin(path)
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         if args.format or args.out:
             raise ExportError("--report prints a report; it takes no --format or --out")
-        from .report import quant_report
+        from .quant_report import quant_report
 
         rep = quant_report(src, args.against, args.group_size)
         print(json.dumps(rep.to_dict(), indent=2) if args.json else rep.format())
@@ -72,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
             model = from_bin_model(read_bin(src), str(src))
         else:
             from .layout import check_parent
-            from .checkpoint import load_checkpoint
+            from .checkpoint import read_checkpoint
 
             check_parent(args.out)  # before the slow load
-            model = load_checkpoint(src)
+            model = read_checkpoint(src)
         res = export_model(model, args.format, args.out, group_size=args.group_size, tokenizer=args.tokenizer)
     for w in caught:
         print(f"tinymath export: warning: {w.message}", file=sys.stderr)

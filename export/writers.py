@@ -224,6 +224,6 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
     if fmt not in FORMATS:  # fail before the (slow) torch import
         raise ExportError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     check_parent(out)
-    from .checkpoint import load_checkpoint
+    from .checkpoint import read_checkpoint
 
-    return export_model(load_checkpoint(checkpoint), fmt, out, group_size=group_size, tokenizer=tokenizer)
+    return export_model(read_checkpoint(checkpoint), fmt, out, group_size=group_size, tokenizer=tokenizer)

@@ -29,7 +29,7 @@ from tinymath.export.layout import tensor_shapes
 from tinymath.export.source import bin_config_from_model_config, from_state_dict
 from tinymath.export.writers import encode_bin
 from tinymath.tasks import TaskSpec, build_splits
-from tinymath.tokenizer.bin import Tokenizer
+from tinymath.tokenizer import Tokenizer
 from tinymath.tokenizer.train_sp import to_llama2c, train_sentencepiece
 
 TEXTS = [

@@ -249,7 +249,7 @@ def test_export_killed_mid_write_leaves_the_old_file_or_none(tmp_path):
     import warnings
 
     from tinymath.export import export_checkpoint
-    from tinymath.tokenizer.bin import Tokenizer as Tok
+    from tinymath.tokenizer import Tokenizer as Tok
 
     rng = random.Random(SEED + 1)
     tok = tmp_path / "tokenizer.bin"
@@ -363,7 +363,7 @@ class _Payload:
 
 def test_checkpoints_load_with_weights_only(tmp_path):
     from tinymath.export import ExportError
-    from tinymath.export import load_checkpoint as export_load
+    from tinymath.export import read_checkpoint as export_load
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"

@@ -604,7 +604,7 @@ import sys
 sys.modules['torch'] = None  # any 'import torch' now raises ImportError
 import numpy as np
 from tinymath.export.reader import read_bin
-from tinymath.export.report import quant_report
+from tinymath.export.quant_report import quant_report
 from tinymath.export.cli import run, add_arguments
 import tinymath.export
 for v in ('v0', 'v1', 'v2'):

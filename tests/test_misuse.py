@@ -18,7 +18,7 @@ import pytest
 from tinymath.export.layout import tensor_shapes
 from tinymath.export.source import bin_config_from_model_config, from_state_dict
 from tinymath.export.writers import encode_bin
-from tinymath.tokenizer.bin import Tokenizer
+from tinymath.tokenizer import Tokenizer
 
 
 

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from collections import Counter
 from decimal import ROUND_HALF_EVEN, Decimal
-from pathlib import Path
 
 import pytest
 from hypothesis import given

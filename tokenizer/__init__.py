@@ -1,6 +1,6 @@
 """Tokenizers: SentencePiece training, llama2.c's tokenizer.bin, and a dependency-free encoder."""
 
-from .bin import BOS_ID, EOS_ID, Tokenizer
+from .tokenizer import BOS_ID, EOS_ID, Tokenizer
 
 __all__ = ["BOS_ID", "EOS_ID", "Tokenizer", "train_tokenizer"]
 

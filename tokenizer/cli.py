@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .bin import Tokenizer
+from .tokenizer import Tokenizer
 from .train_sp import PRESETS
 
 

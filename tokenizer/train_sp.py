@@ -22,7 +22,7 @@ import sentencepiece as spm
 
 from tinymath import fileio
 
-from .bin import Tokenizer
+from .tokenizer import Tokenizer
 
 PRESETS = ("digits", "bpe")
 # always in the digits preset, whether or not the training lines use them

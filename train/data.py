@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,6 +183,3 @@ class Batches:
         y = self.data.targets[local, :width]
         return x, y, n_tokens, n_answer
 
-
-def steps_per_epoch(n_problems: int, batch_size: int) -> float:
-    return n_problems / batch_size if batch_size else math.inf

@@ -115,11 +115,7 @@ def load_models(files: Sequence[Path], threads: int | None = None) -> list[Loade
     out: list[Loaded] = []
     names: set[str] = set()
     for f in files:
-        kwargs = {"threads": threads} if threads else {}
-        try:
-            model, card, tok_path = open_model(f, **kwargs)
-        except TypeError:  # bindings without the batch engine's threads=
-            model, card, tok_path = open_model(f)
+        model, card, tok_path = open_model(f, **({"threads": threads} if threads else {}))
         try:
             spec = task_of(card)
         except ValueError:

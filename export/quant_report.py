@@ -109,9 +109,9 @@ def load_fp32(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str, obje
             raise ExportError(f"{path} is version 2 (int8): not a float32 reference")
         t = {n: a for n, a in bm.tensors.items() if not n.startswith("freq_cis_")}
         return t, f"{path} (v{bm.version}, fp32)", bm.config
-    from .checkpoint import load_checkpoint  # torch
+    from .checkpoint import read_checkpoint  # torch
 
-    m = load_checkpoint(path)
+    m = read_checkpoint(path)
     return m.tensors, f"{path} (checkpoint, step {m.meta.get('step')})", m.config
 
 
