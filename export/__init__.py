@@ -41,7 +41,7 @@ error. Inputs are checked before anything is written: every tensor present,
 none unexpected, every shape as the config implies, all values finite.
 
 Modules: layout (byte layout, GS rule, output checks), quant (Q8_0), reader (numpy, no torch),
-source (checked model), checkpoint (torch loading), writers, hf, card, quant_report,
+source (checked model), checkpoint (torch loading), writers, hf, card, int8_report,
 cli. Importing this package, the reader or the report does not import torch;
 the names below load their modules on first use.
 """
@@ -59,7 +59,7 @@ _LAZY = {
     "export_model": "writers", "export_checkpoint": "writers", "encode_bin": "writers", "FORMATS": "writers",
     "ExportResult": "writers", "ExportWarning": "writers",
     "write_hf": "hf",
-    "quant_report": "quant_report", "QuantReport": "quant_report",
+    "quant_report": "int8_report", "QuantReport": "int8_report",
 }
 
 __all__ = sorted(_LAZY)

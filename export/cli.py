@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _is_bin(path: Path) -> bool:
-    from .quant_report import _is_bin as is_bin
+    from .int8_report import _is_bin as is_bin
 
     return is_bin(path)
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         if args.format or args.out:
             raise ExportError("--report prints a report; it takes no --format or --out")
-        from .quant_report import quant_report
+        from .int8_report import quant_report
 
         rep = quant_report(src, args.against, args.group_size)
         print(json.dumps(rep.to_dict(), indent=2) if args.json else rep.format())

@@ -397,7 +397,7 @@ def test_model_card(tmp_path):
     assert card["format"] == "v2" and card["version"] == 2 and card["group_size"] == 32
     assert card["config"] == m.cfg.to_dict()
     assert card["n_params"] == m.cfg.n_params() == sum(p.numel() for p in m.parameters())
-    assert card["tokenizer"] == {"model": {"path": str(tok), "sha256": hashlib.sha256(tok.read_bytes()).hexdigest()}}
+    assert card["tokenizer"] == {"model": {"path": "tok.model", "sha256": hashlib.sha256(tok.read_bytes()).hexdigest()}}
     assert card["task"] == {"name": "arith", "ops": "+-"} and card["seed"] == 7
     assert card["step"] == 5 and card["tokens_seen"] == 640
     assert card["accuracy"] == {"exact_match": 0.25}
@@ -604,7 +604,7 @@ import sys
 sys.modules['torch'] = None  # any 'import torch' now raises ImportError
 import numpy as np
 from tinymath.export.reader import read_bin
-from tinymath.export.quant_report import quant_report
+from tinymath.export.int8_report import quant_report
 from tinymath.export.cli import run, add_arguments
 import tinymath.export
 for v in ('v0', 'v1', 'v2'):
