@@ -19,6 +19,20 @@ from tinymath.export.card import ModelFiles
 from tinymath.tasks import Problem, ScoreReport, TaskSpec, build_splits, score
 
 CHUNK = 2048  # problems per call into the engine: one progress-bar step
+SPLIT_NOTES = {"test": "in-range problems never trained on (the headline figure)",
+               "holdout": "an operand in the held-out range, never seen in training",
+               "val": "the split training chose its checkpoint on", "train": "trained on"}
+
+
+def _is_tokenizer(path: Path) -> bool:
+    """A file that reads whole as a tokenizer.bin (a model file never does: its header fails first)."""
+    from tinymath.tokenizer import Tokenizer
+
+    try:
+        Tokenizer.load(path)
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 def find_spec(files: ModelFiles, data: str | None) -> TaskSpec:
@@ -50,6 +64,9 @@ def evaluate(model_path: str | Path, tokenizer: str | None = None, data: str | N
 
     model_path = Path(model_path)
     files = ModelFiles.open(model_path)
+    if _is_tokenizer(model_path):
+        raise ValueError(f"{model_path} is a tokenizer file, not a model: pass the model's .bin "
+                         f"(a tokenizer goes to --tokenizer)")
     spec = find_spec(files, data)
     tok = files.tokenizer(tokenizer)
     all_splits = build_splits(spec)
@@ -110,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
     sizes = ", ".join(f"{k} {v.groups['all'].n}" for k, v in result["by_split"].items())
     print(f"splits: {sizes} "
           f"(test: never trained on; holdout: operands never seen)")
-    print(result["report"].table())
+    for split, rep in result["by_split"].items():  # each split alone: test is the headline, holdout apart
+        print(f"\n{split}: {SPLIT_NOTES.get(split, '')}")
+        print(rep.table())
     if not args.no_write:
         out = write_results(Path(args.model), result)
         print(f"wrote {out}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -44,3 +45,36 @@ def test_eval_errors_are_one_line(tmp_path):
     for args, message in cases:
         r = subprocess.run([sys.executable, "-m", "tinymath.cli", "eval", *args], capture_output=True, text=True)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tinymath", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_eval_prints_test_first_and_splits_apart():
+    r = _cli("eval", "models/tinymath.bin", "--no-write")
+    assert r.returncode == 0, r.stderr
+    tables = r.stdout.split("\n\n")[1:]
+    assert tables[0].startswith("test:") and tables[1].startswith("holdout:"), r.stdout[:400]
+    first_row = tables[0].splitlines()[3].split()
+    assert first_row[:2] == ["all", "3231"]  # the headline row counts test problems only
+
+
+def test_eval_names_a_tokenizer_file_and_version():
+    r = _cli("eval", "models/tokenizer.bin")
+    assert r.returncode == 2 and "is a tokenizer file, not a model" in r.stderr, r.stderr
+    r = _cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith("tinymath ")
+
+
+def test_output_closed_early_is_quiet():
+    """`tinymath eval ... | head -1`: the reader goes after one line; no BrokenPipeError traceback."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "tinymath", "eval", "models/tinymath.bin", "--no-write"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    first = p.stdout.readline()
+    p.stdout.close()  # as head does: every later write meets a closed pipe
+    err = p.stderr.read().decode()
+    p.wait(timeout=300)
+    assert first.startswith(b"models/tinymath.bin: task")
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

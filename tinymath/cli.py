@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help)
@@ -34,7 +35,7 @@ def _usage() -> str:
     width = max(len(n) for n in COMMANDS)
     lines = ["usage: tinymath COMMAND [options]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "tinymath COMMAND --help shows a command's options."]
+    lines += ["", "tinymath COMMAND --help shows a command's options; tinymath --version the version."]
     return "\n".join(lines)
 
 
@@ -43,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from tinymath import __version__
+
+        print(f"tinymath {__version__}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"tinymath: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
@@ -64,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tinymath {name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`tinymath eval ... | head`): not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so Python's exit-time flush does not fail again
+        return 141
 
 
 if __name__ == "__main__":
