@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tinymath.tasks import AnswerFormat, TaskSpec, build_splits, parse_line
+from tinymath.tasks import AnswerFormat, Problem, TaskSpec, build_splits, parse_line, score
 from tinymath.tasks import cli as gen_cli
 from tinymath.tasks import steps
 from tinymath.tasks.formats import STEP_FORMATS, classic_result
@@ -196,6 +196,25 @@ def test_gen_writes_the_classic_task_with_steps(tmp_path):
         prompt, answer = parse_line(line)
         a, op, b = steps.operands(prompt)  # type: ignore[misc]
         assert check(answer, a, op, b) == Check(classic_result(a, op, b))
+
+
+def test_score_counts_the_final_answer_and_step_validity():
+    fmt = AnswerFormat("steps")
+    probs = [Problem(f"{a} {op} {b} =", fmt.answer(a, op, b), op, "in")
+             for a, op, b in [(76, "*", 56), (76, "*", 56), (67, "/", 8), (19, "-", 52), (24, "+", 82)]]
+    preds = [MUL, MUL.replace("7*6=42 6*5=30", "7*6=43 6*5=29"), DIV.replace("8.38", "8.37"), "nonsense", "106.00"]
+    r = score(probs, preds, fmt)
+    s = r.to_dict()["groups"]["all"]
+    assert r.groups["all"].exact == 2  # both finals of 76 * 56; the right classic answer without steps is unparsed
+    assert s["steps_valid"] == pytest.approx(1 / 5) and s["right_wrong_steps"] == pytest.approx(1 / 5)
+    assert s["first_wrong"] == {"unparsed": 2, "mul": 1, "round": 1}
+    assert s["mean_chars"] == pytest.approx(sum(map(len, preds)) / 5)
+    assert s["length"] == pytest.approx(3 / 5) and s["parsed"] == 3
+    assert r.to_dict()["groups"]["op /"]["mean_abs_err"] == pytest.approx(0.01)
+    assert r.wrong["/"] == [("67 / 8 =", "8.38", DIV.replace("8.38", "8.37"))]
+    assert "first wrong step: unparsed 2, mul 1, round 1" in r.table() and "steps ok" in r.table()
+    classic = score(probs[:1], ["4256.00"], AnswerFormat("classic")).to_dict()["groups"]["all"]
+    assert classic["steps_valid"] is None and classic["first_wrong"] is None and classic["mean_chars"] == 7
 
 
 def test_facts_are_position_free():
