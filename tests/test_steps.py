@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from tinymath.tasks import AnswerFormat, Problem, TaskSpec, build_splits, parse_line, score
 from tinymath.tasks import cli as gen_cli
 from tinymath.tasks import steps
+from tinymath.tasks.coverage import fact_coverage
 from tinymath.tasks.formats import STEP_FORMATS, classic_result
 from tinymath.tasks.steps import Chain, Check, Compare, Divide, Link, Steps, check, parse, round_quotient
 
@@ -223,3 +224,21 @@ def test_facts_are_position_free():
     assert steps.facts("1<5 67/8=8r3#1.00") == {(1, "<", 5), (67, "/", 8, 8, 3)}
     with pytest.raises(ValueError, match="not a steps answer"):
         steps.facts("4256.00")
+
+
+def test_fact_coverage_on_a_hand_example():
+    def probs(*texts):
+        return [Problem(f"{t} =", "", "+") for t in texts]
+    # 21 + 43 needs 1+3 and 2+4, which 12 + 34 writes in the other places; 13 + 24 needs 3+4, never written
+    assert fact_coverage(probs("12 + 34"), probs("21 + 43", "13 + 24", "2 + 4"), "steps") == pytest.approx(2 / 3)
+    assert fact_coverage(probs("12 + 34", "3 + 4", "1 + 2"), probs("13 + 24"), "steps") == 1.0  # 3+4=7, 1+2=3
+    with pytest.raises(ValueError, match="no held-out problems"):
+        fact_coverage(probs("1 + 2"), [], "steps")
+
+
+def test_held_out_products_need_no_new_fact():
+    """Issue 22's lesson: digit steps cover every held-out product; partial products cover none."""
+    splits = build_splits(TaskSpec(ops="*"))
+    train = splits["train"] + splits["val"] + splits["test"]
+    assert fact_coverage(train, splits["holdout"], "steps") == 1.0
+    assert fact_coverage(train, splits["holdout"][::50], "partial") == 0.0
