@@ -1,6 +1,6 @@
 """Problems: generators, the line format, answer formats, deterministic splits, scoring (numpy only)."""
 
-from .formats import FORMATS, AnswerFormat
+from .formats import FORMATS, STEP_FORMATS, AnswerFormat
 from .problem import Problem, parse_line
 from .score import ScoreReport, score
 from .spec import SPLITS, TASKS, TaskSpec, build_splits
@@ -18,5 +18,5 @@ PRESETS: dict[str, dict] = {
                                              "arithmetic__div", "algebra__linear_1d"), "n": 10_000},
 }
 
-__all__ = ["FORMATS", "PRESETS", "SPLITS", "TASKS", "AnswerFormat", "Problem", "ScoreReport", "TaskSpec",
+__all__ = ["FORMATS", "PRESETS", "SPLITS", "STEP_FORMATS", "TASKS", "AnswerFormat", "Problem", "ScoreReport", "TaskSpec",
            "build_splits", "parse_line", "score"]

@@ -10,6 +10,7 @@ from tinymath import fileio
 
 from . import PRESETS
 from .arith import original_lines
+from .formats import FORMATS, STEP_FORMATS
 from .spec import TASKS, TaskSpec, build_splits, spec_record
 
 
@@ -33,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--range", type=_range, help="operand range LO-HI (default 0-89)")
     p.add_argument("--b-range", type=_range, help="second operand's range, if different")
     p.add_argument("--holdout", help="held-out operand range LO-HI, or 'none' (default 90-99)")
-    p.add_argument("--format", help="answer format: classic, int, reversed, padded")
+    p.add_argument("--format", help=f"answer format: {', '.join(FORMATS + STEP_FORMATS)} (steps and partial "
+                                    "show their work, then the classic answer)")
     p.add_argument("--modulus", type=int, help="mod: the modulus p (default 97)")
     p.add_argument("--modules", help="dmmath: comma-separated module names")
     p.add_argument("--path", help="file: the problem file")

@@ -12,6 +12,12 @@ is a first-class option:
 - padded    as int, operands and each answer number zero-padded to a fixed width
             set by the largest operand: `07 + 05 = 012`.
 - text      free text (tasks whose answers are not numbers of one shape).
+
+Formats that show their work (tasks/steps.py) write steps, then `#`, then the
+classic answer; they are scored on that final answer:
+
+- steps     digit-level steps: `24 + 82 = 4+2=6+0=6 2+8=10+0=10#106.00`.
+- partial   coarser steps: `76 * 56 = 76*6=456 76*50=3800+456=4256#4256.00`.
 """
 
 from __future__ import annotations
@@ -76,8 +82,13 @@ class AnswerFormat:
     max_operand: int = 99
 
     def __post_init__(self) -> None:
-        if self.name not in FORMATS:
-            raise ValueError(f"unknown answer format {self.name!r} (known: {', '.join(FORMATS)})")
+        if self.name not in FORMATS + STEP_FORMATS:
+            raise ValueError(f"unknown answer format {self.name!r} (known: {', '.join(FORMATS + STEP_FORMATS)})")
+
+    @property
+    def shows_steps(self) -> bool:
+        """The answer is steps then a final classic answer (tasks/steps.py)."""
+        return self.name in STEP_FORMATS
 
     # ---- writing -----------------------------------------------------------------
     def operand(self, x: int) -> str:
@@ -105,14 +116,24 @@ class AnswerFormat:
     def answer(self, a: int, op: str, b: int) -> str:
         if self.name == "classic":
             return classic_result(a, op, b)
+        if self.shows_steps:
+            from .steps import answer  # steps.py builds on this module
+
+            return answer(a, op, b, self.name)
         if self.name == "text":
             raise ValueError("the text format has no arithmetic answers")
         return self.numbers(int_result(a, op, b), op)
 
     # ---- reading -----------------------------------------------------------------
     def parse(self, answer: str) -> tuple[float, ...] | None:
-        """The number(s) an answer string stands for, or None if it is not well formed."""
+        """The number(s) an answer string stands for, or None if it is not well formed
+        (a steps answer stands for its final answer)."""
         s = answer.strip()
+        if self.shows_steps:
+            from .steps import final_answer
+
+            final = final_answer(s)
+            return None if final is None else (float(final),)
         if self.name == "classic":
             return (float(s),) if _CLASSIC.fullmatch(s) else None
         if self.name == "text":
@@ -133,9 +154,12 @@ class AnswerFormat:
         e, p = self.parse(expected), self.parse(predicted)
         if e is None or p is None:
             return expected.strip() == predicted.strip()
-        if self.name == "classic":
+        if self.name == "classic" or self.shows_steps:
             return round(e[0] * 100) == round(p[0] * 100)
         return e == p
 
 
 FORMATS = ("classic", "int", "reversed", "padded", "text")
+"""Direct answers: the answer is the result itself."""
+STEP_FORMATS = ("steps", "partial")
+"""Answers that show their work, then the classic answer (tasks/steps.py)."""

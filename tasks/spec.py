@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .formats import AnswerFormat
+from .formats import STEP_FORMATS, AnswerFormat
 from .problem import Problem
 
 SPLITS = ("train", "val", "test", "holdout")
@@ -130,6 +130,12 @@ class TaskSpec:
                 raise ValueError(f"task spec: unknown op {bad[0]!r} for {self.task} (known: {' '.join(allowed)})")
             if len(set(self.ops)) != len(self.ops):
                 raise ValueError(f"task spec: ops {self.ops!r} repeats an op")
+        if self.format is not None:
+            self.answer_format()  # an unknown name is refused here, with the known ones
+        if self.format in STEP_FORMATS and self.task in ("mod", "dmmath"):
+            own = "int, reversed, padded" if self.task == "mod" else "text"
+            raise ValueError(f"task spec: the {self.task} task has no {self.format!r} format (its formats: {own}); "
+                             f"{', '.join(STEP_FORMATS)} are for arith, count and file")
         if self.task == "file" and not self.path:
             raise ValueError("task spec: the file task needs a path")
         if self.task == "dmmath" and not self.modules:
