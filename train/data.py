@@ -107,6 +107,15 @@ def load_splits(task: dict | None, data: str | None, seed: int = 0) -> tuple[dic
     return build_splits(spec), spec.to_dict()
 
 
+def answer_format(task_record: dict):
+    """The answer format of a task record (None for a folder of lines, whose format is unknown)."""
+    from tinymath.tasks import TaskSpec
+
+    if task_record.get("task") == "folder":
+        return None
+    return TaskSpec.from_dict(task_record).answer_format()
+
+
 def _check_disjoint(splits: dict, where: str) -> None:
     train = {p.prompt for p in splits["train"]}
     for name in ("val", "test", "holdout"):

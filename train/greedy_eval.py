@@ -6,7 +6,8 @@ when greedy decoding reproduces the answer token for token. Problems that fail
 that check are then really decoded (KV cache, greedy) and compared as strings,
 which catches the rare output that differs in tokens but not in text. The result
 is the greedy decoder's exact-match at a fraction of its cost once most answers
-are right.
+are right. A format that shows its work counts a right final answer after wrong
+steps as right (the decoded check), as the classic bars count it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import contextlib
 from typing import Callable
 
 import torch
+
+from tinymath.tasks.formats import AnswerFormat
 
 from .data import IGNORE, Encoded
 from .device import Dist
@@ -27,13 +30,26 @@ def subset(enc: Encoded, idx: list[int]) -> Encoded:
                    enc.n_prompt[t], [enc.prompts[i] for i in idx])
 
 
+def same_answer(fmt: AnswerFormat | None) -> Callable[[str, str], bool]:
+    """(expected, decoded) -> right? The whole answer must match, except for formats that show
+    their work: those are scored on the final answer after the steps, as `tinymath eval` scores them."""
+    if fmt is None or not fmt.shows_steps:
+        return lambda expected, got: got == expected.strip()
+    from tinymath.tasks.steps import final_answer
+
+    return lambda expected, got: final_answer(got) == final_answer(expected)
+
+
 @torch.no_grad()
 def evaluate(model: Transformer, enc: Encoded, tok, device: torch.device, batch_size: int = 1024,
-             decode: bool = True, amp: Callable = contextlib.nullcontext, dist: Dist | None = None) -> dict:
+             decode: bool = True, amp: Callable = contextlib.nullcontext, dist: Dist | None = None,
+             fmt: AnswerFormat | None = None) -> dict:
     """Greedy exact-match of `model` on a split: {"acc", "n", "by_op": {op: acc}, "n_by_op"}.
 
+    fmt: the task's answer format (steps formats count the final answer; see same_answer).
     Under DDP each rank scores every world-th problem and the counts are summed.
     """
+    right = same_answer(fmt)
     ops = sorted({p.op for p in enc.problems})
     rank, world = (dist.rank, dist.world) if dist is not None and dist.enabled else (0, 1)
     mine = list(range(rank, len(enc), world))
@@ -60,7 +76,7 @@ def evaluate(model: Transformer, enc: Encoded, tok, device: torch.device, batch_
             with amp():
                 gens = model.generate_greedy(prompts, model.cfg.max_seq_len, tok.eos_id)
             for j, g in zip(chunk, gens):
-                if tok.decode_answer(g) == enc.problems[mine[j]].answer.strip():
+                if right(enc.problems[mine[j]].answer, tok.decode_answer(g)):
                     ok[j] = True
     if was_training:
         model.train()

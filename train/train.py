@@ -52,7 +52,7 @@ from tinymath import fileio
 
 from .checkpoint import FORMAT_VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ModelSection, TrainConfig
-from .data import IGNORE, Batches, encode, load_splits
+from .data import IGNORE, Batches, answer_format, encode, load_splits
 from .device import Dist, auto_threads, autocast, resolve_device
 from .greedy_eval import evaluate, subset
 from .model import ModelConfig, Transformer
@@ -165,6 +165,7 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
 
     # ---- problems and tokenizer -------------------------------------------------------------------
     splits, task_record = load_splits(cfg.task, cfg.data, cfg.seed)
+    fmt = answer_format(task_record)
     if not splits["train"]:
         raise ValueError("the task has no training problems")
     if dist.main:
@@ -299,8 +300,8 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
     def run_eval() -> dict:
         # evaluation in float32 even when training autocasts to bf16: the accuracy is the fp32
         # model's, the one export writes and the C runner runs
-        val = evaluate(model, val_enc, tok, device, cfg.eval_batch_size, cfg.eval_decode, dist=dist)
-        hold = (evaluate(model, hold_enc, tok, device, cfg.eval_batch_size, cfg.eval_decode, dist=dist)
+        val = evaluate(model, val_enc, tok, device, cfg.eval_batch_size, cfg.eval_decode, dist=dist, fmt=fmt)
+        hold = (evaluate(model, hold_enc, tok, device, cfg.eval_batch_size, cfg.eval_decode, dist=dist, fmt=fmt)
                 if len(hold_enc) else None)
         return {"val_acc": val["acc"], "val_by_op": val["by_op"], "val_n": val["n"],
                 "holdout_acc": hold["acc"] if hold else None, "holdout_by_op": hold["by_op"] if hold else {},
@@ -384,7 +385,8 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
         bar.close()
 
     summary = {"out_dir": str(out), "step": step, "tokens_seen": tokens_seen, "elapsed": elapsed,
-               "setup_s": setup_s, "interrupted": interrupted, "stop_reason": "interrupted" if interrupted else stop_reason,
+               "setup_s": setup_s, "interrupted": interrupted,
+               "stop_reason": "interrupted" if interrupted else stop_reason,
                "ckpt": str(ckpt_path), "best": str(best_path), "n_params": mcfg.n_params(),
                "model_config": mcfg.to_dict(), "threads": threads, "device": str(device)}
     if interrupted:
@@ -397,7 +399,7 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
     # ---- the end: test, once -------------------------------------------------------------------------------------
     final = dict(metrics)
     if cfg.test_at_end and len(enc["test"]):
-        test = evaluate(model, enc["test"], tok, device, cfg.eval_batch_size, True, dist=dist)
+        test = evaluate(model, enc["test"], tok, device, cfg.eval_batch_size, True, dist=dist, fmt=fmt)
         final.update({"test_acc": test["acc"], "test_by_op": test["by_op"], "test_n": test["n"]})
     final["stop_reason"] = stop_reason
     if dist.main:
@@ -410,7 +412,7 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
             elif cfg.test_at_end and len(enc["test"]):
                 probe = Transformer(mcfg).to(device)
                 probe.load_state_dict(best["model"])
-                t = evaluate(probe, enc["test"], tok, device, cfg.eval_batch_size, True)
+                t = evaluate(probe, enc["test"], tok, device, cfg.eval_batch_size, True, fmt=fmt)
                 best["metrics"] = {**best["metrics"], "test_acc": t["acc"], "test_by_op": t["by_op"], "test_n": t["n"]}
                 save_checkpoint(best_path, best)
         log({"event": "final", **final})
