@@ -28,6 +28,7 @@ def _is_tokenizer(path: Path) -> bool:
     """A file that reads whole as a tokenizer.bin (a model file never does: its header fails first)."""
     from tinymath.tokenizer import Tokenizer
 
+    
     try:
         Tokenizer.load(path)
     except (ValueError, OSError):
@@ -44,13 +45,16 @@ def find_spec(files: ModelFiles, data: str | None) -> TaskSpec:
     raise ValueError("the model card names no task: pass --data FOLDER (written by `tinymath gen`)")
 
 
-def solve_all(model, prompts: list[str], progress: bool = True, desc: str = "solving") -> list[str]:
+def solve_all(model, prompts: list[str], progress: bool = True, desc: str = "solving",
+              confidence: bool = True) -> list:
+    """model.solve over `prompts` in chunks, with a progress bar: Answer records (text, confidences,
+    n_tokens), or strings with confidence=False."""
     from tqdm import tqdm
 
-    out: list[str] = []
+    out: list = []
     with tqdm(total=len(prompts), desc=desc, unit="problem", disable=not progress, leave=False) as bar:
         for i in range(0, len(prompts), CHUNK):
-            out += model.solve(prompts[i:i + CHUNK])
+            out += model.solve(prompts[i:i + CHUNK], confidence=confidence)
             bar.update(min(CHUNK, len(prompts) - i))
     return out
 
@@ -74,15 +78,26 @@ def evaluate(model_path: str | Path, tokenizer: str | None = None, data: str | N
     if not problems:
         raise ValueError(f"no problems in splits {', '.join(splits)} of this task")
     with Model(str(model_path), tokenizer=str(tok), threads=threads) as model:
-        answers = solve_all(model, [p.prompt for p in problems], progress, desc=model_path.name)
+        solved = solve_all(model, [p.prompt for p in problems], progress, desc=model_path.name)
+    answers, lengths = [a.text for a in solved], [a.n_tokens for a in solved]
     fmt = spec.answer_format()
-    by_split, i = {}, 0
+    by_split, tokens, i = {}, {}, 0
     for s in splits:
         n = len(all_splits[s])
         if n:
             by_split[s] = score(problems[i:i + n], answers[i:i + n], fmt)
+            tokens[s] = mean_by_op(problems[i:i + n], lengths[i:i + n])
         i += n
-    return {"spec": spec, "report": score(problems, answers, fmt), "by_split": by_split, "tokenizer": tok}
+    return {"spec": spec, "report": score(problems, answers, fmt), "by_split": by_split, "tokenizer": tok,
+            "answer_tokens": tokens}
+
+
+def mean_by_op(problems: list[Problem], lengths: list[int]) -> dict[str, float]:
+    """Mean of `lengths` over all problems and per op: {"all": ..., "+": ..., ...}."""
+    groups: dict[str, list[int]] = {"all": list(lengths)}
+    for p, n in zip(problems, lengths):
+        groups.setdefault(p.op, []).append(n)
+    return {k: sum(v) / len(v) for k, v in groups.items() if v}
 
 
 def summary(by_split: dict[str, ScoreReport]) -> dict:
@@ -98,7 +113,7 @@ def summary(by_split: dict[str, ScoreReport]) -> dict:
 def write_results(model_path: Path, result: dict) -> Path:
     out = model_path.with_name(model_path.stem + ".eval.json")
     fileio.write_json(out, {"model": model_path.name, "task": result["spec"].to_dict(),
-                            "combined": result["report"].to_dict(),
+                            "combined": result["report"].to_dict(), "answer_tokens": result["answer_tokens"],
                             "splits": {k: v.to_dict() for k, v in result["by_split"].items()}})
     card_file = model_path.with_suffix(".json")
     if card_file.is_file():
@@ -130,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
     for split, rep in result["by_split"].items():  # each split alone: test is the headline, holdout apart
         print(f"\n{split}: {SPLIT_NOTES.get(split, '')}")
         print(rep.table())
+        toks = result["answer_tokens"][split]
+        print("tokens per answer (mean, EOS not counted): " + ", ".join(f"{k} {v:.1f}" for k, v in toks.items()))
     if not args.no_write:
         out = write_results(Path(args.model), result)
         print(f"wrote {out}")

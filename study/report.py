@@ -8,6 +8,8 @@ results.jsonl holds one JSON object per finished run (written by the sweep):
     train    {"steps", "tokens", "wall_s", "device", "flops"}
     fp32     {"test": GROUPS, "holdout": GROUPS}   GROUPS: ScoreReport summaries by group name
     int8     the same for the int8 file            ("all", "op +", ..., each {"n", "exact", "exact_ci95", ...})
+    answer_tokens  {"fp32": {split: {"all": mean, "+": mean, ...}}, "int8": ...}: tokens generated per
+             answer (EOS not counted); absent in results from before it was recorded
     run_dir  the run's folder (metrics.jsonl there gives training curves)
 
 A model passes a bar on a split when the mean exact-match over its seeds reaches
@@ -155,6 +157,11 @@ def write_report(study_dir: str | Path, more: list[str | Path] = (), out_dir: st
     return out
 
 
+def answer_flops(row: dict, split: str = "test") -> float:
+    """Inference FLOPs of one answer: 2 x params per generated token, the closing EOS included."""
+    return 2.0 * row["params"] * (row["answer_tokens"]["fp32"][split]["all"] + 1)
+
+
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
@@ -236,6 +243,24 @@ def make_plots(rows: list[dict], study: Path) -> list[Path]:
     bars(ax)
     ax.legend(fontsize=7)
     save(fig, "accuracy_vs_compute.png")
+
+    # accuracy against compute per answer: a steps model writes many tokens, a direct one few, so
+    # compare them by what an answer costs (2 x params FLOPs per generated token, EOS included)
+    per_answer = [r for r in rows if exact(r, "test", "all") is not None
+                  and (r.get("answer_tokens") or {}).get("fp32", {}).get("test")]
+    if per_answer:
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for g in groups:
+            pts = [(answer_flops(r), exact(r, "test", "all")) for r in per_answer if r["group"] == g]
+            if pts:
+                ax.scatter([p[0] for p in pts], [100 * p[1] for p in pts], s=14, label=g)
+        ax.set_xscale("log")
+        ax.set_xlabel("FLOPs per answer (2 x params x tokens generated)")
+        ax.set_ylabel("test exact match %")
+        ax.set_title("accuracy against compute per answer")
+        bars(ax)
+        ax.legend(fontsize=7)
+        save(fig, "accuracy_vs_answer_compute.png")
 
     # groups side by side where a size has several (a study of levers at one size)
     # by size target: a lever that changes the shape (depth, untied) lands on another exact count

@@ -157,10 +157,11 @@ def run_one(run: Run, study_dir: Path, base: dict) -> dict:
     ckpt = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "ckpt.pt"
     fp32 = export_checkpoint(ckpt, "v1", run_dir / "model.bin")
     int8 = export_checkpoint(ckpt, "v2", run_dir / "model.q8.bin")
-    scores = {}
+    scores, answer_tokens = {}, {}
     for precision, path in (("fp32", run_dir / "model.bin"), ("int8", run_dir / "model.q8.bin")):
         res = evaluate(path, progress=False)
         scores[precision] = {split: _summary(r) for split, r in res["by_split"].items()}
+        answer_tokens[precision] = res["answer_tokens"]
     card = json.loads((run_dir / "model.json").read_text())
     tokens = int(summary.get("tokens_seen") or 0) + stage_tokens  # a curriculum's compute counts every stage
     row = {
@@ -169,7 +170,7 @@ def run_one(run: Run, study_dir: Path, base: dict) -> dict:
         "train": {"steps": int(summary.get("step") or 0), "tokens": tokens,
                   "wall_s": float(summary.get("elapsed") or 0.0), "device": str(summary.get("device", "cpu")),
                   "flops": 6.0 * int(card["n_params"]) * tokens, "checkpoint": ckpt.name},
-        "fp32": scores["fp32"], "int8": scores["int8"],
+        "fp32": scores["fp32"], "int8": scores["int8"], "answer_tokens": answer_tokens,
         "files": {"fp32": fp32.path.name if hasattr(fp32, "path") else "model.bin",
                   "int8": int8.path.name if hasattr(int8, "path") else "model.q8.bin"},
         "run_dir": str(Path("runs") / run.name),

@@ -92,6 +92,11 @@ def test_tiny_study_interrupt_resume_report(tmp_path):
     for row in rows:
         exact = 100 * row["fp32"]["test"]["all"]["exact"]
         assert re.search(rf"\| {row['run']} \| {row['params']:,} \| 0 \| {exact:.2f}% \|", md)
+    # compute per answer: tokens generated per answer, per split and op, and its plot
+    for row in rows:
+        tokens = row["answer_tokens"]["fp32"]["test"]
+        assert set(tokens) == {"all", "+", "-"} and all(1 <= v <= 20 for v in tokens.values()), tokens
+    assert (study_dir / "accuracy_vs_answer_compute.png").stat().st_size > 2000
     # 5. two studies reported together: a second study whose runs differ by variant name
     other = tmp_path / "other"
     other.mkdir()

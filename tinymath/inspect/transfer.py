@@ -67,7 +67,7 @@ def evaluate_cell(model, tok, spec, split: str = "test") -> dict:
             tok.encode_problem(p.prompt, p.answer)
     except ValueError as e:
         return {"n": len(problems), "accuracy": None, "loss": None, "note": f"tokenizer cannot write it: {e}"}
-    answers = solve_all(model, [p.prompt for p in problems], progress=False)
+    answers = solve_all(model, [p.prompt for p in problems], progress=False, confidence=False)
     rep = score(problems, answers, spec.answer_format())
     loss, n_tok, skipped = answer_loss(model, tok, problems)
     return {"n": len(problems), "accuracy": rep.exact, "loss": finite(loss), "answer_tokens": n_tok,
