@@ -162,6 +162,14 @@ def answer_flops(row: dict, split: str = "test") -> float:
     return 2.0 * row["params"] * (row["answer_tokens"]["fp32"][split]["all"] + 1)
 
 
+def compact(x: float) -> str:
+    """An axis label: 500, 2K, 50K, 1M, 2G."""
+    for div, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(x) >= div:
+            return f"{x / div:g}{unit}"
+    return f"{x:g}"
+
+
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
@@ -190,7 +198,11 @@ def make_plots(rows: list[dict], study: Path) -> list[Path]:
         written.append(path)
 
     def bars(ax) -> None:
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # log-axis minor labels collide
+        # labels at 1, 2 and 5 of each decade, so a span of less than a decade still has some;
+        # matplotlib's own minor labels collide
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: compact(x)))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         for b in BARS:
             ax.axhline(100 * b, color="grey", ls="--", lw=0.8)
             ax.text(ax.get_xlim()[0], 100 * b, f" {int(100 * b)}%", va="bottom", fontsize=7, color="grey")

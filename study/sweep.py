@@ -37,8 +37,10 @@ import argparse
 import json
 import math
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from tinymath import fileio
@@ -138,8 +140,9 @@ def _summary(report) -> dict:
     return report.to_dict()["groups"]
 
 
-def run_one(run: Run, study_dir: Path, base: dict) -> dict:
-    """Train (or resume), export fp32 and int8, evaluate both; write and return the result row."""
+def run_one(run: Run, study_dir: Path, base: dict, progress: bool = False) -> dict:
+    """Train (or resume), export fp32 and int8, evaluate both; write and return the result row.
+    progress: the trainer's bar (not part of the run's recorded configuration)."""
     from tinymath.export import export_checkpoint
     from tinymath.train.config import load_config
     from tinymath.train.train import train
@@ -150,7 +153,8 @@ def run_one(run: Run, study_dir: Path, base: dict) -> dict:
     run_dir = study_dir / "runs" / run.name
     run_dir.mkdir(parents=True, exist_ok=True)
     wanted = run_config(run, run_dir, base)
-    final, stage_tokens = train_stages(run_dir, dict(wanted)) if run.variant.stages else (wanted, 0)
+    shown = {**wanted, "progress": progress}
+    final, stage_tokens = train_stages(run_dir, shown) if run.variant.stages else (shown, 0)
     summary = train(load_config(base=final), resume=(run_dir / "ckpt.pt").is_file() or None)
     if summary.get("interrupted"):
         raise KeyboardInterrupt
@@ -202,7 +206,7 @@ def collect(study: Study, study_dir: Path) -> list[dict]:
 
 
 def sweep(study_path: str | Path, out: str | Path | None = None, shard: tuple[int, int] = (1, 1),
-          max_runs: int | None = None, log=print) -> list[dict]:
+          max_runs: int | None = None, log=partial(print, flush=True), progress: bool = False) -> list[dict]:
     study = load_study(study_path)
     study_dir = Path(out) if out else Path(study_path).with_suffix("")
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -219,7 +223,7 @@ def sweep(study_path: str | Path, out: str | Path | None = None, shard: tuple[in
         if max_runs is not None and done >= max_runs:
             break
         log(f"[{i}/{len(mine)}] {run.name}: training")
-        row = run_one(run, study_dir, study.train)
+        row = run_one(run, study_dir, study.train, progress)
         done += 1
         test = row["fp32"].get("test", {}).get("all", {})
         log(f"[{i}/{len(mine)}] {run.name}: {row['params']:,} params, test exact "
@@ -242,10 +246,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", type=_shard, default=(1, 1), help="run the K-th of N disjoint slices (K/N)")
     p.add_argument("--max-runs", type=int, help="stop after this many new runs")
     p.add_argument("--report", action="store_true", help="write report.md and plots at the end")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no training progress bar (default: a bar per run when stderr is a terminal)")
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = sweep(args.study, args.out, args.shard, args.max_runs)
+    rows = sweep(args.study, args.out, args.shard, args.max_runs,
+                 progress=not args.no_progress and sys.stderr.isatty())
     out = Path(args.out) if args.out else Path(args.study).with_suffix("")
     print(f"{len(rows)} finished runs in {out / 'results.jsonl'}")
     if args.report and rows:

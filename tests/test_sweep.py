@@ -185,3 +185,19 @@ stages = [{ task = { task = "count", lo = 0, hi = 19 }, train = { max_steps = 20
         assert trained and not trained & unseen
     count_all = build_splits(TaskSpec.from_dict(row["config"]["stages"][0]["task"]))["train"]
     assert any(p.prompt in unseen for p in count_all)  # so the filter had something to remove
+
+
+def test_sweep_shows_each_runs_training_progress(tmp_path, capsys):
+    """Minutes of training are not silent: with progress on, each run's trainer draws its bar (and a
+    finished run is still skipped when only the bar setting differs: it is not part of the run)."""
+    from tinymath.study.sweep import sweep
+
+    toml = tmp_path / "p.toml"
+    toml.write_text(STUDY.replace("sizes = [600, 4000]", "sizes = [600]").replace("max_steps = 400", "max_steps = 20")
+                    .replace("eval_every = 50", "eval_every = 20"))
+    sweep(toml, tmp_path / "p", progress=True)
+    err = capsys.readouterr().err
+    assert "train digits-add-p600-s0" in err and "20/20" in err, err[-500:]
+    lines = []
+    sweep(toml, tmp_path / "p", progress=False, log=lines.append)
+    assert lines == ["[1/1] digits-add-p600-s0: finished earlier, skipped"]
