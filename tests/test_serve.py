@@ -199,6 +199,8 @@ def test_random_problem(server):
     ({"prompts": ["1 + 1"], "top_k": 99}, None, 422, "top_k"),
     ({"prompts": ["1 + 1"] * 20, "detail": True}, None, 422, "at most 16"),
     ("3 + 4", None, 422, "JSON list of prompts"),
+    (None, "[" * 5000 + "]" * 5000, 400, "nested too deeply"),
+    (None, '{"prompts": ["1 + 1"], "top_k": ' + "7" * 100_000 + "}", 400, "number too long"),
 ])
 def test_bad_input_is_a_clear_4xx(server, payload, raw, status, words):
     got, d = server.json("POST", "/solve", payload, raw=raw)
@@ -230,6 +232,30 @@ def test_serves_only_what_it_means_to(server, study):
     assert b"http://" not in page and b"https://" not in page  # nothing fetched from elsewhere
     # a page asked for under another host name (DNS rebinding) is refused
     assert server.request("GET", "/models", headers={"Host": "evil.example"})[0] == 400
+
+
+def test_no_tracebacks_and_no_cross_origin_posts(server):
+    """Another site's page cannot make the playground compute (a text/plain POST needs no preflight);
+    the page itself, and clients that send no Origin, can."""
+    body = json.dumps({"prompts": ["1 + 1"]})
+    own = f"http://127.0.0.1:{server.port}"
+    got, d = server.json("POST", "/solve", raw=body, headers={"Origin": "http://evil.example",
+                                                               "Content-Type": "text/plain"})
+    assert got == 403 and "cross-origin" in d["error"]
+    got, _ = server.json("POST", "/solve", raw=body, headers={"Sec-Fetch-Site": "cross-site"})
+    assert got == 403
+    got, d = server.json("POST", "/solve", raw=body, headers={"Origin": own})
+    assert got == 200 and d["models"]
+
+
+def test_host_check_follows_the_binding():
+    """Every binding checks Host: a loopback address other than 127.0.0.1 included."""
+    from tinymath.serve.app import allowed_hosts
+
+    hosts = allowed_hosts("127.0.0.2")
+    assert "127.0.0.2" in hosts and "localhost" in hosts and "evil.example" not in hosts
+    assert "::1" in allowed_hosts("::1") and "[::1]" in allowed_hosts("::1")
+    assert "my.box" in allowed_hosts("0.0.0.0", ["my.box"]) and "evil.example" not in allowed_hosts("0.0.0.0")
 
 
 def test_bad_model_path_fails_cleanly(tmp_path):

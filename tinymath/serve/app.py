@@ -22,7 +22,9 @@ import contextlib
 import json
 import math
 import re
+import sys
 import threading
+import traceback
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,7 +336,52 @@ def _alphabet(tok) -> str:
 
 # ---- the Starlette app --------------------------------------------------------------------------------------------
 
-def create_app(service: Service, allowed_hosts: Sequence[str] | None = ("127.0.0.1", "localhost", "[::1]", "::1")):
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON; BadRequest (400) for anything that is not, nested too deep or with
+    numbers too long included (Python refuses both with errors of its own, not JSONDecodeError)."""
+    if not raw.strip():
+        raise BadRequest("empty request body: send JSON such as {\"prompts\": [\"36 / 3\"]}", 400)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRequest(f"the request body is not JSON ({e})", 400) from None
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply", 400) from None
+    except ValueError as e:  # an integer of more digits than Python converts
+        raise BadRequest(f"the request body has a number too long to read ({str(e)[:80]})", 400) from None
+
+
+def cross_origin(request) -> None:
+    """Refuse a request another site's page sends: a browser names that page in Origin (and says
+    cross-site in Sec-Fetch-Site); a simple POST (text/plain) needs no preflight, so the server
+    must check it. Clients that send no Origin (curl, scripts) are not browsers' pages."""
+    origin = request.headers.get("origin")
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if (origin is not None and origin != own) or request.headers.get("sec-fetch-site") == "cross-site":
+        raise BadRequest(f"cross-origin request from {origin or 'another site'} refused", 403)
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def allowed_hosts(bind: str, extra: Sequence[str] = ()) -> list[str]:
+    """Host header values to accept for a server bound to `bind`: the loopback names, the bound
+    address itself, and for a wildcard bind this machine's names; plus any the user adds. Every
+    other Host is refused, whatever the binding (a DNS-rebinding page sends its own name)."""
+    import socket
+
+    names = set(LOOPBACK_NAMES) | set(extra)
+    if bind in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+        names |= {host, socket.getfqdn()}
+        with contextlib.suppress(OSError):
+            names |= {info[4][0] for info in socket.getaddrinfo(host, None)}
+    else:
+        names.add(bind)
+    return sorted({f"[{n}]" if ":" in n and not n.startswith("[") else n for n in names} | names)
+
+
+def create_app(service: Service, allowed_hosts: Sequence[str] = LOOPBACK_NAMES):
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
@@ -367,7 +414,8 @@ def create_app(service: Service, allowed_hosts: Sequence[str] | None = ("127.0.0
                                         "max_body_bytes": MAX_BODY_BYTES, "max_detail_prompts": MAX_DETAIL_PROMPTS,
                                         "max_top_k": MAX_TOP_K}}, headers=headers)
 
-    async def read_json(request: Request) -> Any:
+    async def read_json(request: Request) -> bytes:
+        """The request body, refused early when it is over the size limit."""
         length = request.headers.get("content-length")
         if length is not None:
             try:
@@ -382,19 +430,17 @@ def create_app(service: Service, allowed_hosts: Sequence[str] | None = ("127.0.0
             if size > MAX_BODY_BYTES:
                 raise BadRequest(f"request body is over the limit of {MAX_BODY_BYTES} bytes", 413)
             chunks.append(chunk)
-        raw = b"".join(chunks)
-        if not raw.strip():
-            raise BadRequest("empty request body: send JSON such as {\"prompts\": [\"36 / 3\"]}", 400)
-        try:
-            return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BadRequest(f"the request body is not JSON ({e})", 400) from None
+        return b"".join(chunks)
+
+    def answer(raw: bytes) -> dict:
+        """Parse, check and solve one request body (off the event loop: a large body takes time)."""
+        return service.solve(*service.parse_prompts(parse_json(raw)))
 
     async def solve(request: Request) -> Response:
         try:
-            body = await read_json(request)
-            prompts, detail, top_k = service.parse_prompts(body)
-            result = await run_in_threadpool(service.solve, prompts, detail, top_k)
+            cross_origin(request)
+            raw = await read_json(request)
+            result = await run_in_threadpool(answer, raw)
         except BadRequest as e:
             return error(str(e), e.status)
         return JSONResponse(result, headers=headers)
@@ -418,7 +464,9 @@ def create_app(service: Service, allowed_hosts: Sequence[str] | None = ("127.0.0
         return error(f"{text}: {request.method} {request.url.path}", status)
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        return error(f"internal error: {type(exc).__name__}: {exc}", 500)
+        # the details go to the server's terminal, never into a response
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        return error("internal error (the server's log has the details)", 500)
 
     routes = [
         Route("/", index, methods=["GET"]),
@@ -427,7 +475,7 @@ def create_app(service: Service, allowed_hosts: Sequence[str] | None = ("127.0.0
         Route("/random", random_problem, methods=["GET"]),
         Route("/study.png", study_png, methods=["GET"]),
     ]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))] if allowed_hosts else []
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))]
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield

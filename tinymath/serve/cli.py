@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--threads", type=int, help="engine threads per model (batch engine)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another Host name to accept (the loopback names and the bound address always are)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,15 +30,14 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         print("tinymath serve needs the serve extra: pip install 'tinymath[serve]'", file=sys.stderr)
         return 2
-    from .app import Service, create_app, find_models, load_models
+    from .app import Service, allowed_hosts, create_app, find_models, load_models
 
     files, plot = find_models(args.targets)
     models = load_models(files, args.threads)
     service = Service(models, plot)
-    local = args.host in ("127.0.0.1", "localhost", "::1")
-    if not local:
+    if not ipaddress_is_loopback(args.host):
         print(f"warning: binding {args.host} makes the playground reachable from other machines", file=sys.stderr)
-    app = create_app(service, allowed_hosts=("127.0.0.1", "localhost", "[::1]", "::1") if local else None)
+    app = create_app(service, allowed_hosts=allowed_hosts(args.host, args.allow_host))
     for m in models:
         print(f"  {m.name:<24} {m.params:>10,} params  {m.path}")
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
@@ -44,6 +45,17 @@ def run(args: argparse.Namespace) -> int:
     _announce(server, args.host)
     server.run()
     return 0
+
+
+def ipaddress_is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _announce(server, host: str) -> None:
