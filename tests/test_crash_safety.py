@@ -395,3 +395,35 @@ def test_checkpoints_load_with_weights_only(tmp_path):
         with pytest.raises(ValueError, match="truncated or not a TinyMath checkpoint"):
             load_checkpoint(cut)
     np.testing.assert_array_equal(load_checkpoint(good)["model"]["w"].numpy(), np.zeros(4))
+
+
+def test_next_writer_removes_a_killed_writers_temp_files(tmp_path):
+    """A kill mid-write leaves `.NAME.PID.*.tmp` behind; the next write of NAME removes it, but never
+    the temp of a writer still running (a sweep shard writing the same file)."""
+    import subprocess
+    import sys
+
+    from tinymath import fileio
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        target = tmp_path / "ckpt.pt"
+        stale_file = tmp_path / f".ckpt.pt.{dead}.abc123.tmp"
+        stale_dir = tmp_path / f".ckpt.pt.{dead}.def456.tmp"
+        running = tmp_path / f".ckpt.pt.{live.pid}.ghi789.tmp"
+        other = tmp_path / f".other.pt.{dead}.abc123.tmp"
+        stale_file.write_bytes(b"x" * 1000)
+        stale_dir.mkdir()
+        (stale_dir / "model.safetensors").write_bytes(b"y")
+        running.write_bytes(b"z")
+        other.write_bytes(b"w")
+        fileio.write_bytes(target, b"new")
+        assert target.read_bytes() == b"new"
+        assert not stale_file.exists() and not stale_dir.exists()
+        assert running.exists() and other.exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ckpt.pt", running.name, other.name])
+    finally:
+        live.kill()
+        live.wait()

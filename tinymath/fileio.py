@@ -4,6 +4,11 @@ A reader of the final name sees the old content or the whole new content, never
 part of it, so an interrupted run loses nothing; a failure removes the temp
 file. A destination in a directory that does not exist is an error, not an
 invitation to create it.
+
+A temp name carries its writer's process id (`.NAME.PID.RANDOM.tmp`). A kill
+leaves its temp behind, so the next writer of the same destination removes the
+temps of writers that are gone (their process no longer exists), never those of
+a writer still running (a sweep shard writing the same file).
 """
 
 from __future__ import annotations
@@ -22,6 +27,39 @@ def check_parent(path: str | os.PathLike) -> Path:
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output directory does not exist: {path.parent}/ (for {path}); create it first")
     return path
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove temp files and folders a killed writer of `path` left beside it; return them."""
+    removed = []
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def _readable(tmp: str) -> None:
@@ -47,7 +85,8 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     path = check_parent(path)
     if path.is_dir():
         raise IsADirectoryError(f"output path is a directory: {path}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         _readable(tmp)
         with os.fdopen(fd, "wb") as f:
@@ -66,7 +105,8 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temp path beside `path` for writers that want a file name (savefig); on success it becomes `path`."""
     path = check_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         _readable(tmp)
@@ -95,7 +135,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     if path.is_dir():
         yield path
         return
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         _fsync_dir(tmp)
