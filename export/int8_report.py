@@ -20,13 +20,14 @@ Reading .bin files needs numpy only; a checkpoint needs torch.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .card import ModelFiles, locate
-from .layout import ExportError, check_group_size, default_group_size, norm_names, unpack_header
+from .layout import MAGIC, ExportError, check_group_size, default_group_size, norm_names, unpack_header
 from .quant import QTensor, QuantError, quant_error, quantize
 from .reader import read_bin
 
@@ -91,6 +92,8 @@ def _is_bin(path: Path) -> bool:
         head = f.read(256)
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
         return False
+    if len(head) >= 4 and struct.unpack_from("<I", head)[0] == MAGIC:
+        return True  # a v1/v2 file, even with a bad header: read_bin then names what is wrong with it
     try:
         unpack_header(head)
     except ExportError:

@@ -733,3 +733,17 @@ def test_bf16_checkpoint_and_hf_reexport_into_existing_folder(tmp_path):
     export_checkpoint(tmp_path / "ck.pt", "hf", tmp_path / "hf")  # into the existing folder, file by file
     assert (tmp_path / "hf" / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_int8_bin_with_a_bad_group_size_names_the_header(tmp_path, capsys):
+    """A v2 file whose group size is wrong is a .bin with a bad header, not 'not a torch checkpoint'."""
+    from tinymath.cli import main
+
+    models = Path(__file__).resolve().parent.parent / "models"
+    data = bytearray((models / "tinymath.q8.bin").read_bytes())
+    struct.pack_into("<i", data, 37, 7)
+    bad = tmp_path / "bad.q8.bin"
+    bad.write_bytes(bytes(data))
+    assert main(["export", str(bad), "--format", "v1", "--out", str(tmp_path / "out.bin")]) == 2
+    err = capsys.readouterr().err
+    assert "group size 7" in err and "checkpoint" not in err, err
