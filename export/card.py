@@ -108,7 +108,14 @@ class ModelFiles:
                 card = json.loads(cp.read_text())
             except json.JSONDecodeError as e:
                 raise ValueError(f"model card {cp} is not valid JSON: {e}") from None
-        return cls(path, card if isinstance(card, dict) else {})
+        card = card if isinstance(card, dict) else {}
+        # export writes the .bin, then its card: a kill between the two leaves a new file beside the
+        # old card, whose task and tokenizer may not be the new file's
+        named = card.get("sha256")
+        if isinstance(named, str) and named != sha256_file(path):
+            raise ValueError(f"model card {cp} is out of step with {path.name}: it describes a file with "
+                             f"sha256 {named[:16]}..., not this one (export again, or remove the card)")
+        return cls(path, card)
 
     def _named(self, *keys: str) -> str | None:
         d: Any = self.card

@@ -83,3 +83,13 @@ def test_export_writes_paths_relative_to_the_card(tmp_path):
     files = ModelFiles.open(moved / "out" / "m.bin")
     assert files.tokenizer() == moved / "out" / "../run/tokenizer.bin"
     assert files.checkpoint() == moved / "out" / "../run/ckpt.pt"
+
+
+def test_card_out_of_step_with_its_file_is_named(tmp_path):
+    """A kill between writing a .bin and its card leaves a new file beside the old card: readers say so."""
+    for name in ("tinymath.bin", "tinymath.json", "tokenizer.bin"):
+        shutil.copy(REPO / "models" / name, tmp_path / name)
+    assert ModelFiles.open(tmp_path / "tinymath.bin").card["n_params"] > 0
+    shutil.copy(REPO / "models" / "tinymath.q8.bin", tmp_path / "tinymath.bin")  # another file, the old card
+    with pytest.raises(ValueError, match="out of step with tinymath.bin"):
+        ModelFiles.open(tmp_path / "tinymath.bin")
