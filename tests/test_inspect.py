@@ -18,6 +18,7 @@ transfer matrix (fewer steps), and each view is checked:
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
@@ -214,6 +215,31 @@ def test_calc_says_not_sure(add_model, work, capsys):
     assert capsys.readouterr().out.strip() == expected
     assert cli_main(["inspect", "calc", str(add_model), "-i", "3 + 4", "--threshold", "1.01"]) == 0
     assert capsys.readouterr().out.startswith(f"not sure (maybe {expected}")
+    # a threshold near 1 is printed with the digits that decide it (0.997 is not "1.00")
+    assert cli_main(["inspect", "calc", str(add_model), "-i", "3 + 4", "--threshold", "0.997"]) == 0
+    got = capsys.readouterr()
+    assert "0.9970" in got.err and ("< 0.9970" in got.out or got.out.strip() == expected)
+
+
+def test_calc_threshold_is_this_models_and_said(add_model, work, capsys, monkeypatch):
+    """The threshold comes from a confidence study of this very file, and where it came from is said;
+    one line the model cannot read is answered with its error, and the session goes on."""
+    out = work / "out-calc"
+    assert cli_main(["inspect", "confidence", str(add_model), "--splits", "test,val", "--out", str(out)]) == 0
+    capsys.readouterr()
+    study = json.loads((out / "add_confidence.json").read_text())
+    monkeypatch.setattr("sys.stdin", io.StringIO("3 + 4\n3 x 4\n2 + 2\n"))
+    assert cli_main(["inspect", "calc", str(add_model), "--out", str(out)]) == 0
+    got = capsys.readouterr()
+    lines = got.out.strip().splitlines()
+    assert len(lines) == 3 and lines[1].startswith("error:") and "'x'" in lines[1], lines
+    found = [t["threshold"] for t in study["thresholds"] if abs(t["target"] - 0.99) < 1e-9][0]
+    assert (f"in {out / 'add_confidence.json'}" in got.err) == (found is not None), got.err
+    # a study of another model file is not used
+    study["model_sha256"] = "0" * 64
+    (out / "add_confidence.json").write_text(json.dumps(study))
+    assert cli_main(["inspect", "calc", str(add_model), "-i", "3 + 4", "--out", str(out)]) == 0
+    assert "studied another model file" in capsys.readouterr().err
 
 
 # ---- transfer ----------------------------------------------------------------------------------------------

@@ -182,7 +182,10 @@ def _confidence(args: argparse.Namespace) -> int:
     print(format_summary(s))
     out, name = Path(args.out), model_name(args.model)
     png = plot(s, out / f"{name}_confidence.png", st.confidence, st.correct)
-    data = {**s, "problems": [{"prompt": p, "expected": e, "answer": a, "confidence": c, "correct": ok}
+    from tinymath.export.card import sha256_file
+
+    data = {**s, "model_sha256": sha256_file(args.model),
+            "problems": [{"prompt": p, "expected": e, "answer": a, "confidence": c, "correct": ok}
                               for p, e, a, c, ok in zip(st.prompts, st.expected, st.answers, st.confidence,
                                                         st.correct)]}
     _wrote(png, write_json(out / f"{name}_confidence.json", data))
@@ -191,29 +194,40 @@ def _confidence(args: argparse.Namespace) -> int:
 
 def _calc(args: argparse.Namespace) -> int:
     from .common import model_name, open_model
-    from .confidence import DEFAULT_THRESHOLD, calc_line, load_threshold
+    from .confidence import DEFAULT_THRESHOLD, load_threshold
 
     threshold = args.threshold
     source = "--threshold"
     if threshold is None:
         study = Path(args.out) / f"{model_name(args.model)}_confidence.json"
-        threshold = load_threshold(study)
-        source = f"99% accuracy in {study}" if threshold is not None else "default"
+        threshold, source = load_threshold(study, args.model)
         if threshold is None:
             threshold = DEFAULT_THRESHOLD
+    # always said, on stderr: a threshold taken from a file an earlier run left must not be silent
+    print(f"TinyMath calculator: says 'not sure' below confidence {threshold:.4f} ({source})"
+          + ("; end with Ctrl-D" if args.input is None and sys.stdin.isatty() else ""), file=sys.stderr)
     model, _, _ = open_model(args.model, args.tokenizer)
     with model:
         if args.input is not None:
-            print(calc_line(model, args.input, threshold)[0])
-            return 0
-        tty = sys.stdin.isatty()
-        if tty:
-            print(f"TinyMath calculator (says 'not sure' below confidence {threshold:.2f}, {source}); "
-                  f"end with Ctrl-D", file=sys.stderr)
+            text, ok = _calc_one(model, args.input, threshold)
+            print(text)
+            return 0 if ok else 2
         for line in sys.stdin:
             if line.strip():
-                print(calc_line(model, line, threshold)[0], flush=True)
+                print(_calc_one(model, line, threshold)[0], flush=True)
     return 0
+
+
+def _calc_one(model, line: str, threshold: float) -> tuple[str, bool]:
+    """One calculator line: its answer, or what is wrong with it (the session goes on)."""
+    from tinymath.runc import RuncError
+
+    from .confidence import calc_line
+
+    try:
+        return calc_line(model, line, threshold)[0], True
+    except (RuncError, ValueError) as e:
+        return f"error: {e}", False
 
 
 def _transfer(args: argparse.Namespace) -> int:

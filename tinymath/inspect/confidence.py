@@ -261,18 +261,26 @@ def calc_prompt(line: str) -> str:
     return line if line.endswith("=") else (line + " =" if line else "=")
 
 
-def load_threshold(path: str | Path, target: float = 0.99) -> float | None:
-    """The threshold a confidence study (confidence.json) found for `target` accuracy, if any."""
+def load_threshold(path: str | Path, model_path: str | Path, target: float = 0.99) -> tuple[float | None, str]:
+    """(threshold, where it came from): the threshold a confidence study (confidence.json) of this
+    very model file found for `target` accuracy; (None, why not) when there is none to trust."""
     import json
+
+    from tinymath.export.card import sha256_file
 
     p = Path(path)
     if not p.is_file():
-        return None
-    d = json.loads(p.read_text())
+        return None, f"default; no confidence study at {p}"
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        return None, f"default; {p} is unreadable ({e})"
+    if d.get("model_sha256") != sha256_file(model_path):
+        return None, f"default; {p} studied another model file"
     for t in d.get("thresholds", []):
         if abs(t["target"] - target) < 1e-9 and t["threshold"] is not None:
-            return float(t["threshold"])
-    return None
+            return float(t["threshold"]), f"{100 * target:g}% accuracy in {p}"
+    return None, f"default; {p} found no threshold for {100 * target:g}%"
 
 
 def calc_line(model, line: str, threshold: float) -> tuple[str, str, float]:
@@ -280,5 +288,5 @@ def calc_line(model, line: str, threshold: float) -> tuple[str, str, float]:
     answers, confs = solve_with_confidence(model, [calc_prompt(line)])
     a, c = answers[0], confs[0]
     if c < threshold:
-        return f"not sure (maybe {a or '<empty>'}, confidence {c:.2f} < {threshold:.2f})", a, c
+        return f"not sure (maybe {a or '<empty>'}, confidence {c:.4f} < {threshold:.4f})", a, c
     return a, a, c
