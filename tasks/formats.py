@@ -149,6 +149,16 @@ class AnswerFormat:
             return tuple(float(_unrev(p)) for p in parts)
         return tuple(float(int(p)) for p in parts)
 
+    def is_right(self, expected: str, predicted: str) -> bool:
+        """Exact match as the bars count it: the whole answer, or for a format that shows its work
+        the final answer of a well-formed answer (its steps may still be wrong; score() tells)."""
+        if not self.shows_steps:
+            return predicted.strip() == expected.strip()
+        from .steps import final_answer
+
+        got = final_answer(predicted.strip())
+        return got is not None and got == final_answer(expected.strip())
+
     def same_value(self, expected: str, predicted: str) -> bool:
         """Numeric match: equal values at the format's precision (text: equal strings)."""
         e, p = self.parse(expected), self.parse(predicted)

@@ -242,3 +242,16 @@ def test_held_out_products_need_no_new_fact():
     train = splits["train"] + splits["val"] + splits["test"]
     assert fact_coverage(train, splits["holdout"], "steps") == 1.0
     assert fact_coverage(train, splits["holdout"][::50], "partial") == 0.0
+
+
+def test_is_right_is_the_scorers_exact():
+    """One rule for 'right' (trainer, server, scorer): the final answer of a well-formed answer."""
+    from tinymath.tasks import Problem, score
+
+    fmt = AnswerFormat("steps")
+    exp = fmt.answer(24, "+", 82)
+    cases = [exp, exp.replace("6+0=6", "6+0=7", 1), exp.split("#")[0] + "#107.00", "#106.00", "garbage", ""]
+    for pred in cases:
+        rep = score([Problem("24 + 82 =", exp)], [pred], fmt)
+        assert fmt.is_right(exp, pred) == (rep.groups["all"].exact == 1), pred
+    assert AnswerFormat("classic").is_right("106.00", " 106.00") and not AnswerFormat("classic").is_right("106.00", "106")

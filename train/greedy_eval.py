@@ -31,13 +31,11 @@ def subset(enc: Encoded, idx: list[int]) -> Encoded:
 
 
 def same_answer(fmt: AnswerFormat | None) -> Callable[[str, str], bool]:
-    """(expected, decoded) -> right? The whole answer must match, except for formats that show
-    their work: those are scored on the final answer after the steps, as `tinymath eval` scores them."""
-    if fmt is None or not fmt.shows_steps:
+    """(expected, decoded) -> right? The task format's rule (a format that shows its work is scored
+    on its final answer, as `tinymath eval` scores it); the whole answer for a folder of lines."""
+    if fmt is None:
         return lambda expected, got: got == expected.strip()
-    from tinymath.tasks.steps import final_answer
-
-    return lambda expected, got: final_answer(got) == final_answer(expected)
+    return fmt.is_right
 
 
 @torch.no_grad()

@@ -278,8 +278,9 @@ class Service:
                     steps = [trace(m.model, p, k=top_k).to_dict()["steps"] if ok else None
                              for p, ok in zip(prompts, fits)]
             probs = [self.tasks.problem(m.spec, p, m.task_key) if m.spec else None for p in prompts]
-            # right: the task scorer's exact match (the stripped answer is the expected string)
-            right = [None if pr is None or a is None else a.strip() == pr.answer for pr, a in zip(probs, answers)]
+            # right: the task scorer's exact match (a format that shows its work: the final answer)
+            fmt = m.spec.answer_format() if m.spec else None
+            right = [None if pr is None or a is None else fmt.is_right(pr.answer, a) for pr, a in zip(probs, answers)]
             judged = [i for i, r in enumerate(right) if r is not None]
             summary = None
             if judged:
