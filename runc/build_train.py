@@ -18,7 +18,7 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = ("train.c",)
-DEPENDS = ("train.h", "train_kern.h", "runc.h")
+DEPENDS = ("train.h", "train_kern.h", "runc.h", "runc_impl.h")
 
 
 def _rel(path: str) -> str:

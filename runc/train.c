@@ -26,6 +26,7 @@
  * AdamW as train/optim.py's foreach sequence with float scalars).
  */
 #include "train.h"
+#include "runc_impl.h" /* runc_expf: the library's exp, a loop of which vectorises */
 
 #include <math.h>
 #include <stdarg.h>
@@ -70,14 +71,11 @@ static const char *const kind_names[] = {
     "feed_forward.w2.weight", "feed_forward.w3.weight", "norm.weight", "output.weight"};
 
 typedef struct {
-    size_t off;   /* first float in the parameter buffers */
+    size_t off;      /* first float in the parameter buffers */
+    size_t wt_off;   /* a matrix: its transpose (cols x rows, rows padded to 8) in wt */
+    size_t wp_off;   /* a matrix: itself with cols padded to 8, in wp */
     int rows, cols, kind, layer, decay;
 } tensor;
-
-/* offsets of one layer's tensors */
-typedef struct {
-    size_t attn_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3;
-} layer_offs;
 
 /* Per-worker state of one forward/backward call. */
 typedef struct {
@@ -93,17 +91,19 @@ typedef struct {
 struct runc_trainer {
     runc_train_config c;
     int hd, kv_dim, rep;
-    size_t n_params, max_tok, max_prob;
+    int Dp, KVp, Hp, Vp;              /* dim, kv_dim, hidden_dim, vocab_size rounded up to 8: row strides */
+    size_t n_params, n_wt, n_wp, max_tok, max_prob;
     int n_tensors;
     tensor *tensors;
-    layer_offs *lo;
-    size_t emb, norm, out;            /* offsets; out == emb when tied */
+    size_t emb, norm;                 /* offsets */
+    int out_index, norm_index;        /* the classifier's tensor (the embedding when tied), the final norm's */
+    void (*run_rows)(worker *w);      /* the portable or the AVX2 build of train_kern.h's run_rows */
     long long adam_steps;
     size_t arena_bytes;
     unsigned char *arena;
     /* parameters and optimizer */
     float *params, *grads, *m, *v;
-    float *wt;                        /* transposed matrices (in x out), same offsets as params */
+    float *wt, *wp;                   /* padded copies of the matrices, for the products (see tensor) */
     float *wgrads;                    /* (threads - 1) x n_params: workers 1.. */
     float *scratch;                   /* threads x max_seq_len */
     float *rope_cos, *rope_sin;       /* max_seq_len x hd/2 */
@@ -130,6 +130,39 @@ struct runc_trainer {
     worker *workers;
     int n_rows, n_sel;                /* of the current batch */
 };
+
+/* ---- compute: train_kern.h, portable and (x86-64, GCC/clang) AVX2+FMA ---------- */
+
+#define TK_CAT2(a, b) a##b
+#define TK_CAT(a, b) TK_CAT2(a, b)
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(RUNC_NO_VECTOR_EXT)
+#define TK_VEC 1
+typedef float tk_v8 __attribute__((vector_size(32)));
+#else
+#define TK_VEC 0
+#endif
+
+#define TK_SUFFIX _portable
+#define TK_ATTR
+#define TK_USE_FMA 0
+#include "train_kern.h"
+#undef TK_SUFFIX
+#undef TK_ATTR
+#undef TK_USE_FMA
+
+#if TK_VEC && (defined(__x86_64__) || defined(__i386__)) && !defined(RUNC_NO_DISPATCH)
+#define TK_HAVE_AVX2 1
+#include <immintrin.h>
+#define TK_SUFFIX _avx2
+#define TK_ATTR __attribute__((target("avx2,fma")))
+#define TK_USE_FMA 1
+#include "train_kern.h"
+#undef TK_SUFFIX
+#undef TK_ATTR
+#undef TK_USE_FMA
+#else
+#define TK_HAVE_AVX2 0
+#endif
 
 /* ---- configuration ----------------------------------------------------------- */
 
@@ -256,13 +289,15 @@ static void lay_out(runc_trainer *t, carver *cv)
     const size_t L = (size_t)c->n_layers, T = (size_t)c->threads, D = (size_t)c->dim;
     const size_t H = (size_t)c->hidden_dim, KV = (size_t)t->kv_dim, V = (size_t)c->vocab_size;
     const size_t NT = t->max_tok, S = (size_t)c->max_seq_len;
+    const size_t DP = (size_t)t->Dp, KVP = (size_t)t->KVp, HP = (size_t)t->Hp, VP = (size_t)t->Vp;
     int bad = 0;
 #define F(n) ((float *)carve(cv, (n), sizeof(float)))
     t->params = F(t->n_params);
     t->grads = F(t->n_params);
     t->m = F(t->n_params);
     t->v = F(t->n_params);
-    t->wt = F(t->n_params);
+    t->wt = F(t->n_wt);
+    t->wp = F(t->n_wp);
     t->wgrads = F(mul3(T - 1, t->n_params, 1, &bad));
     t->scratch = F(mul3(T, S, 1, &bad));
     t->rope_cos = F(mul3(S, (size_t)t->hd / 2, 1, &bad));
@@ -274,89 +309,89 @@ static void lay_out(runc_trainer *t, carver *cv)
     t->prob_off = (size_t *)carve(cv, NT, sizeof(size_t));
     t->sel_tok = (int *)carve(cv, NT, sizeof(int));
     t->sel_tgt = (int *)carve(cv, NT, sizeof(int));
-    t->x = F(mul3(L + 1, NT, D, &bad));
+    t->x = F(mul3(L + 1, NT, DP, &bad));
     t->rstd1 = F(mul3(L, NT, 1, &bad));
     t->rstd2 = F(mul3(L, NT, 1, &bad));
-    t->xn1 = F(mul3(L, NT, D, &bad));
-    t->xn2 = F(mul3(L, NT, D, &bad));
-    t->q = F(mul3(L, NT, D, &bad));
-    t->y = F(mul3(L, NT, D, &bad));
-    t->xm = F(mul3(L, NT, D, &bad));
-    t->k = F(mul3(L, NT, KV, &bad));
-    t->v_ = F(mul3(L, NT, KV, &bad));
+    t->xn1 = F(mul3(L, NT, DP, &bad));
+    t->xn2 = F(mul3(L, NT, DP, &bad));
+    t->q = F(mul3(L, NT, DP, &bad));
+    t->y = F(mul3(L, NT, DP, &bad));
+    t->xm = F(mul3(L, NT, DP, &bad));
+    t->k = F(mul3(L, NT, KVP, &bad));
+    t->v_ = F(mul3(L, NT, KVP, &bad));
     t->prob = F(mul3(L, t->max_prob, 1, &bad));
-    t->a = F(mul3(L, NT, H, &bad));
-    t->b = F(mul3(L, NT, H, &bad));
-    t->g = F(mul3(L, NT, H, &bad));
+    t->a = F(mul3(L, NT, HP, &bad));
+    t->b = F(mul3(L, NT, HP, &bad));
+    t->g = F(mul3(L, NT, HP, &bad));
     t->rstdf = F(NT);
-    t->xnf = F(mul3(NT, D, 1, &bad));
-    t->logits = F(mul3(NT, V, 1, &bad));
-    t->dx = F(mul3(NT, D, 1, &bad));
-    t->dxn = F(mul3(NT, D, 1, &bad));
-    t->dq = F(mul3(NT, D, 1, &bad));
-    t->dy = F(mul3(NT, D, 1, &bad));
-    t->dxf = F(mul3(NT, D, 1, &bad));
-    t->dk = F(mul3(NT, KV, 1, &bad));
-    t->dv = F(mul3(NT, KV, 1, &bad));
-    t->da = F(mul3(NT, H, 1, &bad));
-    t->db = F(mul3(NT, H, 1, &bad));
-    t->dg = F(mul3(NT, H, 1, &bad));
-    t->dlog = F(mul3(NT, V, 1, &bad));
+    t->xnf = F(mul3(NT, DP, 1, &bad));
+    t->logits = F(mul3(NT, VP, 1, &bad));
+    t->dx = F(mul3(NT, DP, 1, &bad));
+    t->dxn = F(mul3(NT, DP, 1, &bad));
+    t->dq = F(mul3(NT, DP, 1, &bad));
+    t->dy = F(mul3(NT, DP, 1, &bad));
+    t->dxf = F(mul3(NT, DP, 1, &bad));
+    t->dk = F(mul3(NT, KVP, 1, &bad));
+    t->dv = F(mul3(NT, KVP, 1, &bad));
+    t->da = F(mul3(NT, HP, 1, &bad));
+    t->db = F(mul3(NT, HP, 1, &bad));
+    t->dg = F(mul3(NT, HP, 1, &bad));
+    t->dlog = F(mul3(NT, VP, 1, &bad));
     t->workers = (worker *)carve(cv, T, sizeof(worker));
     t->tensors = (tensor *)carve(cv, (size_t)t->n_tensors, sizeof(tensor));
-    t->lo = (layer_offs *)carve(cv, L, sizeof(layer_offs));
 #undef F
+    (void)D, (void)H, (void)KV, (void)V;
     if (bad) cv->bad = 1;
 }
 
-/* The tensor table, in torch's named_parameters() order. */
-static size_t add_tensor(runc_trainer *t, int *n, size_t off, int kind, int layer, int rows, int cols, int decay)
+static int round8(int n) { return (n + 7) & ~7; }
+
+/* The tensor table, in torch's named_parameters() order; with tab NULL it only
+ * counts the floats of the parameters and of the padded copies. */
+typedef struct {
+    tensor *tab;
+    int n;
+    size_t off, wt, wp;
+} table;
+
+static void add_tensor(table *tb, int kind, int layer, int rows, int cols, int decay)
 {
-    tensor *e = &t->tensors[(*n)++];
-    e->off = off;
-    e->rows = rows;
-    e->cols = cols;
-    e->kind = kind;
-    e->layer = layer;
-    e->decay = decay;
-    return off + (size_t)rows * (size_t)cols;
+    if (tb->tab) {
+        tensor *e = &tb->tab[tb->n];
+        e->off = tb->off;
+        e->wt_off = tb->wt;
+        e->wp_off = tb->wp;
+        e->rows = rows;
+        e->cols = cols;
+        e->kind = kind;
+        e->layer = layer;
+        e->decay = decay;
+    }
+    tb->n++;
+    tb->off += (size_t)rows * (size_t)cols;
+    if (cols > 1) {
+        tb->wt += (size_t)cols * (size_t)round8(rows);
+        tb->wp += (size_t)rows * (size_t)round8(cols);
+    }
 }
 
-static void build_tensors(runc_trainer *t)
+static void build_tensors(const runc_train_config *c, int kv_dim, table *tb)
 {
-    const runc_train_config *c = &t->c;
-    size_t off = 0;
-    int n = 0, l;
-    t->emb = off;
-    off = add_tensor(t, &n, off, K_EMB, -1, c->vocab_size, c->dim, 0);
+    int l;
+    add_tensor(tb, K_EMB, -1, c->vocab_size, c->dim, 0);
     for (l = 0; l < c->n_layers; l++) {
-        layer_offs *lo = &t->lo[l];
-        lo->attn_norm = off;
-        off = add_tensor(t, &n, off, K_ATTN_NORM, l, c->dim, 1, 0);
-        lo->wq = off;
-        off = add_tensor(t, &n, off, K_WQ, l, c->dim, c->dim, 1);
-        lo->wk = off;
-        off = add_tensor(t, &n, off, K_WK, l, t->kv_dim, c->dim, 1);
-        lo->wv = off;
-        off = add_tensor(t, &n, off, K_WV, l, t->kv_dim, c->dim, 1);
-        lo->wo = off;
-        off = add_tensor(t, &n, off, K_WO, l, c->dim, c->dim, 1);
-        lo->ffn_norm = off;
-        off = add_tensor(t, &n, off, K_FFN_NORM, l, c->dim, 1, 0);
-        lo->w1 = off;
-        off = add_tensor(t, &n, off, K_W1, l, c->hidden_dim, c->dim, 1);
-        lo->w2 = off;
-        off = add_tensor(t, &n, off, K_W2, l, c->dim, c->hidden_dim, 1);
-        lo->w3 = off;
-        off = add_tensor(t, &n, off, K_W3, l, c->hidden_dim, c->dim, 1);
+        add_tensor(tb, K_ATTN_NORM, l, c->dim, 1, 0);
+        add_tensor(tb, K_WQ, l, c->dim, c->dim, 1);
+        add_tensor(tb, K_WK, l, kv_dim, c->dim, 1);
+        add_tensor(tb, K_WV, l, kv_dim, c->dim, 1);
+        add_tensor(tb, K_WO, l, c->dim, c->dim, 1);
+        add_tensor(tb, K_FFN_NORM, l, c->dim, 1, 0);
+        add_tensor(tb, K_W1, l, c->hidden_dim, c->dim, 1);
+        add_tensor(tb, K_W2, l, c->dim, c->hidden_dim, 1);
+        add_tensor(tb, K_W3, l, c->hidden_dim, c->dim, 1);
     }
-    t->norm = off;
-    off = add_tensor(t, &n, off, K_NORM, -1, c->dim, 1, 0);
-    t->out = t->emb;
-    if (!c->tied) {
-        t->out = off;
-        off = add_tensor(t, &n, off, K_OUT, -1, c->vocab_size, c->dim, 1);
-    }
+    add_tensor(tb, K_NORM, -1, c->dim, 1, 0);
+    if (!c->tied) add_tensor(tb, K_OUT, -1, c->vocab_size, c->dim, 1);
 }
 
 int runc_train_open(runc_trainer **out, const runc_train_config *config, runc_error *err)
@@ -364,7 +399,7 @@ int runc_train_open(runc_trainer **out, const runc_train_config *config, runc_er
     runc_trainer probe, *t;
     carver cv = {NULL, 0, 0};
     int status, s, j, bad = 0;
-    size_t L, D, KV, H, V, per_layer, total, need;
+    size_t L, D, KV, H, V, per_layer, need;
     if (!out) return set_error(err, RUNC_E_ARG, "runc_train_open: trainer is NULL");
     *out = NULL;
     if (!config) return set_error(err, RUNC_E_ARG, "runc_train_open: config is NULL");
@@ -381,11 +416,21 @@ int runc_train_open(runc_trainer **out, const runc_train_config *config, runc_er
     H = (size_t)config->hidden_dim;
     V = (size_t)config->vocab_size;
     per_layer = 2 * D + 2 * D * D + 2 * D * KV + 3 * D * H;
-    total = V * D + L * per_layer + D + (config->tied ? 0 : V * D);
-    if (mul3(L, per_layer, 1, &bad), bad || V * D / D != V)
+    (void)V;
+    if (mul3(L, per_layer, 1, &bad), bad || mul3(V, D, 2, &bad) == 0 || bad)
         return set_error(err, RUNC_E_OVERFLOW, "train config: the model's size overflows");
-    probe.n_params = total;
-    probe.n_tensors = 1 + 9 * config->n_layers + 1 + (config->tied ? 0 : 1);
+    {
+        table tb = {NULL, 0, 0, 0, 0};
+        build_tensors(config, probe.kv_dim, &tb);
+        probe.n_tensors = tb.n;
+        probe.n_params = tb.off;
+        probe.n_wt = tb.wt;
+        probe.n_wp = tb.wp;
+    }
+    probe.Dp = round8(config->dim);
+    probe.KVp = round8(probe.kv_dim);
+    probe.Hp = round8(config->hidden_dim);
+    probe.Vp = round8(config->vocab_size);
     probe.max_tok = mul3((size_t)config->max_batch, (size_t)config->max_seq_len, 1, &bad);
     /* a row of n positions keeps n_heads * n (n + 1) / 2 probabilities per layer */
     probe.max_prob = mul3((size_t)config->max_batch, (size_t)config->n_heads,
@@ -407,7 +452,19 @@ int runc_train_open(runc_trainer **out, const runc_train_config *config, runc_er
     cv.used = 0;
     lay_out(t, &cv);
     t->arena_bytes = need;
-    build_tensors(t);
+    {
+        table tb = {NULL, 0, 0, 0, 0};
+        tb.tab = t->tensors;
+        build_tensors(config, t->kv_dim, &tb);
+    }
+    t->emb = t->tensors[0].off;
+    t->norm_index = 1 + 9 * config->n_layers;
+    t->norm = t->tensors[t->norm_index].off;
+    t->out_index = config->tied ? 0 : t->norm_index + 1;
+    t->run_rows = run_rows_portable;
+#if TK_HAVE_AVX2
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) t->run_rows = run_rows_avx2;
+#endif
     /* RoPE tables as train/model.py's rope_tables computes them in float32 */
     for (s = 0; s < config->max_seq_len; s++)
         for (j = 0; j < t->hd / 2; j++) {
@@ -469,280 +526,11 @@ float *runc_train_buffer(runc_trainer *t, int which)
     }
 }
 
-/* ---- kernels ------------------------------------------------------------------- */
-
-#include "train_kern.h"
-
-/* ---- forward ------------------------------------------------------------------- */
-
-static void rmsnorm_fwd(float *restrict out, float *restrict rstd, const float *restrict x, const float *restrict w,
-                        int n, int d, float eps)
-{
-    int r, i;
-    for (r = 0; r < n; r++) {
-        const float *restrict xr = x + (size_t)r * (size_t)d;
-        float *restrict o = out + (size_t)r * (size_t)d;
-        float ss = 0.0f, s;
-        for (i = 0; i < d; i++) ss += xr[i] * xr[i];
-        s = 1.0f / sqrtf(ss / (float)d + eps);
-        rstd[r] = s;
-        for (i = 0; i < d; i++) o[i] = (xr[i] * s) * w[i];
-    }
-}
-
-/* dx += d/dx of out = (x * rstd) * w given dout; gw += dout * x * rstd. */
-static void rmsnorm_bwd(float *restrict dx, float *restrict gw, const float *restrict dout, const float *restrict x,
-                        const float *restrict rstd, const float *restrict w, int n, int d)
-{
-    int r, i;
-    for (r = 0; r < n; r++) {
-        const float *restrict xr = x + (size_t)r * (size_t)d;
-        const float *restrict dr = dout + (size_t)r * (size_t)d;
-        float *restrict o = dx + (size_t)r * (size_t)d;
-        const float s = rstd[r];
-        float dot = 0.0f;
-        for (i = 0; i < d; i++) {
-            const float xh = xr[i] * s;
-            gw[i] += dr[i] * xh;
-            dot += dr[i] * w[i] * xh;
-        }
-        dot /= (float)d;
-        for (i = 0; i < d; i++) o[i] += s * (dr[i] * w[i] - xr[i] * s * dot);
-    }
-}
-
-/* rotate channel pairs of each head by position: forward (dir 1) or back (dir -1) */
-static void rope(const runc_trainer *t, float *restrict x, int width, int n0, int n1, float dir)
-{
-    const int half = t->hd / 2;
-    int n, i, j;
-    for (n = n0; n < n1; n++) {
-        const float *restrict cs = t->rope_cos + (size_t)t->pos[n] * (size_t)half;
-        const float *restrict sn = t->rope_sin + (size_t)t->pos[n] * (size_t)half;
-        float *restrict xr = x + (size_t)n * (size_t)width;
-        for (i = 0; i < width; i += t->hd)
-            for (j = 0; j < half; j++) {
-                const float re = xr[i + 2 * j], im = xr[i + 2 * j + 1], c = cs[j], s = dir * sn[j];
-                xr[i + 2 * j] = re * c - im * s;
-                xr[i + 2 * j + 1] = re * s + im * c;
-            }
-    }
-}
-
-static void attention_fwd(const runc_trainer *t, int l, int r0, int r1)
-{
-    const int D = t->c.dim, KV = t->kv_dim, hd = t->hd, nh = t->c.n_heads;
-    const float scale = 1.0f / sqrtf((float)hd);
-    const float *q = t->q + (size_t)l * t->max_tok * (size_t)D;
-    const float *k = t->k + (size_t)l * t->max_tok * (size_t)KV;
-    const float *v = t->v_ + (size_t)l * t->max_tok * (size_t)KV;
-    float *y = t->y + (size_t)l * t->max_tok * (size_t)D;
-    float *prob = t->prob + (size_t)l * t->max_prob;
-    int r, h, p, u, i;
-    for (r = r0; r < r1; r++) {
-        const int base = t->row_tok[r], n = t->row_tok[r + 1] - base;
-        for (p = 0; p < n; p++) {
-            const int tk = base + p;
-            for (h = 0; h < nh; h++) {
-                const int kh = h / t->rep;
-                const float *restrict qv = q + (size_t)tk * (size_t)D + (size_t)(h * hd);
-                float *restrict pr = prob + t->prob_off[tk] + (size_t)h * (size_t)(p + 1);
-                float *restrict yo = y + (size_t)tk * (size_t)D + (size_t)(h * hd);
-                float mx = -INFINITY, sum = 0.0f;
-                for (u = 0; u <= p; u++) {
-                    const float *restrict kv = k + (size_t)(base + u) * (size_t)KV + (size_t)(kh * hd);
-                    float s = 0.0f;
-                    for (i = 0; i < hd; i++) s += qv[i] * kv[i];
-                    s *= scale;
-                    pr[u] = s;
-                    if (s > mx) mx = s;
-                }
-                for (u = 0; u <= p; u++) {
-                    pr[u] = expf(pr[u] - mx);
-                    sum += pr[u];
-                }
-                for (u = 0; u <= p; u++) pr[u] /= sum;
-                for (i = 0; i < hd; i++) yo[i] = 0.0f;
-                for (u = 0; u <= p; u++) {
-                    const float *restrict vv = v + (size_t)(base + u) * (size_t)KV + (size_t)(kh * hd);
-                    const float w = pr[u];
-                    for (i = 0; i < hd; i++) yo[i] += w * vv[i];
-                }
-            }
-        }
-    }
-}
-
-static void attention_bwd(const runc_trainer *t, int l, int r0, int r1, float *restrict dp)
-{
-    const int D = t->c.dim, KV = t->kv_dim, hd = t->hd, nh = t->c.n_heads;
-    const float scale = 1.0f / sqrtf((float)hd);
-    const float *q = t->q + (size_t)l * t->max_tok * (size_t)D;
-    const float *k = t->k + (size_t)l * t->max_tok * (size_t)KV;
-    const float *v = t->v_ + (size_t)l * t->max_tok * (size_t)KV;
-    const float *prob = t->prob + (size_t)l * t->max_prob;
-    int r, h, p, u, i;
-    for (r = r0; r < r1; r++) {
-        const int base = t->row_tok[r], n = t->row_tok[r + 1] - base;
-        memset(t->dk + (size_t)base * (size_t)KV, 0, (size_t)n * (size_t)KV * sizeof(float));
-        memset(t->dv + (size_t)base * (size_t)KV, 0, (size_t)n * (size_t)KV * sizeof(float));
-        for (p = 0; p < n; p++) {
-            const int tk = base + p;
-            for (h = 0; h < nh; h++) {
-                const int kh = h / t->rep;
-                const float *restrict qv = q + (size_t)tk * (size_t)D + (size_t)(h * hd);
-                const float *restrict pr = prob + t->prob_off[tk] + (size_t)h * (size_t)(p + 1);
-                const float *restrict dyv = t->dy + (size_t)tk * (size_t)D + (size_t)(h * hd);
-                float *restrict dqv = t->dq + (size_t)tk * (size_t)D + (size_t)(h * hd);
-                float dot = 0.0f;
-                for (u = 0; u <= p; u++) {
-                    const float *restrict vv = v + (size_t)(base + u) * (size_t)KV + (size_t)(kh * hd);
-                    float *restrict dvv = t->dv + (size_t)(base + u) * (size_t)KV + (size_t)(kh * hd);
-                    float s = 0.0f;
-                    const float w = pr[u];
-                    for (i = 0; i < hd; i++) {
-                        s += dyv[i] * vv[i];
-                        dvv[i] += w * dyv[i];
-                    }
-                    dp[u] = s;
-                    dot += w * s;
-                }
-                for (i = 0; i < hd; i++) dqv[i] = 0.0f;
-                for (u = 0; u <= p; u++) {
-                    const float *restrict kv = k + (size_t)(base + u) * (size_t)KV + (size_t)(kh * hd);
-                    float *restrict dkv = t->dk + (size_t)(base + u) * (size_t)KV + (size_t)(kh * hd);
-                    const float ds = pr[u] * (dp[u] - dot) * scale;
-                    for (i = 0; i < hd; i++) {
-                        dqv[i] += ds * kv[i];
-                        dkv[i] += ds * qv[i];
-                    }
-                }
-            }
-        }
-    }
-}
-
-/* forward and backward of rows r0..r1 (positions n0..n1, answer positions s0..s1) */
-static void run_rows(worker *w)
-{
-    runc_trainer *t = w->t;
-    const runc_train_config *c = &t->c;
-    const int D = c->dim, KV = t->kv_dim, Hd = c->hidden_dim, V = c->vocab_size, L = c->n_layers;
-    const int n0 = w->n0, N = w->n1 - w->n0, s0 = w->s0, S = w->s1 - w->s0;
-    const size_t NT = t->max_tok;
-    const float *P = t->params;
-    float *G = w->grad;
-    const float inv_n = 1.0f / (float)t->n_sel;
-    double loss = 0.0;
-    int l, n, s, i;
-#define AT(base, stride, row) ((base) + (size_t)(row) * (size_t)(stride))
-    memset(G, 0, t->n_params * sizeof(float));
-    w->loss = 0.0;
-    if (N == 0) return;
-    /* embedding */
-    for (n = n0; n < n0 + N; n++) memcpy(AT(t->x, D, n), AT(P + t->emb, D, t->tok[n]), (size_t)D * sizeof(float));
-    for (l = 0; l < L; l++) {
-        const layer_offs *lo = &t->lo[l];
-        float *x = t->x + (size_t)l * NT * (size_t)D, *xo = t->x + (size_t)(l + 1) * NT * (size_t)D;
-        float *xn1 = t->xn1 + (size_t)l * NT * (size_t)D, *xn2 = t->xn2 + (size_t)l * NT * (size_t)D;
-        float *q = t->q + (size_t)l * NT * (size_t)D, *y = t->y + (size_t)l * NT * (size_t)D;
-        float *xm = t->xm + (size_t)l * NT * (size_t)D;
-        float *k = t->k + (size_t)l * NT * (size_t)KV, *v = t->v_ + (size_t)l * NT * (size_t)KV;
-        float *a = t->a + (size_t)l * NT * (size_t)Hd, *b = t->b + (size_t)l * NT * (size_t)Hd;
-        float *g = t->g + (size_t)l * NT * (size_t)Hd;
-        rmsnorm_fwd(AT(xn1, D, n0), t->rstd1 + (size_t)l * NT + (size_t)n0, AT(x, D, n0), P + lo->attn_norm, N, D,
-                    c->norm_eps);
-        mm_nn(AT(q, D, n0), AT(xn1, D, n0), t->wt + lo->wq, NULL, N, D, D);
-        mm_nn(AT(k, KV, n0), AT(xn1, D, n0), t->wt + lo->wk, NULL, N, D, KV);
-        mm_nn(AT(v, KV, n0), AT(xn1, D, n0), t->wt + lo->wv, NULL, N, D, KV);
-        rope(t, q, D, n0, n0 + N, 1.0f);
-        rope(t, k, KV, n0, n0 + N, 1.0f);
-        attention_fwd(t, l, w->r0, w->r1);
-        mm_nn(AT(xm, D, n0), AT(y, D, n0), t->wt + lo->wo, AT(x, D, n0), N, D, D);
-        rmsnorm_fwd(AT(xn2, D, n0), t->rstd2 + (size_t)l * NT + (size_t)n0, AT(xm, D, n0), P + lo->ffn_norm, N, D,
-                    c->norm_eps);
-        mm_nn(AT(a, Hd, n0), AT(xn2, D, n0), t->wt + lo->w1, NULL, N, D, Hd);
-        mm_nn(AT(b, Hd, n0), AT(xn2, D, n0), t->wt + lo->w3, NULL, N, D, Hd);
-        swiglu_fwd(AT(g, Hd, n0), AT(a, Hd, n0), AT(b, Hd, n0), (size_t)N * (size_t)Hd);
-        mm_nn(AT(xo, D, n0), AT(g, Hd, n0), t->wt + lo->w2, AT(xm, D, n0), N, Hd, D);
-    }
-    /* classifier and loss at the answer positions */
-    {
-        const float *xl = t->x + (size_t)L * NT * (size_t)D;
-        for (s = s0; s < s0 + S; s++)
-            rmsnorm_fwd(AT(t->xnf, D, s), t->rstdf + s, AT(xl, D, t->sel_tok[s]), P + t->norm, 1, D, c->norm_eps);
-        mm_nn(AT(t->logits, V, s0), AT(t->xnf, D, s0), t->wt + t->out, NULL, S, D, V);
-        for (s = s0; s < s0 + S; s++) {
-            const float *restrict lg = AT(t->logits, V, s);
-            float *restrict dl = AT(t->dlog, V, s);
-            float mx = lg[0];
-            double sum = 0.0, lse;
-            for (i = 1; i < V; i++)
-                if (lg[i] > mx) mx = lg[i];
-            for (i = 0; i < V; i++) sum += exp((double)lg[i] - (double)mx);
-            lse = (double)mx + log(sum);
-            loss += lse - (double)lg[t->sel_tgt[s]];
-            for (i = 0; i < V; i++) dl[i] = (float)exp((double)lg[i] - lse) * inv_n;
-            dl[t->sel_tgt[s]] -= inv_n;
-        }
-    }
-    w->loss = loss;
-    /* ---- backward ---- */
-    memset(AT(t->dx, D, n0), 0, (size_t)N * (size_t)D * sizeof(float));
-    {
-        const float *xl = t->x + (size_t)L * NT * (size_t)D;
-        mm_tn(G + t->out, AT(t->dlog, V, s0), AT(t->xnf, D, s0), S, V, D);
-        mm_nn(AT(t->dxf, D, s0), AT(t->dlog, V, s0), P + t->out, NULL, S, V, D);
-        for (s = s0; s < s0 + S; s++)  /* the final norm's gradient goes straight to the answer rows */
-            rmsnorm_bwd(AT(t->dx, D, t->sel_tok[s]), G + t->norm, AT(t->dxf, D, s), AT(xl, D, t->sel_tok[s]),
-                        t->rstdf + s, P + t->norm, 1, D);
-    }
-    for (l = L - 1; l >= 0; l--) {
-        const layer_offs *lo = &t->lo[l];
-        const float *x = t->x + (size_t)l * NT * (size_t)D;
-        const float *xn1 = t->xn1 + (size_t)l * NT * (size_t)D, *xn2 = t->xn2 + (size_t)l * NT * (size_t)D;
-        const float *y = t->y + (size_t)l * NT * (size_t)D, *xm = t->xm + (size_t)l * NT * (size_t)D;
-        const float *a = t->a + (size_t)l * NT * (size_t)Hd, *b = t->b + (size_t)l * NT * (size_t)Hd;
-        const float *g = t->g + (size_t)l * NT * (size_t)Hd;
-        /* feed-forward: xo = xm + g W2^T */
-        mm_nn(AT(t->dg, Hd, n0), AT(t->dx, D, n0), P + lo->w2, NULL, N, D, Hd);
-        mm_tn(G + lo->w2, AT(t->dx, D, n0), AT(g, Hd, n0), N, D, Hd);
-        swiglu_bwd(AT(t->da, Hd, n0), AT(t->db, Hd, n0), AT(t->dg, Hd, n0), AT(a, Hd, n0), AT(b, Hd, n0),
-                   (size_t)N * (size_t)Hd);
-        mm_nn(AT(t->dxn, D, n0), AT(t->da, Hd, n0), P + lo->w1, NULL, N, Hd, D);
-        mm_nn(AT(t->dxn, D, n0), AT(t->db, Hd, n0), P + lo->w3, AT(t->dxn, D, n0), N, Hd, D);
-        mm_tn(G + lo->w1, AT(t->da, Hd, n0), AT(xn2, D, n0), N, Hd, D);
-        mm_tn(G + lo->w3, AT(t->db, Hd, n0), AT(xn2, D, n0), N, Hd, D);
-        rmsnorm_bwd(AT(t->dx, D, n0), G + lo->ffn_norm, AT(t->dxn, D, n0), AT(xm, D, n0),
-                    t->rstd2 + (size_t)l * NT + (size_t)n0, P + lo->ffn_norm, N, D);
-        /* attention: xm = x + y Wo^T */
-        mm_nn(AT(t->dy, D, n0), AT(t->dx, D, n0), P + lo->wo, NULL, N, D, D);
-        mm_tn(G + lo->wo, AT(t->dx, D, n0), AT(y, D, n0), N, D, D);
-        attention_bwd(t, l, w->r0, w->r1, w->scratch);
-        rope(t, t->dq, D, n0, n0 + N, -1.0f);
-        rope(t, t->dk, KV, n0, n0 + N, -1.0f);
-        mm_nn(AT(t->dxn, D, n0), AT(t->dq, D, n0), P + lo->wq, NULL, N, D, D);
-        mm_nn(AT(t->dxn, D, n0), AT(t->dk, KV, n0), P + lo->wk, AT(t->dxn, D, n0), N, KV, D);
-        mm_nn(AT(t->dxn, D, n0), AT(t->dv, KV, n0), P + lo->wv, AT(t->dxn, D, n0), N, KV, D);
-        mm_tn(G + lo->wq, AT(t->dq, D, n0), AT(xn1, D, n0), N, D, D);
-        mm_tn(G + lo->wk, AT(t->dk, KV, n0), AT(xn1, D, n0), N, KV, D);
-        mm_tn(G + lo->wv, AT(t->dv, KV, n0), AT(xn1, D, n0), N, KV, D);
-        rmsnorm_bwd(AT(t->dx, D, n0), G + lo->attn_norm, AT(t->dxn, D, n0), AT(x, D, n0),
-                    t->rstd1 + (size_t)l * NT + (size_t)n0, P + lo->attn_norm, N, D);
-    }
-    /* embedding */
-    for (n = n0; n < n0 + N; n++) {
-        float *restrict ge = AT(G + t->emb, D, t->tok[n]);
-        const float *restrict d = AT(t->dx, D, n);
-        for (i = 0; i < D; i++) ge[i] += d[i];
-    }
-#undef AT
-}
-
 #ifndef RUNC_NO_THREADS
 static void *run_rows_thread(void *arg)
 {
-    run_rows((worker *)arg);
+    worker *w = (worker *)arg;
+    w->t->run_rows(w);
     return NULL;
 }
 #endif
@@ -800,13 +588,23 @@ static int load_batch(runc_trainer *t, const int *tokens, const int *targets, in
     return RUNC_OK;
 }
 
-/* W^T of every matrix, for the forward products (rows of x times columns of W^T). */
-static void transpose_weights(runc_trainer *t)
+/* The padded copies of every matrix W (rows x cols) the products read: W^T with
+ * rows of round8(rows) floats (the forward pass: x W^T), and W with rows of
+ * round8(cols) (the backward pass: dy W). Padding stays zero. */
+static void copy_weights(runc_trainer *t)
 {
-    int e;
+    int e, r, c;
     for (e = 0; e < t->n_tensors; e++) {
         const tensor *te = &t->tensors[e];
-        if (te->cols > 1) transpose(t->wt + te->off, t->params + te->off, te->rows, te->cols);
+        const float *w = t->params + te->off;
+        const int rp = round8(te->rows), cp = round8(te->cols);
+        float *wt = t->wt + te->wt_off, *wp = t->wp + te->wp_off;
+        if (te->cols == 1) continue;
+        for (r = 0; r < te->rows; r++) {
+            const float *wr = w + (size_t)r * (size_t)te->cols;
+            memcpy(wp + (size_t)r * (size_t)cp, wr, (size_t)te->cols * sizeof(float));
+            for (c = 0; c < te->cols; c++) wt[(size_t)c * (size_t)rp + (size_t)r] = wr[c];
+        }
     }
 }
 
@@ -823,7 +621,7 @@ int runc_train_forward_backward(runc_trainer *t, const int *tokens, const int *t
     if (logits && logits_cap < (long long)t->n_sel * t->c.vocab_size)
         return set_error(err, RUNC_E_BUFFER, "runc_train_forward_backward: logits needs %lld floats, got %lld",
                          (long long)t->n_sel * t->c.vocab_size, logits_cap);
-    transpose_weights(t);
+    copy_weights(t);
     /* rows to workers, balanced by positions */
     T = t->c.threads;
     r = 0;
@@ -846,15 +644,15 @@ int runc_train_forward_backward(runc_trainer *t, const int *tokens, const int *t
         pthread_t th[256];
         int started[256];
         for (i = 1; i < T; i++) started[i] = pthread_create(&th[i], NULL, run_rows_thread, &t->workers[i]) == 0;
-        run_rows(&t->workers[0]);
+        t->run_rows(&t->workers[0]);
         for (i = 1; i < T; i++) {
             if (started[i]) pthread_join(th[i], NULL);
-            else run_rows(&t->workers[i]);  /* no thread to be had: do its share here */
+            else t->run_rows(&t->workers[i]);  /* no thread to be had: do its share here */
         }
     } else
 #endif
     {
-        for (i = 0; i < T; i++) run_rows(&t->workers[i]);
+        for (i = 0; i < T; i++) t->run_rows(&t->workers[i]);
     }
     for (i = 0; i < T; i++) loss += t->workers[i].loss;
     for (i = 1; i < T; i++) {
@@ -863,7 +661,10 @@ int runc_train_forward_backward(runc_trainer *t, const int *tokens, const int *t
         size_t j;
         for (j = 0; j < t->n_params; j++) o[j] += g[j];
     }
-    if (logits) memcpy(logits, t->logits, (size_t)t->n_sel * (size_t)t->c.vocab_size * sizeof(float));
+    if (logits)
+        for (i = 0; i < t->n_sel; i++)
+            memcpy(logits + (size_t)i * (size_t)t->c.vocab_size, t->logits + (size_t)i * (size_t)t->Vp,
+                   (size_t)t->c.vocab_size * sizeof(float));
     if (stats) {
         stats->loss_sum = loss;
         stats->n_answer = t->n_sel;
@@ -876,6 +677,26 @@ int runc_train_forward_backward(runc_trainer *t, const int *tokens, const int *t
 }
 
 /* ---- optimizer ---------------------------------------------------------------- */
+
+/* AdamW without its weight decay (applied before), in train/optim.py's order:
+ * m.lerp_(g, 1 - b1); v = v * b2 + (1 - b2) * g * g;
+ * p += step * m / (sqrt(v) / sqrt(bc2) + eps), step = -lr / bc1. */
+static void adamw_update(float *restrict p, float *restrict m, float *restrict v, const float *restrict g, size_t n,
+                         float b1w, float b2, float b2w, float bc2s, float eps, float step)
+{
+    size_t j;
+    for (j = 0; j < n; j++) {
+        const float gj = g[j];
+        float mj = m[j], vj = v[j], denom;
+        mj = b1w < 0.5f ? mj + b1w * (gj - mj) : gj - (gj - mj) * (1.0f - b1w);
+        vj = vj * b2;
+        vj = vj + b2w * gj * gj;
+        denom = sqrtf(vj) / bc2s + eps;
+        p[j] = p[j] + step * mj / denom;
+        m[j] = mj;
+        v[j] = vj;
+    }
+}
 
 int runc_train_update(runc_trainer *t, double lr, runc_train_stats *stats, runc_error *err)
 {

@@ -23,7 +23,7 @@ import numpy as np
 from .model import ModelConfig
 
 IGNORE = -100
-_SOURCES = ("train.c", "train.h", "train_kern.h", "runc.h")
+_SOURCES = ("train.c", "train.h", "train_kern.h", "runc.h", "runc_impl.h")
 
 
 class CEngineError(RuntimeError):
