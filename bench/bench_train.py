@@ -7,6 +7,8 @@ Prints, in one run:
    F.scaled_dot_product_attention(is_causal=True)), fp32 eager, batches of 256
    padded to the longest problem, torch.optim.AdamW(lr=3e-3), loss on the answer
    tokens only (ignore_index), at 1 thread and at torch's default count (the faster counts);
+   and the C engine (runc/train.c, `--engine c`) against this trainer's PyTorch eager step at
+   ~10K, ~25K and ~100K parameters, 1 thread, batch 256 (`--c-only` runs just that table);
 2. time to 99% exact-match on the classic `+` test split (dim 48, 2 layers, ~56K
    params) for both. The clock counts training only: the test split is scored
    every `--check-every` steps with the clock stopped (greedy exact-match), the
@@ -225,6 +227,53 @@ class OursStepper:
         return train_step(self.model, self.model, self.opt, self.batches, self.s, 1.0, torch.device("cpu"))[2]
 
 
+class CStepper:
+    """The C engine's step (runc/train.c through train/engine_c.py) on the same model and batches."""
+
+    def __init__(self, mcfg: ModelConfig, enc, batch_size: int = 256, threads: int = 1):
+        from tinymath.train.engine_c import CEngine
+
+        self.engine = CEngine(mcfg, max_batch=batch_size, threads=threads)
+        self.engine.load_state_dict(initial_state(mcfg))
+        self.batches = Batches(enc["train"], batch_size, 0)
+        self.s = 0
+
+    def step(self) -> int:
+        self.s += 1
+        x, y, n_tok, _ = self.batches.get(self.s)
+        self.engine.step(x, y, 1e-3)
+        return n_tok
+
+
+def c_engine_table(enc, tok, longest, seconds: float, sizes=(10_000, 25_000, 100_000), rounds: int = 5) -> list:
+    """Tokens/s of the C engine and of this trainer's PyTorch eager step, 1 thread, interleaved rounds."""
+    print("\n1b. the C engine (runc/train.c) against this trainer's PyTorch eager step: tokens/s, 1 thread, "
+          "batch 256;\n    interleaved rounds, range over rounds (best .. worst) and the ratio of the bests")
+    print(f"   {'params':>9}  {'shape':<14} {'torch eager':>22} {'C engine':>22} {'C / torch':>9}")
+    rows = []
+    for target in sizes:
+        mcfg = ModelConfig.for_params(target, tok.vocab_size, longest)
+        steppers = {"torch": (OursStepper(mcfg, enc), 1), "c": (CStepper(mcfg, enc), 1)}
+        seen = {k: [] for k in steppers}
+        for k, (st, threads) in steppers.items():  # warm-up
+            torch.set_num_threads(threads)
+            for _ in range(3):
+                st.step()
+        for _ in range(rounds):
+            for k, (st, threads) in steppers.items():
+                torch.set_num_threads(threads)
+                tokens, t0 = 0, time.perf_counter()
+                while time.perf_counter() - t0 < seconds / rounds:
+                    tokens += st.step()
+                seen[k].append(tokens / (time.perf_counter() - t0))
+        t, c = seen["torch"], seen["c"]
+        shape = f"d{mcfg.dim} L{mcfg.n_layers} h{mcfg.n_heads}"
+        print(f"   {mcfg.n_params():>9,}  {shape:<14} {max(t):>10,.0f} .. {min(t):>8,.0f} {max(c):>10,.0f} .. "
+              f"{min(c):>8,.0f} {max(c) / max(t):>8.2f}x", flush=True)
+        rows.append({"params": mcfg.n_params(), "torch": t, "c": c})
+    return rows
+
+
 class PlainStepper:
     def __init__(self, mcfg: ModelConfig, enc):
         self.loop = PlainLoop(mcfg, enc["train"], initial_state(mcfg))
@@ -333,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                          "problems for this trainer)")
     ap.add_argument("--limit", type=float, default=240.0, help="give up on a time-to-accuracy run after this")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--c-only", action="store_true", help="only the C engine's table (1b)")
     args = ap.parse_args(argv)
     if args.quick:
         args.seconds, args.limit = 1.0, 5.0
@@ -348,6 +398,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"task: classic + (operands 0-89), {n_train} train / {len(enc['test'])} test problems, "
               f"longest {longest} tokens, mean {enc['train'].lengths.float().mean():.1f}\n")
 
+        if args.c_only:
+            results["c_engine"] = c_engine_table(enc, tok, longest, args.seconds * 2)
+            if args.json:
+                Path(args.json).write_text(json.dumps(results, indent=2))
+            return 0
         print("1. training tokens/s (problem tokens; padding not counted), batch 256 for both")
         print(f"   {'params':>9}  {'shape':<14} {'plain, 1 thr':>12} {'plain, ' + str(DEFAULT_THREADS) + ' thr':>12} "
               f"{'this trainer':>13} {'vs best plain':>13}")
@@ -364,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{ours / max(p1, p2):>12.2f}x   ({ours_threads} thread(s))", flush=True)
             results["throughput"].append({"params": mcfg.n_params(), "plain_1": p1, "plain_default": p2,
                                           "ours": ours, "ours_threads": ours_threads})
+
+        results["c_engine"] = c_engine_table(enc, tok, longest, args.seconds * 2)
 
         mcfg = ModelConfig(dim=48, n_layers=2, n_heads=6, n_kv_heads=6, hidden_dim=128,
                            vocab_size=tok.vocab_size, max_seq_len=longest)

@@ -42,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int, help="steps between evaluations/checkpoints")
     p.add_argument("--device", help="auto, cpu, cuda, mps")
     p.add_argument("--threads", type=int, help="torch intra-op threads on CPU")
+    p.add_argument("--engine", choices=("torch", "c"), help="training engine: torch (default) or c (runc/train.c, CPU)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--init-from", help="checkpoint to fine-tune from (weights only, fresh optimizer)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
@@ -56,7 +57,7 @@ _FLAG_KEYS = {
     "n_layers": "model.n_layers", "n_heads": "model.n_heads", "n_kv_heads": "model.n_kv_heads",
     "max_steps": "max_steps", "batch_size": "batch_size", "lr": "lr", "seed": "seed", "target_acc": "target_acc",
     "eval_every": "eval_every", "device": "device", "threads": "threads", "compile": "compile",
-    "init_from": "init_from",
+    "init_from": "init_from", "engine": "engine",
 }
 
 

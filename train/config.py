@@ -89,6 +89,7 @@ class TrainConfig:
     test_at_end: bool = True          # evaluate the test split once, at the end
     # ---- machine -------------------------------------------------------------------------
     device: str = "auto"              # auto | cpu | cuda | cuda:N | mps
+    engine: str = "torch"             # torch | c (runc/train.c: the CPU, one process, float32)
     dtype: str = "auto"               # auto (bf16 autocast on CUDA) | float32 | bfloat16
     compile: bool = False             # torch.compile the model
     threads: int | None = None        # torch.set_num_threads (None: 1 below 5M params, else all cores)
@@ -135,6 +136,14 @@ class TrainConfig:
             raise ValueError(f"train config: dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise ValueError(f"train config: device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.engine not in ("torch", "c"):
+            raise ValueError(f"train config: engine must be torch or c, got {self.engine!r}")
+        if self.engine == "c":
+            for name, bad in (("device", self.device not in ("auto", "cpu")), ("compile", self.compile),
+                              ("dtype", self.dtype == "bfloat16")):
+                if bad:
+                    raise ValueError(f"train config: engine c trains on the CPU in float32 without torch.compile; "
+                                     f"{name}={getattr(self, name)!r} needs engine torch")
         m = self.model
         for name in ("params", "dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "vocab_size",
                      "max_seq_len", "head_dim"):

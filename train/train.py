@@ -133,7 +133,7 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None, *, o
     cfg.validate()
     check_shape_fields(cfg.model)
     dist = Dist()
-    device = resolve_device(cfg.device, dist.local_rank)
+    device = resolve_device("cpu" if cfg.engine == "c" else cfg.device, dist.local_rank)
     dist.init(device)
     try:
         summary = _train(cfg, resume, overwrite, on_eval, interrupt_at, dist, device)
@@ -247,6 +247,14 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
     if cfg.compile:
         train_model = torch.compile(train_model, dynamic=True)
     amp = autocast(device, cfg.dtype)
+    c_engine = None  # engine c: runc/train.c takes the steps; model and opt mirror it (engine_c.TorchBridge)
+    if cfg.engine == "c":
+        if dist.enabled:
+            raise ValueError("train config: engine c runs in one process (its threads split the batch), not "
+                             "under torchrun")
+        from .engine_c import TorchBridge
+
+        c_engine = TorchBridge(model, opt, cfg, threads)
 
     batches = Batches(enc["train"], cfg.batch_size, cfg.seed, cfg.bucket, dist.rank, dist.world)
     rng = torch.Generator().manual_seed(cfg.seed + 17)
@@ -321,8 +329,11 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
                 lr = lr_at(step, cfg)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                loss_total, n_local, n_tok = train_step(train_model, model, opt, batches, step, cfg.grad_clip,
-                                                        device, amp, dist.world)
+                if c_engine is not None:
+                    loss_total, n_local, n_tok = c_engine.step(batches, step, lr)
+                else:
+                    loss_total, n_local, n_tok = train_step(train_model, model, opt, batches, step, cfg.grad_clip,
+                                                            device, amp, dist.world)
                 step += 1
                 tokens_seen += n_tok
                 loss_sum[0] += loss_total.to(acc_dtype)  # stays on the device: no sync per step
@@ -348,6 +359,8 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
                 stop_reason = "max_steps"
             if step != last_eval_step and (step % cfg.eval_every == 0 or stop_reason is not None):
                 last_eval_step = step
+                if c_engine is not None:
+                    c_engine.sync()
                 dist.sum_(loss_sum)
                 ev = run_eval()
                 elapsed_now = elapsed + (time.perf_counter() - t0) - excluded
@@ -388,7 +401,11 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
                "setup_s": setup_s, "interrupted": interrupted,
                "stop_reason": "interrupted" if interrupted else stop_reason,
                "ckpt": str(ckpt_path), "best": str(best_path), "n_params": mcfg.n_params(),
-               "model_config": mcfg.to_dict(), "threads": threads, "device": str(device)}
+               "model_config": mcfg.to_dict(), "threads": threads, "device": str(device),
+               "engine": cfg.engine}
+    if c_engine is not None:
+        c_engine.sync()
+        c_engine.close()
     if interrupted:
         if dist.main:  # the state after the last completed step; resuming continues from exactly here
             ck = checkpoint(metrics)

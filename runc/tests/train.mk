@@ -1,0 +1,33 @@
+# runc/tests/train.mk - the C training engine's checks (included by the top-level Makefile).
+#
+#   make train-c-test   build runc/tests/test_train and run it plain (-Werror), under ASan+UBSan, and
+#                       under ThreadSanitizer (its tests use 2 and 3 worker threads)
+#
+# The agreement with PyTorch, tensor by tensor, is tests/test_train_c.py (pytest).
+
+TRAIN_CC       ?= $(or $(RUNC_CC),$(CC))
+TRAIN_CFLAGS   ?= -std=c99 -O2 -Wall -Wextra -pedantic -Werror
+TRAIN_SANFLAGS ?= -std=c99 -O1 -g -Wall -Wextra -pedantic -fsanitize=address,undefined \
+                  -fno-omit-frame-pointer -fno-sanitize-recover=all
+TRAIN_TSANFLAGS ?= -std=c99 -O1 -g -Wall -Wextra -pedantic -fsanitize=thread
+TRAIN_LIB := runc/train.c runc/train.h runc/train_kern.h runc/runc.h runc/runc_impl.h
+TRAIN_TEST_BINS := runc/tests/test_train runc/tests/test_train_asan runc/tests/test_train_tsan
+
+.PHONY: train-c-test
+
+runc/tests/test_train: runc/tests/test_train.c $(TRAIN_LIB)
+	$(TRAIN_CC) $(TRAIN_CFLAGS) -Irunc -o $@ runc/tests/test_train.c runc/train.c -lm -pthread
+
+runc/tests/test_train_asan: runc/tests/test_train.c $(TRAIN_LIB)
+	$(TRAIN_CC) $(TRAIN_SANFLAGS) -Irunc -o $@ runc/tests/test_train.c runc/train.c -lm -pthread
+
+runc/tests/test_train_tsan: runc/tests/test_train.c $(TRAIN_LIB)
+	$(TRAIN_CC) $(TRAIN_TSANFLAGS) -Irunc -o $@ runc/tests/test_train.c runc/train.c -lm -pthread
+
+train-c-test: $(TRAIN_TEST_BINS)
+	$(TRAIN_CC) $(TRAIN_CFLAGS) -DRUNC_NO_THREADS -fsyntax-only runc/train.c
+	./runc/tests/test_train
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 ./runc/tests/test_train_asan
+	TSAN_OPTIONS=halt_on_error=1:allocator_may_return_null=1 ./runc/tests/test_train_tsan
+
+TEST_TARGETS += train-c-test

@@ -1,0 +1,752 @@
+/*
+ * train.c - the training engine of train.h: forward, backward, cross-entropy
+ * on answer tokens, global-norm clipping and AdamW for train/model.py's Llama,
+ * in one arena, with worker threads splitting the batch rows.
+ *
+ * Layout. A batch of B rows x W columns is packed: row r contributes only its
+ * positions 0 .. last answer position (later positions cannot change the loss
+ * under causal attention, and earlier ones are all real tokens), so no work
+ * goes to padding. Activations are token-major (one row of dim floats per
+ * computed position); every layer keeps what the backward pass needs (its
+ * input, RMSNorm scales, normalized inputs, post-RoPE q and k, v, attention
+ * probabilities, attention output, SwiGLU's a, b and product).
+ *
+ * Threads. Worker t takes a contiguous run of rows (balanced by positions)
+ * and runs the whole forward and backward pass on them, with its own gradient
+ * buffer; the buffers are then summed in worker order. A given thread count
+ * therefore gives the same bits every time; different counts differ in the
+ * order of the gradients' summation.
+ *
+ * Where the engine differs from PyTorch: the order of float additions (matrix
+ * products sum over their inner dimension in index order; gradients of the
+ * weights sum positions in row order, per worker), the losses summed in
+ * double, the gradient norm accumulated in double. Every operation is the
+ * same otherwise (RMSNorm as x * rsqrt(mean(x^2) + eps) * w, RoPE as the
+ * complex product of train/model.py, scores as (q . k) * 1/sqrt(head size),
+ * AdamW as train/optim.py's foreach sequence with float scalars).
+ */
+#include "train.h"
+#include "runc_impl.h" /* runc_expf: the library's exp, a loop of which vectorises */
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef RUNC_NO_THREADS
+#include <pthread.h>
+#endif
+
+/* ---- errors ---------------------------------------------------------------- */
+
+static int set_error(runc_error *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        err->code = code;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static int set_ok(runc_error *err)
+{
+    if (err) {
+        err->code = RUNC_OK;
+        err->message[0] = '\0';
+    }
+    return RUNC_OK;
+}
+
+/* ---- the object -------------------------------------------------------------- */
+
+enum { K_EMB, K_ATTN_NORM, K_WQ, K_WK, K_WV, K_WO, K_FFN_NORM, K_W1, K_W2, K_W3, K_NORM, K_OUT };
+static const char *const kind_names[] = {
+    "tok_embeddings.weight", "attention_norm.weight", "attention.wq.weight", "attention.wk.weight",
+    "attention.wv.weight", "attention.wo.weight", "ffn_norm.weight", "feed_forward.w1.weight",
+    "feed_forward.w2.weight", "feed_forward.w3.weight", "norm.weight", "output.weight"};
+
+typedef struct {
+    size_t off;      /* first float in the parameter buffers */
+    size_t wt_off;   /* a matrix: its transpose (cols x rows, rows padded to 8) in wt */
+    size_t wp_off;   /* a matrix: itself with cols padded to 8, in wp */
+    int rows, cols, kind, layer, decay;
+} tensor;
+
+/* Per-worker state of one forward/backward call. */
+typedef struct {
+    struct runc_trainer *t;
+    int r0, r1;          /* rows */
+    int n0, n1;          /* positions */
+    int s0, s1;          /* answer positions */
+    float *grad;         /* this worker's gradient buffer */
+    float *scratch;      /* max_seq_len floats */
+    double loss;
+} worker;
+
+struct runc_trainer {
+    runc_train_config c;
+    int hd, kv_dim, rep;
+    int Dp, KVp, Hp, Vp;              /* dim, kv_dim, hidden_dim, vocab_size rounded up to 8: row strides */
+    size_t n_params, n_wt, n_wp, max_tok, max_prob;
+    int n_tensors;
+    tensor *tensors;
+    size_t emb, norm;                 /* offsets */
+    int out_index, norm_index;        /* the classifier's tensor (the embedding when tied), the final norm's */
+    void (*run_rows)(worker *w);      /* the portable or the AVX2 build of train_kern.h's run_rows */
+    long long adam_steps;
+    size_t arena_bytes;
+    unsigned char *arena;
+    /* parameters and optimizer */
+    float *params, *grads, *m, *v;
+    float *wt, *wp;                   /* padded copies of the matrices, for the products (see tensor) */
+    float *wgrads;                    /* (threads - 1) x n_params: workers 1.. */
+    float *scratch;                   /* threads x max_seq_len */
+    float *rope_cos, *rope_sin;       /* max_seq_len x hd/2 */
+    /* the batch */
+    int *row_tok;                     /* max_batch + 1: first position of each row */
+    int *row_sel;                     /* max_batch + 1: first answer position of each row */
+    int *tok, *pos;                   /* max_tok */
+    size_t *prob_off;                 /* max_tok: offset of a position's probabilities in a layer */
+    int *sel_tok, *sel_tgt;           /* max_tok: answer positions and their targets */
+    /* activations (per layer l: base + l * stride) */
+    float *x;                         /* (L + 1) x max_tok x dim: layer inputs, then the last output */
+    float *rstd1, *rstd2;             /* L x max_tok */
+    float *xn1, *xn2, *q, *y, *xm;    /* L x max_tok x dim */
+    float *k, *v_;                    /* L x max_tok x kv_dim */
+    float *prob;                      /* L x max_prob */
+    float *a, *b, *g;                 /* L x max_tok x hidden */
+    float *rstdf, *xnf, *logits;      /* answer positions: max_tok, x dim, x vocab */
+    /* backward scratch */
+    float *dx, *dxn, *dq, *dy;        /* max_tok x dim */
+    float *dxf;                       /* answer positions x dim: the final norm's output gradient */
+    float *dk, *dv;                   /* max_tok x kv_dim */
+    float *da, *db, *dg;              /* max_tok x hidden */
+    float *dlog;                      /* max_tok x vocab */
+    worker *workers;
+    int n_rows, n_sel;                /* of the current batch */
+};
+
+/* ---- compute: train_kern.h, portable and (x86-64, GCC/clang) AVX2+FMA ---------- */
+
+#define TK_CAT2(a, b) a##b
+#define TK_CAT(a, b) TK_CAT2(a, b)
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(RUNC_NO_VECTOR_EXT)
+#define TK_VEC 1
+typedef float tk_v8 __attribute__((vector_size(32)));
+#else
+#define TK_VEC 0
+#endif
+
+#define TK_SUFFIX _portable
+#define TK_ATTR
+#define TK_USE_FMA 0
+#include "train_kern.h"
+#undef TK_SUFFIX
+#undef TK_ATTR
+#undef TK_USE_FMA
+
+#if TK_VEC && (defined(__x86_64__) || defined(__i386__)) && !defined(RUNC_NO_DISPATCH)
+#define TK_HAVE_AVX2 1
+#include <immintrin.h>
+#define TK_SUFFIX _avx2
+#define TK_ATTR __attribute__((target("avx2,fma")))
+#define TK_USE_FMA 1
+#include "train_kern.h"
+#undef TK_SUFFIX
+#undef TK_ATTR
+#undef TK_USE_FMA
+#else
+#define TK_HAVE_AVX2 0
+#endif
+
+/* ---- configuration ----------------------------------------------------------- */
+
+void runc_train_config_default(runc_train_config *c)
+{
+    if (!c) return;
+    memset(c, 0, sizeof *c);
+    c->dim = 64;
+    c->hidden_dim = 176;
+    c->n_layers = 2;
+    c->n_heads = 4;
+    c->n_kv_heads = 4;
+    c->vocab_size = 32;
+    c->max_seq_len = 32;
+    c->tied = 1;
+    c->norm_eps = 1e-5f;
+    c->rope_theta = 10000.0f;
+    c->max_batch = 128;
+    c->threads = 1;
+    c->beta1 = 0.9;
+    c->beta2 = 0.99;
+    c->adam_eps = 1e-8;
+    c->weight_decay = 0.1;
+    c->grad_clip = 1.0;
+}
+
+static int check_config(const runc_train_config *c, runc_error *err)
+{
+    static const struct { const char *name; size_t at; int cap; } ints[] = {
+        {"dim", offsetof(runc_train_config, dim), RUNC_MAX_DIM},
+        {"hidden_dim", offsetof(runc_train_config, hidden_dim), RUNC_MAX_HIDDEN_DIM},
+        {"n_layers", offsetof(runc_train_config, n_layers), RUNC_MAX_LAYERS},
+        {"n_heads", offsetof(runc_train_config, n_heads), RUNC_MAX_HEADS},
+        {"n_kv_heads", offsetof(runc_train_config, n_kv_heads), RUNC_MAX_HEADS},
+        {"vocab_size", offsetof(runc_train_config, vocab_size), RUNC_MAX_VOCAB},
+        {"max_seq_len", offsetof(runc_train_config, max_seq_len), 65536},
+        {"max_batch", offsetof(runc_train_config, max_batch), 1 << 20},
+        {"threads", offsetof(runc_train_config, threads), 256},
+    };
+    size_t i;
+    for (i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        int value;
+        memcpy(&value, (const char *)c + ints[i].at, sizeof value);
+        if (value <= 0 || value > ints[i].cap)
+            return set_error(err, RUNC_E_FIELD, "train config: %s must be in 1..%d, got %d", ints[i].name,
+                             ints[i].cap, value);
+    }
+    if (c->dim % c->n_heads)
+        return set_error(err, RUNC_E_SHAPE, "train config: n_heads (%d) must divide dim (%d)", c->n_heads, c->dim);
+    if (c->n_heads % c->n_kv_heads)
+        return set_error(err, RUNC_E_SHAPE, "train config: n_kv_heads (%d) must divide n_heads (%d)", c->n_kv_heads,
+                         c->n_heads);
+    if ((c->dim / c->n_heads) % 2)
+        return set_error(err, RUNC_E_SHAPE, "train config: head size dim/n_heads (%d) must be even for RoPE",
+                         c->dim / c->n_heads);
+    if (c->tied != 0 && c->tied != 1)
+        return set_error(err, RUNC_E_FIELD, "train config: tied must be 0 or 1, got %d", c->tied);
+    if (!(c->norm_eps > 0.0f) || !isfinite(c->norm_eps))
+        return set_error(err, RUNC_E_FIELD, "train config: norm_eps must be positive and finite, got %g",
+                         (double)c->norm_eps);
+    if (!(c->rope_theta > 0.0f) || !isfinite(c->rope_theta))
+        return set_error(err, RUNC_E_FIELD, "train config: rope_theta must be positive and finite, got %g",
+                         (double)c->rope_theta);
+    if (!(c->beta1 >= 0.0 && c->beta1 < 1.0))
+        return set_error(err, RUNC_E_FIELD, "train config: beta1 must be in [0, 1), got %g", c->beta1);
+    if (!(c->beta2 >= 0.0 && c->beta2 < 1.0))
+        return set_error(err, RUNC_E_FIELD, "train config: beta2 must be in [0, 1), got %g", c->beta2);
+    if (!(c->adam_eps >= 0.0) || !isfinite(c->adam_eps))
+        return set_error(err, RUNC_E_FIELD, "train config: adam_eps must be >= 0 and finite, got %g", c->adam_eps);
+    if (!(c->weight_decay >= 0.0) || !isfinite(c->weight_decay))
+        return set_error(err, RUNC_E_FIELD, "train config: weight_decay must be >= 0 and finite, got %g",
+                         c->weight_decay);
+    if (!(c->grad_clip >= 0.0) || !isfinite(c->grad_clip))
+        return set_error(err, RUNC_E_FIELD, "train config: grad_clip must be >= 0 and finite, got %g", c->grad_clip);
+    return RUNC_OK;
+}
+
+/* ---- the arena ---------------------------------------------------------------- */
+
+/* Carves 64-byte aligned blocks out of the arena; with base NULL it only
+ * measures. n counts elements of `size` bytes; overflow sets *bad. */
+typedef struct {
+    unsigned char *base;
+    size_t used;
+    int bad;
+} carver;
+
+static void *carve(carver *cv, size_t n, size_t size)
+{
+    size_t bytes, start;
+    if (cv->bad) return NULL;
+    if (n && size > SIZE_MAX / n) {
+        cv->bad = 1;
+        return NULL;
+    }
+    bytes = n * size;
+    start = (cv->used + 63u) & ~(size_t)63u;
+    if (start < cv->used || bytes > SIZE_MAX - start - 64u) {
+        cv->bad = 1;
+        return NULL;
+    }
+    cv->used = start + bytes;
+    return cv->base ? cv->base + start : NULL;
+}
+
+/* size_t product that reports overflow */
+static size_t mul3(size_t a, size_t b, size_t c, int *bad)
+{
+    if (a && b > SIZE_MAX / a) {
+        *bad = 1;
+        return 0;
+    }
+    a *= b;
+    if (a && c > SIZE_MAX / a) {
+        *bad = 1;
+        return 0;
+    }
+    return a * c;
+}
+
+static void lay_out(runc_trainer *t, carver *cv)
+{
+    const runc_train_config *c = &t->c;
+    const size_t L = (size_t)c->n_layers, T = (size_t)c->threads, D = (size_t)c->dim;
+    const size_t H = (size_t)c->hidden_dim, KV = (size_t)t->kv_dim, V = (size_t)c->vocab_size;
+    const size_t NT = t->max_tok, S = (size_t)c->max_seq_len;
+    const size_t DP = (size_t)t->Dp, KVP = (size_t)t->KVp, HP = (size_t)t->Hp, VP = (size_t)t->Vp;
+    int bad = 0;
+#define F(n) ((float *)carve(cv, (n), sizeof(float)))
+    t->params = F(t->n_params);
+    t->grads = F(t->n_params);
+    t->m = F(t->n_params);
+    t->v = F(t->n_params);
+    t->wt = F(t->n_wt);
+    t->wp = F(t->n_wp);
+    t->wgrads = F(mul3(T - 1, t->n_params, 1, &bad));
+    t->scratch = F(mul3(T, S, 1, &bad));
+    t->rope_cos = F(mul3(S, (size_t)t->hd / 2, 1, &bad));
+    t->rope_sin = F(mul3(S, (size_t)t->hd / 2, 1, &bad));
+    t->row_tok = (int *)carve(cv, (size_t)c->max_batch + 1, sizeof(int));
+    t->row_sel = (int *)carve(cv, (size_t)c->max_batch + 1, sizeof(int));
+    t->tok = (int *)carve(cv, NT, sizeof(int));
+    t->pos = (int *)carve(cv, NT, sizeof(int));
+    t->prob_off = (size_t *)carve(cv, NT, sizeof(size_t));
+    t->sel_tok = (int *)carve(cv, NT, sizeof(int));
+    t->sel_tgt = (int *)carve(cv, NT, sizeof(int));
+    t->x = F(mul3(L + 1, NT, DP, &bad));
+    t->rstd1 = F(mul3(L, NT, 1, &bad));
+    t->rstd2 = F(mul3(L, NT, 1, &bad));
+    t->xn1 = F(mul3(L, NT, DP, &bad));
+    t->xn2 = F(mul3(L, NT, DP, &bad));
+    t->q = F(mul3(L, NT, DP, &bad));
+    t->y = F(mul3(L, NT, DP, &bad));
+    t->xm = F(mul3(L, NT, DP, &bad));
+    t->k = F(mul3(L, NT, KVP, &bad));
+    t->v_ = F(mul3(L, NT, KVP, &bad));
+    t->prob = F(mul3(L, t->max_prob, 1, &bad));
+    t->a = F(mul3(L, NT, HP, &bad));
+    t->b = F(mul3(L, NT, HP, &bad));
+    t->g = F(mul3(L, NT, HP, &bad));
+    t->rstdf = F(NT);
+    t->xnf = F(mul3(NT, DP, 1, &bad));
+    t->logits = F(mul3(NT, VP, 1, &bad));
+    t->dx = F(mul3(NT, DP, 1, &bad));
+    t->dxn = F(mul3(NT, DP, 1, &bad));
+    t->dq = F(mul3(NT, DP, 1, &bad));
+    t->dy = F(mul3(NT, DP, 1, &bad));
+    t->dxf = F(mul3(NT, DP, 1, &bad));
+    t->dk = F(mul3(NT, KVP, 1, &bad));
+    t->dv = F(mul3(NT, KVP, 1, &bad));
+    t->da = F(mul3(NT, HP, 1, &bad));
+    t->db = F(mul3(NT, HP, 1, &bad));
+    t->dg = F(mul3(NT, HP, 1, &bad));
+    t->dlog = F(mul3(NT, VP, 1, &bad));
+    t->workers = (worker *)carve(cv, T, sizeof(worker));
+    t->tensors = (tensor *)carve(cv, (size_t)t->n_tensors, sizeof(tensor));
+#undef F
+    (void)D, (void)H, (void)KV, (void)V;
+    if (bad) cv->bad = 1;
+}
+
+static int round8(int n) { return (n + 7) & ~7; }
+
+/* The tensor table, in torch's named_parameters() order; with tab NULL it only
+ * counts the floats of the parameters and of the padded copies. */
+typedef struct {
+    tensor *tab;
+    int n;
+    size_t off, wt, wp;
+} table;
+
+static void add_tensor(table *tb, int kind, int layer, int rows, int cols, int decay)
+{
+    if (tb->tab) {
+        tensor *e = &tb->tab[tb->n];
+        e->off = tb->off;
+        e->wt_off = tb->wt;
+        e->wp_off = tb->wp;
+        e->rows = rows;
+        e->cols = cols;
+        e->kind = kind;
+        e->layer = layer;
+        e->decay = decay;
+    }
+    tb->n++;
+    tb->off += (size_t)rows * (size_t)cols;
+    if (cols > 1) {
+        tb->wt += (size_t)cols * (size_t)round8(rows);
+        tb->wp += (size_t)rows * (size_t)round8(cols);
+    }
+}
+
+static void build_tensors(const runc_train_config *c, int kv_dim, table *tb)
+{
+    int l;
+    add_tensor(tb, K_EMB, -1, c->vocab_size, c->dim, 0);
+    for (l = 0; l < c->n_layers; l++) {
+        add_tensor(tb, K_ATTN_NORM, l, c->dim, 1, 0);
+        add_tensor(tb, K_WQ, l, c->dim, c->dim, 1);
+        add_tensor(tb, K_WK, l, kv_dim, c->dim, 1);
+        add_tensor(tb, K_WV, l, kv_dim, c->dim, 1);
+        add_tensor(tb, K_WO, l, c->dim, c->dim, 1);
+        add_tensor(tb, K_FFN_NORM, l, c->dim, 1, 0);
+        add_tensor(tb, K_W1, l, c->hidden_dim, c->dim, 1);
+        add_tensor(tb, K_W2, l, c->dim, c->hidden_dim, 1);
+        add_tensor(tb, K_W3, l, c->hidden_dim, c->dim, 1);
+    }
+    add_tensor(tb, K_NORM, -1, c->dim, 1, 0);
+    if (!c->tied) add_tensor(tb, K_OUT, -1, c->vocab_size, c->dim, 1);
+}
+
+int runc_train_open(runc_trainer **out, const runc_train_config *config, runc_error *err)
+{
+    runc_trainer probe, *t;
+    carver cv = {NULL, 0, 0};
+    int status, s, j, bad = 0;
+    size_t L, D, KV, H, V, per_layer, need;
+    if (!out) return set_error(err, RUNC_E_ARG, "runc_train_open: trainer is NULL");
+    *out = NULL;
+    if (!config) return set_error(err, RUNC_E_ARG, "runc_train_open: config is NULL");
+    status = check_config(config, err);
+    if (status) return status;
+    memset(&probe, 0, sizeof probe);
+    probe.c = *config;
+    probe.hd = config->dim / config->n_heads;
+    probe.kv_dim = config->n_kv_heads * probe.hd;
+    probe.rep = config->n_heads / config->n_kv_heads;
+    L = (size_t)config->n_layers;
+    D = (size_t)config->dim;
+    KV = (size_t)probe.kv_dim;
+    H = (size_t)config->hidden_dim;
+    V = (size_t)config->vocab_size;
+    per_layer = 2 * D + 2 * D * D + 2 * D * KV + 3 * D * H;
+    (void)V;
+    if (mul3(L, per_layer, 1, &bad), bad || mul3(V, D, 2, &bad) == 0 || bad)
+        return set_error(err, RUNC_E_OVERFLOW, "train config: the model's size overflows");
+    {
+        table tb = {NULL, 0, 0, 0, 0};
+        build_tensors(config, probe.kv_dim, &tb);
+        probe.n_tensors = tb.n;
+        probe.n_params = tb.off;
+        probe.n_wt = tb.wt;
+        probe.n_wp = tb.wp;
+    }
+    probe.Dp = round8(config->dim);
+    probe.KVp = round8(probe.kv_dim);
+    probe.Hp = round8(config->hidden_dim);
+    probe.Vp = round8(config->vocab_size);
+    probe.max_tok = mul3((size_t)config->max_batch, (size_t)config->max_seq_len, 1, &bad);
+    /* a row of n positions keeps n_heads * n (n + 1) / 2 probabilities per layer */
+    probe.max_prob = mul3((size_t)config->max_batch, (size_t)config->n_heads,
+                          (size_t)config->max_seq_len * ((size_t)config->max_seq_len + 1) / 2, &bad);
+    if (bad) return set_error(err, RUNC_E_OVERFLOW, "train config: max_batch x max_seq_len overflows");
+    lay_out(&probe, &cv);
+    if (cv.bad) return set_error(err, RUNC_E_OVERFLOW, "train config: the arena's size overflows");
+    need = cv.used + 64;
+    t = (runc_trainer *)calloc(1, sizeof *t);
+    if (!t) return set_error(err, RUNC_E_NOMEM, "runc_train_open: out of memory");
+    *t = probe;
+    t->arena = (unsigned char *)calloc(1, need);
+    if (!t->arena) {
+        free(t);
+        return set_error(err, RUNC_E_NOMEM, "runc_train_open: cannot allocate the arena (%.1f MB for max_batch %d)",
+                         (double)need / 1e6, config->max_batch);
+    }
+    cv.base = (unsigned char *)(((uintptr_t)t->arena + 63u) & ~(uintptr_t)63u);
+    cv.used = 0;
+    lay_out(t, &cv);
+    t->arena_bytes = need;
+    {
+        table tb = {NULL, 0, 0, 0, 0};
+        tb.tab = t->tensors;
+        build_tensors(config, t->kv_dim, &tb);
+    }
+    t->emb = t->tensors[0].off;
+    t->norm_index = 1 + 9 * config->n_layers;
+    t->norm = t->tensors[t->norm_index].off;
+    t->out_index = config->tied ? 0 : t->norm_index + 1;
+    t->run_rows = run_rows_portable;
+#if TK_HAVE_AVX2
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) t->run_rows = run_rows_avx2;
+#endif
+    /* RoPE tables as train/model.py's rope_tables computes them in float32 */
+    for (s = 0; s < config->max_seq_len; s++)
+        for (j = 0; j < t->hd / 2; j++) {
+            const float e = (float)(2 * j) / (float)t->hd;
+            const float freq = 1.0f / powf(config->rope_theta, e);
+            const float angle = (float)s * freq;
+            t->rope_cos[(size_t)s * (size_t)(t->hd / 2) + (size_t)j] = cosf(angle);
+            t->rope_sin[(size_t)s * (size_t)(t->hd / 2) + (size_t)j] = sinf(angle);
+        }
+    *out = t;
+    return set_ok(err);
+}
+
+void runc_train_close(runc_trainer *t)
+{
+    if (!t) return;
+    free(t->arena);
+    free(t);
+}
+
+long long runc_train_n_params(const runc_trainer *t) { return t ? (long long)t->n_params : 0; }
+long long runc_train_arena_bytes(const runc_trainer *t) { return t ? (long long)t->arena_bytes : 0; }
+int runc_train_n_tensors(const runc_trainer *t) { return t ? t->n_tensors : 0; }
+long long runc_train_adam_steps(const runc_trainer *t) { return t ? t->adam_steps : 0; }
+
+void runc_train_set_adam_steps(runc_trainer *t, long long steps)
+{
+    if (t) t->adam_steps = steps < 0 ? 0 : steps;
+}
+
+int runc_train_tensor(const runc_trainer *t, int index, char *name, int name_cap, long long *offset, int *rows,
+                      int *cols, int *decay, runc_error *err)
+{
+    const tensor *e;
+    if (!t) return set_error(err, RUNC_E_ARG, "runc_train_tensor: trainer is NULL");
+    if (index < 0 || index >= t->n_tensors)
+        return set_error(err, RUNC_E_ARG, "runc_train_tensor: index %d outside 0..%d", index, t->n_tensors - 1);
+    e = &t->tensors[index];
+    if (name && name_cap > 0) {
+        if (e->layer >= 0) snprintf(name, (size_t)name_cap, "layers.%d.%s", e->layer, kind_names[e->kind]);
+        else snprintf(name, (size_t)name_cap, "%s", kind_names[e->kind]);
+    }
+    if (offset) *offset = (long long)e->off;
+    if (rows) *rows = e->rows;
+    if (cols) *cols = e->cols;
+    if (decay) *decay = e->decay;
+    return set_ok(err);
+}
+
+float *runc_train_buffer(runc_trainer *t, int which)
+{
+    if (!t) return NULL;
+    switch (which) {
+    case RUNC_TRAIN_PARAMS: return t->params;
+    case RUNC_TRAIN_GRADS: return t->grads;
+    case RUNC_TRAIN_ADAM_M: return t->m;
+    case RUNC_TRAIN_ADAM_V: return t->v;
+    default: return NULL;
+    }
+}
+
+#ifndef RUNC_NO_THREADS
+static void *run_rows_thread(void *arg)
+{
+    worker *w = (worker *)arg;
+    w->t->run_rows(w);
+    return NULL;
+}
+#endif
+
+/* ---- the batch ---------------------------------------------------------------- */
+
+static int load_batch(runc_trainer *t, const int *tokens, const int *targets, int B, int W, runc_error *err)
+{
+    const runc_train_config *c = &t->c;
+    const int V = c->vocab_size, nh = c->n_heads;
+    int r, p, n = 0, s = 0;
+    size_t po = 0;
+    if (!tokens || !targets) return set_error(err, RUNC_E_ARG, "train batch: tokens or targets is NULL");
+    if (B <= 0 || W <= 0) return set_error(err, RUNC_E_ARG, "train batch: %d x %d is empty", B, W);
+    if (B > c->max_batch)
+        return set_error(err, RUNC_E_BUFFER, "train batch: %d rows do not fit the arena (max_batch %d)", B,
+                         c->max_batch);
+    if (W > c->max_seq_len)
+        return set_error(err, RUNC_E_CONTEXT, "train batch: width %d exceeds max_seq_len %d", W, c->max_seq_len);
+    for (r = 0; r < B; r++) {
+        const int *tr = tokens + (size_t)r * (size_t)W, *gr = targets + (size_t)r * (size_t)W;
+        int last = -1;
+        for (p = 0; p < W; p++) {
+            if (tr[p] < 0 || tr[p] >= V)
+                return set_error(err, RUNC_E_ARG, "train batch: token %d at row %d, position %d is outside the "
+                                 "vocabulary (0..%d)", tr[p], r, p, V - 1);
+            if (gr[p] != RUNC_TRAIN_IGNORE) {
+                if (gr[p] < 0 || gr[p] >= V)
+                    return set_error(err, RUNC_E_ARG, "train batch: target %d at row %d, position %d is outside "
+                                     "the vocabulary (0..%d) and not the ignore index %d", gr[p], r, p, V - 1,
+                                     RUNC_TRAIN_IGNORE);
+                last = p;
+            }
+        }
+        t->row_tok[r] = n;
+        t->row_sel[r] = s;
+        for (p = 0; p <= last; p++) {
+            t->tok[n] = tr[p];
+            t->pos[n] = p;
+            t->prob_off[n] = po;
+            po += (size_t)nh * (size_t)(p + 1);
+            if (gr[p] != RUNC_TRAIN_IGNORE) {
+                t->sel_tok[s] = n;
+                t->sel_tgt[s] = gr[p];
+                s++;
+            }
+            n++;
+        }
+    }
+    t->row_tok[B] = n;
+    t->row_sel[B] = s;
+    t->n_rows = B;
+    t->n_sel = s;
+    if (s == 0) return set_error(err, RUNC_E_ARG, "train batch: no answer tokens (every target is the ignore index)");
+    return RUNC_OK;
+}
+
+/* The padded copies of every matrix W (rows x cols) the products read: W^T with
+ * rows of round8(rows) floats (the forward pass: x W^T), and W with rows of
+ * round8(cols) (the backward pass: dy W). Padding stays zero. */
+static void copy_weights(runc_trainer *t)
+{
+    int e, r, c;
+    for (e = 0; e < t->n_tensors; e++) {
+        const tensor *te = &t->tensors[e];
+        const float *w = t->params + te->off;
+        const int rp = round8(te->rows), cp = round8(te->cols);
+        float *wt = t->wt + te->wt_off, *wp = t->wp + te->wp_off;
+        if (te->cols == 1) continue;
+        for (r = 0; r < te->rows; r++) {
+            const float *wr = w + (size_t)r * (size_t)te->cols;
+            memcpy(wp + (size_t)r * (size_t)cp, wr, (size_t)te->cols * sizeof(float));
+            for (c = 0; c < te->cols; c++) wt[(size_t)c * (size_t)rp + (size_t)r] = wr[c];
+        }
+    }
+}
+
+int runc_train_forward_backward(runc_trainer *t, const int *tokens, const int *targets, int batch, int width,
+                                float *logits, long long logits_cap, runc_train_stats *stats, runc_error *err)
+{
+    int status, i, T, r;
+    long long total;
+    double loss = 0.0;
+    if (!t) return set_error(err, RUNC_E_ARG, "runc_train_forward_backward: trainer is NULL");
+    status = load_batch(t, tokens, targets, batch, width, err);
+    if (status) return status;
+    total = (long long)t->row_tok[batch];
+    if (logits && logits_cap < (long long)t->n_sel * t->c.vocab_size)
+        return set_error(err, RUNC_E_BUFFER, "runc_train_forward_backward: logits needs %lld floats, got %lld",
+                         (long long)t->n_sel * t->c.vocab_size, logits_cap);
+    copy_weights(t);
+    /* rows to workers, balanced by positions */
+    T = t->c.threads;
+    r = 0;
+    for (i = 0; i < T; i++) {
+        worker *w = &t->workers[i];
+        const long long goal = total * (i + 1) / T;
+        w->t = t;
+        w->r0 = r;
+        while (r < batch && (i == T - 1 || t->row_tok[r + 1] <= goal)) r++;
+        w->r1 = r;
+        w->n0 = t->row_tok[w->r0];
+        w->n1 = t->row_tok[w->r1];
+        w->s0 = t->row_sel[w->r0];
+        w->s1 = t->row_sel[w->r1];
+        w->grad = i == 0 ? t->grads : t->wgrads + (size_t)(i - 1) * t->n_params;
+        w->scratch = t->scratch + (size_t)i * (size_t)t->c.max_seq_len;
+    }
+#ifndef RUNC_NO_THREADS
+    if (T > 1) {
+        pthread_t th[256];
+        int started[256];
+        for (i = 1; i < T; i++) started[i] = pthread_create(&th[i], NULL, run_rows_thread, &t->workers[i]) == 0;
+        t->run_rows(&t->workers[0]);
+        for (i = 1; i < T; i++) {
+            if (started[i]) pthread_join(th[i], NULL);
+            else t->run_rows(&t->workers[i]);  /* no thread to be had: do its share here */
+        }
+    } else
+#endif
+    {
+        for (i = 0; i < T; i++) t->run_rows(&t->workers[i]);
+    }
+    for (i = 0; i < T; i++) loss += t->workers[i].loss;
+    for (i = 1; i < T; i++) {
+        const float *restrict g = t->workers[i].grad;
+        float *restrict o = t->grads;
+        size_t j;
+        for (j = 0; j < t->n_params; j++) o[j] += g[j];
+    }
+    if (logits)
+        for (i = 0; i < t->n_sel; i++)
+            memcpy(logits + (size_t)i * (size_t)t->c.vocab_size, t->logits + (size_t)i * (size_t)t->Vp,
+                   (size_t)t->c.vocab_size * sizeof(float));
+    if (stats) {
+        stats->loss_sum = loss;
+        stats->n_answer = t->n_sel;
+        stats->n_computed = (int)total;
+        stats->grad_norm = 0.0;
+    }
+    if (!isfinite(loss))
+        return set_error(err, RUNC_E_WEIGHT, "train step: the loss is not finite (%g)", loss);
+    return set_ok(err);
+}
+
+/* ---- optimizer ---------------------------------------------------------------- */
+
+/* AdamW without its weight decay (applied before), in train/optim.py's order:
+ * m.lerp_(g, 1 - b1); v = v * b2 + (1 - b2) * g * g;
+ * p += step * m / (sqrt(v) / sqrt(bc2) + eps), step = -lr / bc1. */
+static void adamw_update(float *restrict p, float *restrict m, float *restrict v, const float *restrict g, size_t n,
+                         float b1w, float b2, float b2w, float bc2s, float eps, float step)
+{
+    size_t j;
+    for (j = 0; j < n; j++) {
+        const float gj = g[j];
+        float mj = m[j], vj = v[j], denom;
+        mj = b1w < 0.5f ? mj + b1w * (gj - mj) : gj - (gj - mj) * (1.0f - b1w);
+        vj = vj * b2;
+        vj = vj + b2w * gj * gj;
+        denom = sqrtf(vj) / bc2s + eps;
+        p[j] = p[j] + step * mj / denom;
+        m[j] = mj;
+        v[j] = vj;
+    }
+}
+
+int runc_train_update(runc_trainer *t, double lr, runc_train_stats *stats, runc_error *err)
+{
+    const runc_train_config *c;
+    double ss = 0.0, norm, bc1, bc2;
+    size_t j;
+    int e;
+    float b1w, b2, b2w, bc2s, eps, step;
+    if (!t) return set_error(err, RUNC_E_ARG, "runc_train_update: trainer is NULL");
+    c = &t->c;
+    if (!(lr >= 0.0) || !isfinite(lr)) return set_error(err, RUNC_E_ARG, "train step: lr must be >= 0, got %g", lr);
+    for (j = 0; j < t->n_params; j++) ss += (double)t->grads[j] * (double)t->grads[j];
+    norm = sqrt(ss);
+    if (stats) stats->grad_norm = norm;
+    if (!isfinite(norm))
+        return set_error(err, RUNC_E_WEIGHT, "train step: the gradient norm is not finite (%g)", norm);
+    if (c->grad_clip > 0.0) {
+        float coef = (float)c->grad_clip / ((float)norm + 1e-6f);
+        if (coef < 1.0f)
+            for (j = 0; j < t->n_params; j++) t->grads[j] *= coef;
+    }
+    t->adam_steps++;
+    bc1 = 1.0 - pow(c->beta1, (double)t->adam_steps);
+    bc2 = 1.0 - pow(c->beta2, (double)t->adam_steps);
+    b1w = (float)(1.0 - c->beta1);
+    b2 = (float)c->beta2;
+    b2w = (float)(1.0 - c->beta2);
+    bc2s = (float)sqrt(bc2);
+    eps = (float)c->adam_eps;
+    step = (float)(-lr / bc1);
+    for (e = 0; e < t->n_tensors; e++) {
+        const tensor *te = &t->tensors[e];
+        const size_t n = (size_t)te->rows * (size_t)te->cols;
+        float *restrict p = t->params + te->off;
+        float *restrict m = t->m + te->off;
+        float *restrict v = t->v + te->off;
+        const float *restrict g = t->grads + te->off;
+        if (te->decay && c->weight_decay != 0.0) {
+            const float keep = (float)(1.0 - lr * c->weight_decay);
+            for (j = 0; j < n; j++) p[j] *= keep;
+        }
+        adamw_update(p, m, v, g, n, b1w, b2, b2w, bc2s, eps, step);
+    }
+    return set_ok(err);
+}
+
+int runc_train_step(runc_trainer *t, const int *tokens, const int *targets, int batch, int width, double lr,
+                    runc_train_stats *stats, runc_error *err)
+{
+    int status = runc_train_forward_backward(t, tokens, targets, batch, width, NULL, 0, stats, err);
+    if (status) return status;
+    return runc_train_update(t, lr, stats, err);
+}
