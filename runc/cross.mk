@@ -115,7 +115,7 @@ $(CROSS_PROBLEMS): | $(CROSS_VENV)
 # ---- builds ----------------------------------------------------------------------------------
 # The same sources and flags as runc.mk's builds (the runner links the batch engine, with
 # threads), plus -static and -Werror.
-CROSS_RUN_SRCS := -DRUNC_RUN_BATCH runc/run.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
+CROSS_RUN_SRCS := runc/run.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
 CROSS_TEST_SRCS := runc/test_runc.c runc/runc.c -lm
 CROSS_BATCH_SRCS := runc/test_batch.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
 

@@ -353,10 +353,9 @@ static int calc(runner *r, const char *single)
 }
 
 /* batch: every input line gets exactly one output line (empty on error).
- * Built with RUNC_RUN_BATCH (runc.mk links batch.c), lines are answered by the
- * batch engine in chunks (the same answers as runc_solve's, many times faster);
- * a line that fails is re-run alone for its own error message. From a terminal,
- * or without the batch engine, one line at a time. */
+ * Lines are answered by the batch engine in chunks (the same answers as
+ * runc_solve's, many times faster); a line that fails is re-run alone for its
+ * own error message. From a terminal, one line at a time. */
 #define BATCH_CHUNK 4096
 
 static int batch_one_by_one(runner *r, FILE *f)
@@ -382,7 +381,6 @@ static int batch_one_by_one(runner *r, FILE *f)
     return ok;
 }
 
-#ifdef RUNC_RUN_BATCH
 /* Answer lines[0..n) (blank lines stay blank); first_lineno numbers lines[0]. */
 static int batch_chunk(runner *r, runc_batch *b, char **lines, int n, int first_lineno, char *answers, size_t cap,
                        const char **prompts)
@@ -413,7 +411,6 @@ static int batch_chunk(runner *r, runc_batch *b, char **lines, int n, int first_
     fflush(stdout);
     return ok;
 }
-#endif
 
 static int batch(runner *r, const char *path, int threads)
 {
@@ -423,7 +420,6 @@ static int batch(runner *r, const char *path, int threads)
         f = fopen(path, "r");
         if (!f) die("%s: cannot open: %s", path, strerror(errno));
     }
-#ifdef RUNC_RUN_BATCH
     if (path || !interactive()) {
         runc_batch *b = NULL;
         runc_batch_options opt;
@@ -466,11 +462,7 @@ static int batch(runner *r, const char *path, int threads)
         free(answers);
         free(line);
         runc_batch_close(b);
-    } else
-#else
-    (void)threads;
-#endif
-    {
+    } else {
         ok = batch_one_by_one(r, f);
         if (ferror(f)) die("error reading %s", path ? path : "stdin");
     }

@@ -31,10 +31,10 @@ RUNC_NATIVE_CFLAGS ?= $(RUNC_CFLAGS) -march=native -mtune=generic
 .PHONY: run calc c-test run-native
 
 runc/run: runc/run.c $(RUNC_LIB) $(RUNC_BATCH)
-	$(RUNC_CC) $(RUNC_CFLAGS) -DRUNC_RUN_BATCH -o $@ runc/run.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
+	$(RUNC_CC) $(RUNC_CFLAGS) -o $@ runc/run.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
 
 runc/run-native: runc/run.c $(RUNC_LIB) $(RUNC_BATCH)
-	$(RUNC_CC) $(RUNC_NATIVE_CFLAGS) -DRUNC_RUN_BATCH -o $@ runc/run.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
+	$(RUNC_CC) $(RUNC_NATIVE_CFLAGS) -o $@ runc/run.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
 
 run-native: runc/run-native
 
@@ -71,8 +71,9 @@ calc: runc/run
 # The batch engine's test: 10,000 problems on random models and on the shipped
 # ones when present (fewer under ASan); its fallbacks (no threads, no vector
 # types) must compile cleanly too.
-RUNC_BATCH_TEST_ARGS = $(if $(wildcard $(RUNC_MODEL) models/tinymath.q8.bin $(RUNC_TOKENIZER)),,)$(strip \
-    $(if $(and $(wildcard $(RUNC_MODEL)),$(wildcard models/tinymath.q8.bin),$(wildcard $(RUNC_TOKENIZER))),$(RUNC_MODEL) models/tinymath.q8.bin $(RUNC_TOKENIZER)))
+# the shipped models, when all three files are there
+RUNC_SHIPPED := $(RUNC_MODEL) models/tinymath.q8.bin $(RUNC_TOKENIZER)
+RUNC_BATCH_TEST_ARGS = $(if $(filter-out $(wildcard $(RUNC_SHIPPED)),$(RUNC_SHIPPED)),,$(RUNC_SHIPPED))
 
 c-test: runc/test_runc runc/test_runc_asan runc/test_batch runc/test_batch_asan runc/test_quant
 	$(RUNC_CC) $(RUNC_CFLAGS) -Werror -DRUNC_NO_MMAP -fsyntax-only runc/runc.c
