@@ -21,7 +21,7 @@ help:
 
 # The virtual environment is rebuilt when the project's install files change, and the
 # editable install is redone when the C engine's sources change (it compiles them).
-$(VENV)/.installed: pyproject.toml setup.py runc/build_engine.py runc/runc.c runc/batch.c $(wildcard runc/*.h)
+$(VENV)/.installed: pyproject.toml setup.py runc/build_engine.py runc/runc.c runc/batch.c runc/batch_kernels.c.inc $(wildcard runc/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: a bare `torch` requirement could pull a multi-gigabyte CUDA build

@@ -10,18 +10,19 @@
  * A new problem copies the keys and values of the first tokens it shares
  * with what some slot of its worker has run, instead of running them
  * (rb_reuse_prefix), and a prompt token stops in the last layer once its
- * keys and values are stored (see step in batch_kern.h).
+ * keys and values are stored (see step in batch_kernels.c.inc).
  *
  * Workers share nothing but the read-only packed weights and the queue index
  * (a mutex): no barrier per step, no allocation after runc_batch_open (all
  * KV caches and activations live in one arena, weights in another, both
- * 64-byte aligned). The compute kernels are batch_kern.h, compiled once
- * portably and, on x86-64 with GCC or clang, once more for AVX2, picked at
- * open by the CPU's features.
+ * 64-byte aligned). The compute kernels are batch_kernels.c.inc, whose text
+ * is included here once portably and, on x86-64 with GCC or clang, once more
+ * per instruction set (AVX2, AVX-512VL), picked at open by the CPU's features.
  *
  * Greedy answers are identical to runc_solve's: the kernels repeat runc.c's
- * arithmetic exactly (see batch_kern.h), so every logit is equal bit for bit
- * (test_batch checks the confidences, which rest on every logit, that way).
+ * arithmetic exactly (see batch_kernels.c.inc), so every logit is equal bit
+ * for bit (test_batch checks the confidences, which rest on every logit, that
+ * way).
  *
  * Attention runs across kv heads as vector lanes (attend), or, for models
  * whose kv heads are not a multiple of 8, across 8 slots as lanes
@@ -242,7 +243,7 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 #define RB_TILE_ROWS 2
 #define RB_Q8_ROWS 1
 #endif
-#include "batch_kern.h"
+#include "batch_kernels.c.inc"
 #if RB_KVEC
 #define RB_C_LANES 1 /* step_c has attend_lanes */
 #else
@@ -273,7 +274,7 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 #define RB_ATTR __attribute__((target("avx2,fma")))
 #define RB_TILE_ROWS 3
 #define RB_Q8_ROWS 2
-#include "batch_kern.h"
+#include "batch_kernels.c.inc"
 #undef RB_SUFFIX
 #undef RB_ATTR
 #undef RB_TILE_ROWS
@@ -289,7 +290,7 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 #define RB_Z16 1 /* the 16-float tile of gemm_f32 */
 #define RB_TILE_ROWS 4
 #define RB_Q8_ROWS 4
-#include "batch_kern.h"
+#include "batch_kernels.c.inc"
 #undef RB_SUFFIX
 #undef RB_ATTR
 #undef RB_TILE_ROWS

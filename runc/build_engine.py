@@ -44,11 +44,11 @@ def make_builder(absolute: bool = False) -> FFI:
         "tinymath.runc._engine",
         '#include "runc.h"\n',
         # runc.c: one sequence at a time; batch.c: the batch engine (its kernels,
-        # batch_kern.h, are compiled portably and for AVX2 / AVX-512VL, picked at
-        # run time by the CPU's features: no -march flag is needed here)
+        # batch_kernels.c.inc, are compiled portably and for AVX2 / AVX-512VL, picked
+        # at run time by the CPU's features: no -march flag is needed here)
         sources=[path(os.path.join(HERE, "runc.c")), path(os.path.join(HERE, "batch.c"))],
         include_dirs=[path(HERE)],
-        depends=[path(os.path.join(HERE, name)) for name in ("runc.h", "runc_impl.h", "batch_kern.h")],
+        depends=[path(os.path.join(HERE, name)) for name in ("runc.h", "runc_impl.h", "batch_kernels.c.inc")],
         extra_compile_args=["-O3", "-std=c99", *threads],
         extra_link_args=threads,
         libraries=["m"] if os.name == "posix" else [],

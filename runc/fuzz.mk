@@ -153,7 +153,7 @@ TSAN_FLAGS ?= -std=c99 -Wall -Wextra -g -O1 -fno-omit-frame-pointer
 TSAN_DIR   := build/tsan
 TSAN_SRCS  := runc/tsan_batch.c runc/runc.c runc/batch.c
 # every header, runc/test_util.h (the test programs' helpers) among them
-TSAN_DEPS  := $(TSAN_SRCS) $(wildcard runc/*.h)
+TSAN_DEPS  := $(TSAN_SRCS) $(wildcard runc/*.h) runc/batch_kernels.c.inc
 
 TEST_TARGETS += tsan-check
 .PHONY: tsan-check

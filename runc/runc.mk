@@ -22,7 +22,7 @@ RUNC_LIB := runc/runc.c runc/runc.h runc/runc_impl.h
 # helpers shared by the C test programs and fuzz harnesses (never by the library)
 RUNC_TEST_UTIL := runc/test_util.h
 # the batch engine (threads): the runner and its tests link it too
-RUNC_BATCH := runc/batch.c runc/batch_kern.h
+RUNC_BATCH := runc/batch.c runc/batch_kernels.c.inc
 RUNC_THREADS ?= -pthread
 # -march=native: every kernel compiled for this CPU (no run-time dispatch). Never
 # -ffast-math: the batch engine's answers must stay bit-identical to runc_solve's.

@@ -17,7 +17,7 @@ def _refresh_engine() -> None:
     import tinymath.runc
 
     here = Path(tinymath.runc.__file__).resolve().parent
-    sources = [here / n for n in ("runc.c", "runc.h", "runc_impl.h", "batch.c", "batch_kern.h", "build_engine.py")]
+    sources = [here / n for n in ("runc.c", "runc.h", "runc_impl.h", "batch.c", "batch_kernels.c.inc", "build_engine.py")]
     if not all(p.exists() for p in sources) or (here / "_engine.py").exists():
         return
     engines = list(here.glob("_engine*.so")) + list(here.glob("_engine*.pyd"))
