@@ -11,6 +11,7 @@ TORCH_VERSION ?= 2.13.0
 TEST_TARGETS :=
 .DEFAULT_GOAL := help
 include runc/runc.mk
+include runc/tests/tests.mk
 -include runc/fuzz.mk
 -include runc/cross.mk
 -include bench/bench.mk

@@ -58,9 +58,9 @@ fuzz-toolchain:
 	  fi; \
 	fi
 
-$(FUZZ_DIR)/fuzz_%: runc/fuzz_%.c runc/test_util.h runc/runc.c runc/runc.h | fuzz-toolchain
+$(FUZZ_DIR)/fuzz_%: runc/fuzz_%.c $(RUNC_TEST_UTIL) $(RUNC_LIB) | fuzz-toolchain
 	@mkdir -p $(FUZZ_DIR)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< runc/runc.c -lm
+	$(FUZZ_CC) $(FUZZ_FLAGS) -Irunc -I$(RUNC_TEST_DIR) -o $@ $< runc/runc.c -lm
 
 # Seeds from real exports (numpy + sentencepiece + tinymath, no torch).
 # (Not a prerequisite on the venv's stamp: that one follows every runc/*.c, harnesses included.)
@@ -118,7 +118,7 @@ fuzz-coverage: $(FUZZ_DIR)/seeds.stamp
 	@mkdir -p $(FUZZ_DIR)/cov
 	@for n in $(FUZZ_NAMES); do \
 	  $(FUZZ_CC) -std=c99 -g -O1 -fsanitize=fuzzer -fprofile-instr-generate -fcoverage-mapping \
-	    -o $(FUZZ_DIR)/cov/fuzz_$$n runc/fuzz_$$n.c runc/runc.c -lm || exit 1; \
+	    -Irunc -I$(RUNC_TEST_DIR) -o $(FUZZ_DIR)/cov/fuzz_$$n runc/fuzz_$$n.c runc/runc.c -lm || exit 1; \
 	  mkdir -p $(FUZZ_DIR)/corpus/$$n; \
 	  LLVM_PROFILE_FILE=$(FUZZ_DIR)/cov/$$n.profraw RUNC_FUZZ_TOKENIZERS="$$(cat $(FUZZ_DIR)/tokenizers.txt)" \
 	    $(FUZZ_DIR)/cov/fuzz_$$n -runs=0 $(FUZZ_DIR)/corpus/$$n $(FUZZ_DIR)/seeds/$$n >/dev/null 2>&1; \
@@ -152,19 +152,19 @@ TSAN_CC    ?= $(if $(shell command -v $(FUZZ_CC) 2>/dev/null),$(FUZZ_CC),$(CC))
 TSAN_FLAGS ?= -std=c99 -Wall -Wextra -g -O1 -fno-omit-frame-pointer
 TSAN_DIR   := build/tsan
 TSAN_SRCS  := runc/tsan_batch.c runc/runc.c runc/batch.c
-# every header, runc/test_util.h (the test programs' helpers) among them
-TSAN_DEPS  := $(TSAN_SRCS) $(wildcard runc/*.h) runc/batch_kernels.c.inc
+# with the test programs' helpers (runc/tests/test_util.h)
+TSAN_DEPS  := $(TSAN_SRCS) $(RUNC_LIB) $(RUNC_BATCH) $(RUNC_TEST_UTIL)
 
 TEST_TARGETS += tsan-check
 .PHONY: tsan-check
 
 $(TSAN_DIR)/tsan_batch: $(TSAN_DEPS)
 	@mkdir -p $(TSAN_DIR)
-	$(TSAN_CC) $(TSAN_FLAGS) -fsanitize=thread -o $@ $(TSAN_SRCS) -lm -lpthread
+	$(TSAN_CC) $(TSAN_FLAGS) -fsanitize=thread -Irunc -I$(RUNC_TEST_DIR) -o $@ $(TSAN_SRCS) -lm -lpthread
 
 $(TSAN_DIR)/asan_batch: $(TSAN_DEPS)
 	@mkdir -p $(TSAN_DIR)
-	$(TSAN_CC) $(TSAN_FLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all -o $@ $(TSAN_SRCS) -lm -lpthread
+	$(TSAN_CC) $(TSAN_FLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all -Irunc -I$(RUNC_TEST_DIR) -o $@ $(TSAN_SRCS) -lm -lpthread
 
 # "yes" when TSan programs build and run; "setarch" when they run only without address-space
 # randomisation (older TSan runtimes on kernels with more ASLR bits); empty otherwise.

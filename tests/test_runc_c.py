@@ -1,7 +1,7 @@
 """The C side of runc: the C test program (plain and under ASan+UBSan) and the CLI.
 
-`make c-test` builds runc/test_runc.c and runc/test_batch.c twice each (plain, ASan+UBSan) and
-runc/test_quant.c once, and runs them; the CLI tests build
+`make c-test` builds runc/tests/test_runc.c and runc/tests/test_batch.c twice each (plain, ASan+UBSan)
+and runc/tests/test_quant.c once, and runs them; the CLI tests build
 runc/run and drive it with small random-weight model files written here with
 numpy, checking that every bad input ends in one line on stderr and a non-zero
 exit status, never a crash.
@@ -41,9 +41,9 @@ def test_c_test_program(tmp_path):
         r = subprocess.run(["make", "c-test"], cwd=ROOT, capture_output=True, text=True, timeout=900)
         runs = 5  # test_runc and test_batch (the batch engine), each plain and under ASan+UBSan; test_quant
     else:  # pragma: no cover - a compiler without ASan: the plain build only
-        r = subprocess.run(["make", "runc/test_runc"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+        r = subprocess.run(["make", "runc/tests/test_runc"], cwd=ROOT, capture_output=True, text=True, timeout=900)
         if r.returncode == 0:
-            r = subprocess.run([str(ROOT / "runc" / "test_runc")], capture_output=True, text=True, timeout=900)
+            r = subprocess.run([str(ROOT / "runc" / "tests" / "test_runc")], capture_output=True, text=True, timeout=900)
         runs = 1
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
