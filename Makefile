@@ -13,6 +13,7 @@ TEST_TARGETS :=
 include runc/runc.mk
 include runc/tests/tests.mk
 -include runc/fuzz.mk
+include runc/tests/tsan.mk
 -include runc/cross.mk
 -include bench/bench.mk
 

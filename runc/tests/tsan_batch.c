@@ -1,7 +1,7 @@
 /*
  * tsan_batch.c - the batch engine under ThreadSanitizer (make tsan-check; runs in make test).
  *
- *   clang -fsanitize=thread -g -O1 runc/tsan_batch.c runc/runc.c runc/batch.c -lm -lpthread
+ *   clang -fsanitize=thread -g -O1 -Irunc runc/tests/tsan_batch.c runc/runc.c runc/batch.c -lm -lpthread
  *
  * Small random models (v1 fp32 and v2 int8, grouped-query attention) with a
  * digits tokenizer; a few hundred problems solved by:
@@ -13,7 +13,7 @@
  *     model and tokenizer (documented as shareable, read-only objects).
  * Every answer must equal the reference, and TSan must report no data race
  * (a report makes the program exit non-zero: TSAN_OPTIONS=halt_on_error=1 in
- * runc/fuzz.mk). Also checks the engine's argument errors (zero batch, NULL
+ * runc/tests/tsan.mk). Also checks the engine's argument errors (zero batch, NULL
  * prompts and buffers, bad options).
  */
 #define TEST_PROGRAM "tsan_batch"
