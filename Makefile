@@ -12,7 +12,7 @@ TEST_TARGETS :=
 .DEFAULT_GOAL := help
 include runc/runc.mk
 include runc/tests/tests.mk
--include runc/fuzz.mk
+-include runc/fuzz/fuzz.mk
 include runc/tests/tsan.mk
 -include runc/cross.mk
 -include bench/bench.mk
