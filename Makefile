@@ -12,10 +12,10 @@ TEST_TARGETS :=
 .DEFAULT_GOAL := help
 include runc/runc.mk
 include runc/tests/tests.mk
--include runc/fuzz/fuzz.mk
+include runc/fuzz/fuzz.mk
 include runc/tests/tsan.mk
--include runc/cross.mk
--include bench/bench.mk
+include runc/tests/cross.mk
+include bench/bench.mk
 
 help:
 	@echo "make run      answer a few problems with the shipped model (C, no Python needed)"

@@ -1,4 +1,4 @@
-# runc/cross.mk - the C runner on small boards, proven under emulation (included by the Makefile).
+# runc/tests/cross.mk - the C runner on small boards, proven under emulation (included by the Makefile).
 #
 #   make cross          everything below, two at a time
 #   make cross-aarch64  64-bit ARM (Raspberry Pi 3/4/5 on a 64-bit OS), and cross-armhf, 32-bit
