@@ -861,38 +861,24 @@ static int rb_reuse_prefix(rb_worker *w, int s, const int *ids, int n_ids)
     return best;
 }
 
-/* Put problem i into slot s: [BOS] + encode(prompt), checked as runc_solve
- * checks it, its cached first positions taken from a slot that holds them.
- * 0 when the prompt failed (recorded; the slot stays free). */
+/* Put problem i into slot s: the problem convention's input
+ * (runc_problem_encode, as runc_solve), its cached first positions taken from
+ * a slot that holds them. 0 when the prompt failed (recorded; the slot stays
+ * free). */
 static int rb_start(rb_worker *w, int s, int i)
 {
     runc_batch *b = w->b;
     const char *prompt = b->prompts[i];
     runc_error e;
     int n_ids = 0, rc, reused;
-    size_t len;
     if (!prompt) {
         rb_fail(w, i, RUNC_E_ARG, "NULL prompt");
         return 0;
     }
-    len = strlen(prompt);
-    /* Every token covers at most max_token_length bytes of the text, so a
-     * prompt longer than the scratch holds (context * max_token_length bytes,
-     * capped) needs more positions than the context has. Below that, the
-     * scratch is at least strlen + 3, what runc_solve gives runc_encode. */
-    if (len > b->scratch_cap - 3) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "prompt of %zu bytes does not fit in the context of %d positions", len, b->context);
-        rb_fail(w, i, RUNC_E_CONTEXT, msg);
-        return 0;
-    }
-    rc = runc_encode(b->tok, prompt, 1, 0, w->scratch, (int)b->scratch_cap, &n_ids, &e);
-    if (rc == RUNC_OK && n_ids >= b->context) {
-        rc = RUNC_E_CONTEXT;
-        snprintf(e.message, sizeof e.message,
-                 "prompt is %d tokens (with BOS); the context holds %d, leaving no room for an answer", n_ids,
-                 b->context);
-    }
+    /* the scratch (context * max_token_length + 3 ints, capped) refuses only
+     * prompts too long for the context; below that it is at least strlen + 3,
+     * what runc_solve gives the encoder */
+    rc = runc_problem_encode(b->tok, prompt, b->context, w->scratch, (int)b->scratch_cap, &n_ids, &e);
     if (rc != RUNC_OK) {
         rb_fail(w, i, rc, e.message);
         return 0;
@@ -935,30 +921,20 @@ static void rb_align_octets(rb_worker *w)
     }
 }
 
-static int rb_is_space(char ch)
-{
-    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f';
-}
-
-/* Slot s is done: decode its answer as runc_solve does, record, free the slot. */
+/* Slot s is done: its answer by the problem convention (runc_problem_answer,
+ * as runc_solve), recorded; the slot is free. */
 static void rb_finish(rb_worker *w, int s, int lp_count)
 {
     runc_batch *b = w->b;
     const int i = w->slot_prob[s], np = w->slot_np[s], ng = w->slot_ngen[s];
     const int *ids = w->ids + (size_t)s * (size_t)b->context;
-    char *answer = b->answers + (size_t)i * b->answer_cap;
-    size_t used = 0, start = 0, end;
     runc_error e;
     w->slot_prob[s] = -1;
-    if (runc_decode(b->tok, ids[np - 1], ids + np, ng, answer, b->answer_cap, &used, &e) != RUNC_OK) {
+    if (runc_problem_answer(b->tok, ids, np, ng, b->answers + (size_t)i * b->answer_cap, b->answer_cap, &e) !=
+        RUNC_OK) {
         rb_fail(w, i, e.code, e.message);
         return;
     }
-    end = used;
-    while (start < end && rb_is_space(answer[start])) start++;
-    while (end > start && rb_is_space(answer[end - 1])) end--;
-    memmove(answer, answer + start, end - start);
-    answer[end - start] = '\0';
     if (b->n_generated) b->n_generated[i] = ng;
     if (b->mean_lp) b->mean_lp[i] = lp_count ? w->slot_lpsum[s] / (float)lp_count : 0.0f;
     if (b->min_lp) b->min_lp[i] = w->slot_lpmin[s];
