@@ -171,6 +171,7 @@ struct runc_batch {
     size_t answer_cap;
     int *n_generated;
     float *mean_lp, *min_lp;
+    runc_error *prompt_errors;
     int next;                   /* next problem to take */
     long long tokens;           /* tokens run by the last call */
 #if RB_THREADS
@@ -797,6 +798,8 @@ static int rb_take_problem(runc_batch *b)
     return i;
 }
 
+/* Problem `index` failed: an empty answer, its status, and the worker's
+ * lowest failing index (runc_batch_solve's err). */
 static void rb_fail(rb_worker *w, int index, int code, const char *message)
 {
     runc_batch *b = w->b;
@@ -804,6 +807,10 @@ static void rb_fail(rb_worker *w, int index, int code, const char *message)
     if (b->n_generated) b->n_generated[index] = 0;
     if (b->mean_lp) b->mean_lp[index] = 0.0f;
     if (b->min_lp) b->min_lp[index] = 0.0f;
+    if (b->prompt_errors) {
+        b->prompt_errors[index].code = code;
+        snprintf(b->prompt_errors[index].message, sizeof b->prompt_errors[index].message, "%s", message);
+    }
     if (w->err_code == RUNC_OK || index < w->err_index) {
         w->err_code = code;
         w->err_index = index;
@@ -938,6 +945,7 @@ static void rb_finish(rb_worker *w, int s, int lp_count)
     if (b->n_generated) b->n_generated[i] = ng;
     if (b->mean_lp) b->mean_lp[i] = lp_count ? w->slot_lpsum[s] / (float)lp_count : 0.0f;
     if (b->min_lp) b->min_lp[i] = w->slot_lpmin[s];
+    if (b->prompt_errors) runc_set_ok(&b->prompt_errors[i]);
 }
 
 static void rb_worker_run(rb_worker *w)
@@ -1029,7 +1037,8 @@ static void *rb_thread_main(void *arg)
 #endif
 
 int runc_batch_solve(runc_batch *b, const char *const *prompts, int n, char *answers, size_t answer_cap,
-                     int *n_generated, float *mean_logprob, float *min_logprob, runc_error *err)
+                     int *n_generated, float *mean_logprob, float *min_logprob, runc_error *prompt_errors,
+                     runc_error *err)
 {
     int t, first = -1, code = RUNC_OK, per;
     if (!b) return runc_set_error(err, RUNC_E_ARG, "runc_batch_solve: NULL batch");
@@ -1046,6 +1055,7 @@ int runc_batch_solve(runc_batch *b, const char *const *prompts, int n, char *ans
     b->n_generated = n_generated;
     b->mean_lp = mean_logprob;
     b->min_lp = min_logprob;
+    b->prompt_errors = prompt_errors;
     b->next = 0;
     per = (n + b->threads - 1) / b->threads;
     for (t = 0; t < b->threads; t++) {

@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import os
-import re
 import secrets
 import sys
 import threading
@@ -535,22 +534,24 @@ class Model:
         ptrs = ffi.new("char *[]", keep)
         cap = int(lib.runc_batch_answer_cap(b))
         answers = ffi.new("char[]", n * cap)
+        status = ffi.new("runc_error[]", n)  # each prompt's code and message
         err = ffi.new("runc_error *")
         if confidence:
             n_gen = np.zeros(n, dtype=np.int32)
             mean = np.zeros(n, dtype=np.float32)
             low = np.zeros(n, dtype=np.float32)
             rc = lib.runc_batch_solve(b, ptrs, n, answers, cap, ffi.from_buffer("int[]", n_gen),
-                                      ffi.from_buffer("float[]", mean), ffi.from_buffer("float[]", low), err)
+                                      ffi.from_buffer("float[]", mean), ffi.from_buffer("float[]", low), status, err)
         else:
-            rc = lib.runc_batch_solve(b, ptrs, n, answers, cap, ffi.NULL, ffi.NULL, ffi.NULL, err)
+            rc = lib.runc_batch_solve(b, ptrs, n, answers, cap, ffi.NULL, ffi.NULL, ffi.NULL, status, err)
         if rc != 0:
-            message = ffi.string(err.message).decode("utf-8", errors="replace")
-            m = re.match(r"prompt (\d+): (.*)", message, re.S)
-            if m:  # the engine names the first failing prompt by its index in this chunk
-                i = start + int(m.group(1))
-                message = f"prompt {i} ({prompts[i]!r}): {m.group(2)}"
-            raise RuncError(message, code=rc, status=ffi.string(lib.runc_status_name(rc)).decode())
+            k = next((k for k in range(n) if status[k].code != 0), None)  # the first failing prompt
+            if k is None:  # the call was refused as a whole (never for arguments made here)
+                self._check(rc, err)
+            i = start + k
+            message = ffi.string(status[k].message).decode("utf-8", errors="replace")
+            raise RuncError(f"prompt {i} ({prompts[i]!r}): {message}", code=status[k].code,
+                            status=ffi.string(lib.runc_status_name(status[k].code)).decode())
         raw = ffi.buffer(answers)[:]
         texts = []
         for i in range(n):

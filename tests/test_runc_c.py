@@ -136,6 +136,13 @@ def test_calc_and_batch(run_bin, model_dir):
     bad = run(run_bin, m, "-m", "batch", stdin="1 + 1 =\nx + 1 =\n2 + 2 =\n")
     assert bad.returncode == 1 and len(bad.stdout.split("\n")) == 4 and bad.stdout.split("\n")[1] == ""
     one_line_error(bad, "line 2", "'x'")
+    # two bad lines of a chunk: each gets its own error, as the calculator gives it one at a time
+    too_long = "1" * 30 + " ="
+    two = run(run_bin, m, "-m", "batch", stdin=f"x + 1 =\n1 + 1 =\n{too_long}\n")
+    lines = two.stdout.split("\n")
+    assert two.returncode == 1 and len(lines) == 4 and lines[0] == lines[2] == "" and lines[1], two.stdout
+    alone = [run(run_bin, m, "-m", "calc", "-i", p).stderr.strip().removeprefix("run: ") for p in ("x + 1 =", too_long)]
+    assert two.stderr.strip().splitlines() == [f"run: line 1: {alone[0]}", f"run: line 3: {alone[1]}"], two.stderr
 
 
 def test_generate_and_steps(run_bin, model_dir):
