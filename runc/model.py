@@ -17,14 +17,10 @@ RuncError, TypeError or ValueError with a message naming the problem.
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import os
 import secrets
-import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
@@ -77,26 +73,7 @@ class Answer(NamedTuple):
 _SOLVE_CHUNK = 16384  # prompts per call into the batch engine (bounds the answer buffers)
 
 
-def newest_engine(folder: str | os.PathLike) -> Path | None:
-    """The newest of several engine builds side by side in folder, else None.
-
-    An editable install that was built once by `pip install -e .` (named _engine.abi3.so) and
-    once by `python runc/build_engine.py` (_engine.cpython-3XX-....so) holds two; Python's import
-    takes the first suffix it knows, whichever build is older, and would run yesterday's C.
-    """
-    builds = [p for p in Path(folder).glob("_engine*") if p.suffix in (".so", ".pyd")]
-    return max(builds, key=lambda p: p.stat().st_mtime) if len(builds) > 1 else None
-
-
 def _load_engine():
-    name = __name__.rpartition(".")[0] + "._engine"
-    newest = None if name in sys.modules else newest_engine(Path(__file__).resolve().parent)
-    if newest is not None:  # load that build under the module's own name
-        loader = importlib.machinery.ExtensionFileLoader(name, str(newest))
-        spec = importlib.util.spec_from_file_location(name, newest, loader=loader)
-        module = importlib.util.module_from_spec(spec)
-        loader.exec_module(module)
-        sys.modules[name] = module
     try:
         from . import _engine  # type: ignore[attr-defined]
     except ImportError as e:  # pragma: no cover - depends on the install

@@ -66,7 +66,7 @@ $(FUZZ_DIR)/fuzz_%: $(FUZZ_SRC)/fuzz_%.c $(RUNC_TEST_UTIL) $(RUNC_LIB) | fuzz-to
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_INC) -o $@ $< runc/runc.c -lm
 
 # Seeds from real exports (numpy + sentencepiece + tinymath, no torch).
-# (Not a prerequisite on the venv's stamp, which changes with the engine's sources: the seeds do not.)
+# (They need the package installed, not a newer install: no prerequisite on the venv's stamp.)
 $(FUZZ_DIR)/seeds.stamp: $(FUZZ_SRC)/fuzz_seeds.py
 	@test -x $(PY) || $(MAKE) --no-print-directory venv
 	$(PY) $(FUZZ_SRC)/fuzz_seeds.py $(FUZZ_DIR)
