@@ -107,9 +107,9 @@ static inline float runc_expf(float x)
  * tokens that must leave the answer at least one of `context` positions, else
  * RUNC_E_CONTEXT. ids holds cap ints, cap >= strlen(prompt) + 3 always
  * sufficing; a prompt longer than cap - 3 bytes is refused unencoded
- * (RUNC_E_CONTEXT): the batch engine's scratch holds context *
- * max_token_length + 3 ints, and every token covers at most max_token_length
- * bytes, so such a prompt could not fit. */
+ * (RUNC_E_CONTEXT), as the batch engine needs: its scratch holds context *
+ * max_token_length + 3 ints (at most 2^22), and a token covers at most
+ * max_token_length bytes. */
 int runc_problem_encode(const runc_tokenizer *t, const char *prompt, int context, int *ids, int cap, int *n_ids,
                         runc_error *err);
 
