@@ -11,18 +11,21 @@ TORCH_VERSION ?= 2.13.0
 TEST_TARGETS :=
 .DEFAULT_GOAL := help
 include runc/runc.mk
--include runc/tests/train.mk
--include runc/fuzz.mk
--include runc/cross.mk
--include bench/bench.mk
+include runc/tests/tests.mk
+include runc/tests/train.mk
+include runc/fuzz/fuzz.mk
+include runc/tests/tsan.mk
+include runc/tests/cross.mk
+include bench/bench.mk
 
 help:
 	@echo "make run      answer a few problems with the shipped model (C, no Python needed)"
 	@echo "make test     create .venv, install everything, run the whole test suite"
 
-# The virtual environment is rebuilt when the project's install files change, and the
-# editable install is redone when the C engine's sources change (it compiles them).
-$(VENV)/.installed: pyproject.toml setup.py runc/build_engine.py runc/runc.c runc/batch.c $(wildcard runc/*.h)
+# The virtual environment is rebuilt when the project's install files change. The editable
+# install compiles the C engine into runc/; when its sources change, runc/build_engine.py
+# rebuilds it (the one guard against a stale engine; tests/conftest.py runs it too).
+$(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: a bare `torch` requirement could pull a multi-gigabyte CUDA build
@@ -31,6 +34,7 @@ $(VENV)/.installed: pyproject.toml setup.py runc/build_engine.py runc/runc.c run
 	touch $@
 
 venv: $(VENV)/.installed
+	@$(PY) runc/build_engine.py
 
 test: venv $(TEST_TARGETS)
 	$(PY) -m pytest tests
@@ -43,7 +47,7 @@ model: venv
 	$(VENV)/bin/tinymath train -c models/default.toml --force --no-progress
 	$(VENV)/bin/tinymath export runs/default/best.pt --format v1 --out models/tinymath.bin
 	$(VENV)/bin/tinymath export runs/default/best.pt --format v2 --out models/tinymath.q8.bin
-	cp runs/default/tokenizer.bin runs/default/tokenizer.model models/
+	cp runs/default/tokenizer.bin models/tokenizer.bin
 	$(VENV)/bin/tinymath eval models/tinymath.bin
 	$(VENV)/bin/tinymath eval models/tinymath.q8.bin
 

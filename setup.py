@@ -1,4 +1,4 @@
 # pyproject.toml holds the project; this file exists only because cffi's build hook has no pyproject form.
 from setuptools import setup
 
-setup(cffi_modules=["runc/build_engine.py:ffibuilder", "runc/build_train.py:ffibuilder"])
+setup(cffi_modules=["runc/build_engine.py:ffibuilder"])

@@ -135,7 +135,8 @@ int main(int argc, char **argv)
             if (runc_solve(st, tok, prompts[i], answers, answer_cap, NULL, &e) != RUNC_OK) die("solve", &e);
         tokens_per_call = runc_state_tokens(st) - before;
     } else {
-        if (runc_batch_solve(b, (const char *const *)prompts, n, answers, answer_cap, NULL, NULL, NULL, &e) != RUNC_OK)
+        if (runc_batch_solve(b, (const char *const *)prompts, n, answers, answer_cap, NULL, NULL, NULL, NULL, &e) !=
+            RUNC_OK)
             die("solve", &e);
         tokens_per_call = runc_batch_tokens(b);
     }
@@ -148,7 +149,7 @@ int main(int argc, char **argv)
                 for (i = 0; i < n; i++)
                     if (runc_solve(st, tok, prompts[i], answers, answer_cap, NULL, &e) != RUNC_OK) die("solve", &e);
             } else if (runc_batch_solve(b, (const char *const *)prompts, n, answers, answer_cap, NULL, NULL, NULL,
-                                        &e) != RUNC_OK) {
+                                        NULL, &e) != RUNC_OK) {
                 die("solve", &e);
             }
             problems += n;

@@ -10,18 +10,19 @@
  * A new problem copies the keys and values of the first tokens it shares
  * with what some slot of its worker has run, instead of running them
  * (rb_reuse_prefix), and a prompt token stops in the last layer once its
- * keys and values are stored (see step in batch_kern.h).
+ * keys and values are stored (see step in batch_kernels.c.inc).
  *
  * Workers share nothing but the read-only packed weights and the queue index
  * (a mutex): no barrier per step, no allocation after runc_batch_open (all
  * KV caches and activations live in one arena, weights in another, both
- * 64-byte aligned). The compute kernels are batch_kern.h, compiled once
- * portably and, on x86-64 with GCC or clang, once more for AVX2, picked at
- * open by the CPU's features.
+ * 64-byte aligned). The compute kernels are batch_kernels.c.inc, whose text
+ * is included here once portably and, on x86-64 with GCC or clang, once more
+ * per instruction set (AVX2, AVX-512VL), picked at open by the CPU's features.
  *
  * Greedy answers are identical to runc_solve's: the kernels repeat runc.c's
- * arithmetic exactly (see batch_kern.h), so every logit is equal bit for bit
- * (test_batch checks the confidences, which rest on every logit, that way).
+ * arithmetic exactly (see batch_kernels.c.inc), so every logit is equal bit
+ * for bit (test_batch checks the confidences, which rest on every logit, that
+ * way).
  *
  * Attention runs across kv heads as vector lanes (attend), or, for models
  * whose kv heads are not a multiple of 8, across 8 slots as lanes
@@ -170,6 +171,7 @@ struct runc_batch {
     size_t answer_cap;
     int *n_generated;
     float *mean_lp, *min_lp;
+    runc_error *prompt_errors;
     int next;                   /* next problem to take */
     long long tokens;           /* tokens run by the last call */
 #if RB_THREADS
@@ -242,7 +244,7 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 #define RB_TILE_ROWS 2
 #define RB_Q8_ROWS 1
 #endif
-#include "batch_kern.h"
+#include "batch_kernels.c.inc"
 #if RB_KVEC
 #define RB_C_LANES 1 /* step_c has attend_lanes */
 #else
@@ -273,7 +275,7 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 #define RB_ATTR __attribute__((target("avx2,fma")))
 #define RB_TILE_ROWS 3
 #define RB_Q8_ROWS 2
-#include "batch_kern.h"
+#include "batch_kernels.c.inc"
 #undef RB_SUFFIX
 #undef RB_ATTR
 #undef RB_TILE_ROWS
@@ -289,7 +291,7 @@ static float *rb_slot_kv(const runc_batch *b, const rb_worker *w, int slot, int 
 #define RB_Z16 1 /* the 16-float tile of gemm_f32 */
 #define RB_TILE_ROWS 4
 #define RB_Q8_ROWS 4
-#include "batch_kern.h"
+#include "batch_kernels.c.inc"
 #undef RB_SUFFIX
 #undef RB_ATTR
 #undef RB_TILE_ROWS
@@ -796,6 +798,8 @@ static int rb_take_problem(runc_batch *b)
     return i;
 }
 
+/* Problem `index` failed: an empty answer, its status, and the worker's
+ * lowest failing index (runc_batch_solve's err). */
 static void rb_fail(rb_worker *w, int index, int code, const char *message)
 {
     runc_batch *b = w->b;
@@ -803,6 +807,10 @@ static void rb_fail(rb_worker *w, int index, int code, const char *message)
     if (b->n_generated) b->n_generated[index] = 0;
     if (b->mean_lp) b->mean_lp[index] = 0.0f;
     if (b->min_lp) b->min_lp[index] = 0.0f;
+    if (b->prompt_errors) {
+        b->prompt_errors[index].code = code;
+        snprintf(b->prompt_errors[index].message, sizeof b->prompt_errors[index].message, "%s", message);
+    }
     if (w->err_code == RUNC_OK || index < w->err_index) {
         w->err_code = code;
         w->err_index = index;
@@ -860,38 +868,24 @@ static int rb_reuse_prefix(rb_worker *w, int s, const int *ids, int n_ids)
     return best;
 }
 
-/* Put problem i into slot s: [BOS] + encode(prompt), checked as runc_solve
- * checks it, its cached first positions taken from a slot that holds them.
- * 0 when the prompt failed (recorded; the slot stays free). */
+/* Put problem i into slot s: the problem convention's input
+ * (runc_problem_encode, as runc_solve), its cached first positions taken from
+ * a slot that holds them. 0 when the prompt failed (recorded; the slot stays
+ * free). */
 static int rb_start(rb_worker *w, int s, int i)
 {
     runc_batch *b = w->b;
     const char *prompt = b->prompts[i];
     runc_error e;
     int n_ids = 0, rc, reused;
-    size_t len;
     if (!prompt) {
         rb_fail(w, i, RUNC_E_ARG, "NULL prompt");
         return 0;
     }
-    len = strlen(prompt);
-    /* Every token covers at most max_token_length bytes of the text, so a
-     * prompt longer than the scratch holds (context * max_token_length bytes,
-     * capped) needs more positions than the context has. Below that, the
-     * scratch is at least strlen + 3, what runc_solve gives runc_encode. */
-    if (len > b->scratch_cap - 3) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "prompt of %zu bytes does not fit in the context of %d positions", len, b->context);
-        rb_fail(w, i, RUNC_E_CONTEXT, msg);
-        return 0;
-    }
-    rc = runc_encode(b->tok, prompt, 1, 0, w->scratch, (int)b->scratch_cap, &n_ids, &e);
-    if (rc == RUNC_OK && n_ids >= b->context) {
-        rc = RUNC_E_CONTEXT;
-        snprintf(e.message, sizeof e.message,
-                 "prompt is %d tokens (with BOS); the context holds %d, leaving no room for an answer", n_ids,
-                 b->context);
-    }
+    /* the scratch (context * max_token_length + 3 ints, capped) refuses only
+     * prompts too long for the context; below that it is at least strlen + 3,
+     * what runc_solve gives the encoder */
+    rc = runc_problem_encode(b->tok, prompt, b->context, w->scratch, (int)b->scratch_cap, &n_ids, &e);
     if (rc != RUNC_OK) {
         rb_fail(w, i, rc, e.message);
         return 0;
@@ -934,33 +928,24 @@ static void rb_align_octets(rb_worker *w)
     }
 }
 
-static int rb_is_space(char ch)
-{
-    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f';
-}
-
-/* Slot s is done: decode its answer as runc_solve does, record, free the slot. */
+/* Slot s is done: its answer by the problem convention (runc_problem_answer,
+ * as runc_solve), recorded; the slot is free. */
 static void rb_finish(rb_worker *w, int s, int lp_count)
 {
     runc_batch *b = w->b;
     const int i = w->slot_prob[s], np = w->slot_np[s], ng = w->slot_ngen[s];
     const int *ids = w->ids + (size_t)s * (size_t)b->context;
-    char *answer = b->answers + (size_t)i * b->answer_cap;
-    size_t used = 0, start = 0, end;
     runc_error e;
     w->slot_prob[s] = -1;
-    if (runc_decode(b->tok, ids[np - 1], ids + np, ng, answer, b->answer_cap, &used, &e) != RUNC_OK) {
+    if (runc_problem_answer(b->tok, ids, np, ng, b->answers + (size_t)i * b->answer_cap, b->answer_cap, &e) !=
+        RUNC_OK) {
         rb_fail(w, i, e.code, e.message);
         return;
     }
-    end = used;
-    while (start < end && rb_is_space(answer[start])) start++;
-    while (end > start && rb_is_space(answer[end - 1])) end--;
-    memmove(answer, answer + start, end - start);
-    answer[end - start] = '\0';
     if (b->n_generated) b->n_generated[i] = ng;
     if (b->mean_lp) b->mean_lp[i] = lp_count ? w->slot_lpsum[s] / (float)lp_count : 0.0f;
     if (b->min_lp) b->min_lp[i] = w->slot_lpmin[s];
+    if (b->prompt_errors) runc_set_ok(&b->prompt_errors[i]);
 }
 
 static void rb_worker_run(rb_worker *w)
@@ -1052,7 +1037,8 @@ static void *rb_thread_main(void *arg)
 #endif
 
 int runc_batch_solve(runc_batch *b, const char *const *prompts, int n, char *answers, size_t answer_cap,
-                     int *n_generated, float *mean_logprob, float *min_logprob, runc_error *err)
+                     int *n_generated, float *mean_logprob, float *min_logprob, runc_error *prompt_errors,
+                     runc_error *err)
 {
     int t, first = -1, code = RUNC_OK, per;
     if (!b) return runc_set_error(err, RUNC_E_ARG, "runc_batch_solve: NULL batch");
@@ -1069,6 +1055,7 @@ int runc_batch_solve(runc_batch *b, const char *const *prompts, int n, char *ans
     b->n_generated = n_generated;
     b->mean_lp = mean_logprob;
     b->min_lp = min_logprob;
+    b->prompt_errors = prompt_errors;
     b->next = 0;
     per = (n + b->threads - 1) / b->threads;
     for (t = 0; t < b->threads; t++) {

@@ -1,8 +1,14 @@
-"""cffi (API mode) builder of `tinymath.runc._engine`: runc.c compiled into a Python extension.
+"""cffi (API mode) builder of `tinymath.runc._engine`: runc.c, batch.c and train.c in one Python extension.
 
 setup.py names it (`cffi_modules=["runc/build_engine.py:ffibuilder"]`), so
-`pip install .` / `pip install -e .` compile the engine. `python runc/build_engine.py`
-builds it in place (runc/_engine*.so) for working from the source tree.
+`pip install .` / `pip install -e .` compile the engine; an editable install
+compiles it into runc/ itself (runc/_engine.abi3.so on Linux).
+
+In a source checkout that build is the only one, and it must not be older than
+the C it was compiled from: `python runc/build_engine.py` (`make venv` and the
+tests' conftest.py run it) rebuilds it when it is, the way `pip install -e .`
+does (setuptools' build_ext --inplace, so under the same name), and does
+nothing otherwise.
 
 The declarations are the region of runc.h between the RUNC-CDEF markers, so
 the header stays the single source of truth for the C API. In API mode cffi
@@ -13,10 +19,17 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# the engine's C (pyproject.toml's package-data ships the same files): three files compiled, and
+# what they include
+COMPILED = ("runc.c", "batch.c", "train.c")
+SOURCES = (*COMPILED, "runc.h", "runc_impl.h", "batch_kernels.c.inc", "train.h", "train_kernels.c.inc")
 
 
 def _rel(path: str) -> str:
@@ -26,29 +39,32 @@ def _rel(path: str) -> str:
 
 
 def cdef_source() -> str:
-    with open(os.path.join(HERE, "runc.h"), encoding="utf-8") as f:
-        text = f.read()
-    m = re.search(r"/\* RUNC-CDEF-BEGIN \*/(.*?)/\* RUNC-CDEF-END \*/", text, re.S)
-    if m is None:
-        raise RuntimeError("runc.h lacks the RUNC-CDEF-BEGIN / RUNC-CDEF-END markers")
-    return m.group(1)
+    """runc.h's RUNC-CDEF region (inference), then train.h's RUNC-TRAIN-CDEF region (training)."""
+    parts = []
+    for header, marker in (("runc.h", "RUNC-CDEF"), ("train.h", "RUNC-TRAIN-CDEF")):
+        with open(os.path.join(HERE, header), encoding="utf-8") as f:
+            text = f.read()
+        m = re.search(rf"/\* {marker}-BEGIN \*/(.*?)/\* {marker}-END \*/", text, re.S)
+        if m is None:
+            raise RuntimeError(f"{header} lacks the {marker}-BEGIN / {marker}-END markers")
+        parts.append(m.group(1))
+    return "\n".join(parts)
 
 
-def make_builder(absolute: bool = False) -> FFI:
-    """The builder; absolute paths when compiling outside the project root."""
-    path = (lambda p: p) if absolute else _rel
+def make_builder() -> FFI:
     ffi = FFI()
     ffi.cdef(cdef_source())
     threads = ["-pthread"] if os.name == "posix" else []
     ffi.set_source(
         "tinymath.runc._engine",
-        '#include "runc.h"\n',
+        '#include "runc.h"\n#include "train.h"\n',
         # runc.c: one sequence at a time; batch.c: the batch engine (its kernels,
-        # batch_kern.h, are compiled portably and for AVX2 / AVX-512VL, picked at
-        # run time by the CPU's features: no -march flag is needed here)
-        sources=[path(os.path.join(HERE, "runc.c")), path(os.path.join(HERE, "batch.c"))],
-        include_dirs=[path(HERE)],
-        depends=[path(os.path.join(HERE, name)) for name in ("runc.h", "runc_impl.h", "batch_kern.h")],
+        # batch_kernels.c.inc, are compiled portably and for AVX2 / AVX-512VL, picked
+        # at run time by the CPU's features: no -march flag is needed here); train.c:
+        # the training engine (its kernels, train_kernels.c.inc, picked the same way)
+        sources=[_rel(os.path.join(HERE, name)) for name in COMPILED],
+        include_dirs=[_rel(HERE)],
+        depends=[_rel(os.path.join(HERE, name)) for name in SOURCES if name not in COMPILED],
         extra_compile_args=["-O3", "-std=c99", *threads],
         extra_link_args=threads,
         libraries=["m"] if os.name == "posix" else [],
@@ -58,25 +74,43 @@ def make_builder(absolute: bool = False) -> FFI:
 
 ffibuilder = make_builder()
 
-def build_inplace(verbose: bool = False) -> str:
-    """Compile the engine into runc/ (replacing any older build there); return its path.
 
-    That is where `tinymath.runc` looks for it in an editable install or a
-    source checkout. Other `_engine*` builds in runc/ are removed first, so that
-    Python cannot pick a stale one by its suffix.
-    """
-    import glob
-    import shutil
-    import tempfile
+def builds(folder: str | os.PathLike = HERE) -> list[Path]:
+    """The compiled engines in folder (a checkout's runc/)."""
+    return sorted(p for p in Path(folder).glob("_engine*") if p.suffix in (".so", ".pyd"))
 
-    with tempfile.TemporaryDirectory() as tmp:
-        built = make_builder(absolute=True).compile(tmpdir=tmp, verbose=verbose)
-        for old in glob.glob(os.path.join(HERE, "_engine*.so")) + glob.glob(os.path.join(HERE, "_engine*.pyd")):
-            os.remove(old)
-        dest = os.path.join(HERE, os.path.basename(built))
-        shutil.copy(built, dest)
-    return dest
+
+def stale(folder: str | os.PathLike = HERE) -> str | None:
+    """Why the build in folder cannot be used as it is, or None: it must be the only one (with two,
+    Python imports whichever suffix it tries first) and newer than every source and this file."""
+    found = builds(folder)
+    if len(found) != 1:
+        return f"{len(found)} builds of the engine in {folder}" if found else f"no build of the engine in {folder}"
+    inputs = [Path(folder, name) for name in SOURCES] + [Path(folder, "build_engine.py")]
+    newer = [p.name for p in inputs if p.stat().st_mtime > found[0].stat().st_mtime]
+    return f"{', '.join(newer)} newer than {found[0].name}" if newer else None
+
+
+def refresh(force: bool = False) -> str | None:
+    """In a source checkout, rebuild the engine in runc/ when it is stale (or force): every build there
+    removed, then setuptools' build_ext --inplace from the project root, as `pip install -e .` builds
+    it. Returns why it rebuilt, or None (fresh, or not a source checkout: an installed package)."""
+    root = Path(HERE).parent
+    if not (root / "setup.py").is_file():
+        return None
+    why = "asked to" if force else stale(HERE)
+    if why is None:
+        return None
+    for old in builds(HERE):
+        old.unlink()
+    r = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=root, capture_output=True,
+                       text=True)
+    if r.returncode != 0 or stale(HERE):
+        raise RuntimeError(f"building the C engine failed ({why}):\n{(r.stdout + r.stderr)[-4000:]}")
+    return why
 
 
 if __name__ == "__main__":
-    print(f"built {build_inplace(verbose=True)}")
+    reason = refresh(force="--force" in sys.argv[1:])
+    if reason:
+        print(f"rebuilt {builds(HERE)[0]} ({reason})")

@@ -17,15 +17,10 @@ RuncError, TypeError or ValueError with a message naming the problem.
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import os
-import re
 import secrets
-import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
@@ -78,26 +73,7 @@ class Answer(NamedTuple):
 _SOLVE_CHUNK = 16384  # prompts per call into the batch engine (bounds the answer buffers)
 
 
-def newest_engine(folder: str | os.PathLike) -> Path | None:
-    """The newest of several engine builds side by side in folder, else None.
-
-    An editable install that was built once by `pip install -e .` (named _engine.abi3.so) and
-    once by `python runc/build_engine.py` (_engine.cpython-3XX-....so) holds two; Python's import
-    takes the first suffix it knows, whichever build is older, and would run yesterday's C.
-    """
-    builds = [p for p in Path(folder).glob("_engine*") if p.suffix in (".so", ".pyd")]
-    return max(builds, key=lambda p: p.stat().st_mtime) if len(builds) > 1 else None
-
-
 def _load_engine():
-    name = __name__.rpartition(".")[0] + "._engine"
-    newest = None if name in sys.modules else newest_engine(Path(__file__).resolve().parent)
-    if newest is not None:  # load that build under the module's own name
-        loader = importlib.machinery.ExtensionFileLoader(name, str(newest))
-        spec = importlib.util.spec_from_file_location(name, newest, loader=loader)
-        module = importlib.util.module_from_spec(spec)
-        loader.exec_module(module)
-        sys.modules[name] = module
     try:
         from . import _engine  # type: ignore[attr-defined]
     except ImportError as e:  # pragma: no cover - depends on the install
@@ -535,22 +511,24 @@ class Model:
         ptrs = ffi.new("char *[]", keep)
         cap = int(lib.runc_batch_answer_cap(b))
         answers = ffi.new("char[]", n * cap)
+        status = ffi.new("runc_error[]", n)  # each prompt's code and message
         err = ffi.new("runc_error *")
         if confidence:
             n_gen = np.zeros(n, dtype=np.int32)
             mean = np.zeros(n, dtype=np.float32)
             low = np.zeros(n, dtype=np.float32)
             rc = lib.runc_batch_solve(b, ptrs, n, answers, cap, ffi.from_buffer("int[]", n_gen),
-                                      ffi.from_buffer("float[]", mean), ffi.from_buffer("float[]", low), err)
+                                      ffi.from_buffer("float[]", mean), ffi.from_buffer("float[]", low), status, err)
         else:
-            rc = lib.runc_batch_solve(b, ptrs, n, answers, cap, ffi.NULL, ffi.NULL, ffi.NULL, err)
+            rc = lib.runc_batch_solve(b, ptrs, n, answers, cap, ffi.NULL, ffi.NULL, ffi.NULL, status, err)
         if rc != 0:
-            message = ffi.string(err.message).decode("utf-8", errors="replace")
-            m = re.match(r"prompt (\d+): (.*)", message, re.S)
-            if m:  # the engine names the first failing prompt by its index in this chunk
-                i = start + int(m.group(1))
-                message = f"prompt {i} ({prompts[i]!r}): {m.group(2)}"
-            raise RuncError(message, code=rc, status=ffi.string(lib.runc_status_name(rc)).decode())
+            k = next((k for k in range(n) if status[k].code != 0), None)  # the first failing prompt
+            if k is None:  # the call was refused as a whole (never for arguments made here)
+                self._check(rc, err)
+            i = start + k
+            message = ffi.string(status[k].message).decode("utf-8", errors="replace")
+            raise RuncError(f"prompt {i} ({prompts[i]!r}): {message}", code=status[k].code,
+                            status=ffi.string(lib.runc_status_name(status[k].code)).decode())
         raw = ffi.buffer(answers)[:]
         texts = []
         for i in range(n):

@@ -353,10 +353,9 @@ static int calc(runner *r, const char *single)
 }
 
 /* batch: every input line gets exactly one output line (empty on error).
- * Built with RUNC_RUN_BATCH (runc.mk links batch.c), lines are answered by the
- * batch engine in chunks (the same answers as runc_solve's, many times faster);
- * a line that fails is re-run alone for its own error message. From a terminal,
- * or without the batch engine, one line at a time. */
+ * Lines are answered by the batch engine in chunks (the same answers as
+ * runc_solve's, many times faster), which reports each line's error as data.
+ * From a terminal, one line at a time. */
 #define BATCH_CHUNK 4096
 
 static int batch_one_by_one(runner *r, FILE *f)
@@ -382,38 +381,36 @@ static int batch_one_by_one(runner *r, FILE *f)
     return ok;
 }
 
-#ifdef RUNC_RUN_BATCH
-/* Answer lines[0..n) (blank lines stay blank); first_lineno numbers lines[0]. */
-static int batch_chunk(runner *r, runc_batch *b, char **lines, int n, int first_lineno, char *answers, size_t cap,
-                       const char **prompts)
+/* Answer lines[0..n) (blank lines stay blank); first_lineno numbers lines[0].
+ * A line that fails gets an empty line and its own error (errors[k]) on stderr. */
+static int batch_chunk(runc_batch *b, char **lines, int n, int first_lineno, char *answers, size_t cap,
+                       const char **prompts, runc_error *errors)
 {
-    int i, m = 0, ok = 1, rc;
-    runc_error err;
+    int i, m = 0, ok = 1;
     for (i = 0; i < n; i++)
         if (*lines[i] != '\0') prompts[m++] = lines[i];
-    rc = m ? runc_batch_solve(b, prompts, m, answers, cap, NULL, NULL, NULL, &err) : RUNC_OK;
+    /* every line's status is in errors (the call's own status is the lowest
+     * failing line's: its arguments are always valid here) */
+    if (m) runc_batch_solve(b, prompts, m, answers, cap, NULL, NULL, NULL, errors, NULL);
     for (i = 0, m = 0; i < n; i++) {
-        char *a;
+        const runc_error *e;
         if (*lines[i] == '\0') {
             printf("\n");
             continue;
         }
-        a = answers + (size_t)m++ * cap;
-        if (rc != RUNC_OK && *a == '\0') { /* maybe this line failed: runc_solve says how */
-            char where[64];
-            snprintf(where, sizeof where, "line %d: ", first_lineno + i);
-            if (!answer_one(r, lines[i], a, cap, where)) {
-                printf("\n");
-                ok = 0;
-            }
-            continue;
+        e = &errors[m];
+        if (e->code != RUNC_OK) {
+            fprintf(stderr, "run: line %d: %s\n", first_lineno + i, e->message);
+            printf("\n");
+            ok = 0;
+        } else {
+            printf("%s\n", answers + (size_t)m * cap);
         }
-        printf("%s\n", a);
+        m++;
     }
     fflush(stdout);
     return ok;
 }
-#endif
 
 static int batch(runner *r, const char *path, int threads)
 {
@@ -423,11 +420,10 @@ static int batch(runner *r, const char *path, int threads)
         f = fopen(path, "r");
         if (!f) die("%s: cannot open: %s", path, strerror(errno));
     }
-#ifdef RUNC_RUN_BATCH
     if (path || !interactive()) {
         runc_batch *b = NULL;
         runc_batch_options opt;
-        runc_error err;
+        runc_error err, *errors = (runc_error *)calloc(BATCH_CHUNK, sizeof *errors);
         char **lines = (char **)calloc(BATCH_CHUNK, sizeof *lines), *line = NULL, *answers;
         const char **prompts = (const char **)calloc(BATCH_CHUNK, sizeof *prompts);
         size_t cap, line_cap = 0, *caps = (size_t *)calloc(BATCH_CHUNK, sizeof *caps);
@@ -437,7 +433,7 @@ static int batch(runner *r, const char *path, int threads)
         if (runc_batch_open(&b, r->model, r->tok, &opt, &err) != RUNC_OK) die("%s", err.message);
         cap = runc_batch_answer_cap(b);
         answers = (char *)malloc(cap * BATCH_CHUNK);
-        if (!lines || !prompts || !caps || !answers) die("out of memory");
+        if (!lines || !prompts || !caps || !answers || !errors) die("out of memory");
         for (;;) {
             int more = read_line(f, &line, &line_cap) != NULL;
             if (more) {
@@ -453,7 +449,7 @@ static int batch(runner *r, const char *path, int threads)
                 lineno++;
             }
             if (n == BATCH_CHUNK || (!more && n > 0)) {
-                if (!batch_chunk(r, b, lines, n, lineno - n + 1, answers, cap, prompts)) ok = 0;
+                if (!batch_chunk(b, lines, n, lineno - n + 1, answers, cap, prompts, errors)) ok = 0;
                 n = 0;
             }
             if (!more) break;
@@ -464,13 +460,10 @@ static int batch(runner *r, const char *path, int threads)
         free(caps);
         free(prompts);
         free(answers);
+        free(errors);
         free(line);
         runc_batch_close(b);
-    } else
-#else
-    (void)threads;
-#endif
-    {
+    } else {
         ok = batch_one_by_one(r, f);
         if (ferror(f)) die("error reading %s", path ? path : "stdin");
     }

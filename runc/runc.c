@@ -1836,15 +1836,46 @@ size_t runc_answer_cap(const runc_state *s, const runc_tokenizer *t)
     return cap;
 }
 
+int runc_problem_encode(const runc_tokenizer *t, const char *prompt, int context, int *ids, int cap, int *n_ids,
+                        runc_error *err)
+{
+    const size_t len = strlen(prompt);
+    int rc;
+    *n_ids = 0;
+    if (cap < 3 || len > (size_t)cap - 3)
+        return runc_set_error(err, RUNC_E_CONTEXT, "prompt of %zu bytes does not fit in the context of %d positions",
+                              len, context);
+    rc = runc_encode(t, prompt, 1, 0, ids, cap, n_ids, err);
+    if (rc == RUNC_OK && *n_ids >= context)
+        rc = runc_set_error(err, RUNC_E_CONTEXT,
+                            "prompt is %d tokens (with BOS); the context holds %d, leaving no room for an answer",
+                            *n_ids, context);
+    return rc;
+}
+
 static int is_space(char ch)
 {
     return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f';
 }
 
+int runc_problem_answer(const runc_tokenizer *t, const int *ids, int n_prompt, int n_gen, char *answer, size_t cap,
+                        runc_error *err)
+{
+    size_t used = 0, start = 0, end;
+    int rc = runc_decode(t, ids[n_prompt - 1], ids + n_prompt, n_gen, answer, cap, &used, err);
+    if (rc != RUNC_OK) return rc;
+    end = used;
+    while (start < end && is_space(answer[start])) start++;
+    while (end > start && is_space(answer[end - 1])) end--;
+    memmove(answer, answer + start, end - start);
+    answer[end - start] = '\0';
+    return runc_set_ok(err);
+}
+
 int runc_solve(runc_state *s, const runc_tokenizer *t, const char *prompt, char *answer, size_t cap,
                int *n_generated, runc_error *err)
 {
-    size_t len, start, end, used = 0;
+    size_t len;
     int *ids = NULL, n_ids = 0, n_gen = 0, rc, cap_ids;
 
     if (n_generated) *n_generated = 0;
@@ -1863,26 +1894,14 @@ int runc_solve(runc_state *s, const runc_tokenizer *t, const char *prompt, char 
     if (cap_ids < s->context) cap_ids = s->context;
     ids = (int *)malloc((size_t)cap_ids * sizeof *ids);
     if (!ids) return runc_set_error(err, RUNC_E_NOMEM, "out of memory");
-    rc = runc_encode(t, prompt, 1, 0, ids, (int)len + 3, &n_ids, err);
-    if (rc == RUNC_OK && n_ids >= s->context)
-        rc = runc_set_error(err, RUNC_E_CONTEXT,
-                       "prompt is %d tokens (with BOS); the context holds %d, leaving no room for an answer",
-                       n_ids, s->context);
+    rc = runc_problem_encode(t, prompt, s->context, ids, (int)len + 3, &n_ids, err);
     /* the generated tokens go after the prompt in the same buffer */
     if (rc == RUNC_OK)
         rc = generate_loop(s, NULL, ids, n_ids, s->context - n_ids, RUNC_TOKEN_EOS, ids + n_ids, NULL, &n_gen,
                            err);
-    if (rc == RUNC_OK)
-        rc = runc_decode(t, ids[n_ids - 1], ids + n_ids, n_gen, answer, cap, &used, err);
+    if (rc == RUNC_OK) rc = runc_problem_answer(t, ids, n_ids, n_gen, answer, cap, err);
     free(ids);
     if (rc != RUNC_OK) return rc;
-    /* the answer is the generated text without surrounding whitespace */
-    start = 0;
-    end = used;
-    while (start < end && is_space(answer[start])) start++;
-    while (end > start && is_space(answer[end - 1])) end--;
-    memmove(answer, answer + start, end - start);
-    answer[end - start] = '\0';
     if (n_generated) *n_generated = n_gen;
     return runc_set_ok(err);
 }

@@ -309,14 +309,17 @@ size_t runc_batch_answer_cap(const runc_batch *batch);
  * NULL or n entries each: n_generated (tokens generated, EOS not counted),
  * mean_logprob and min_logprob: the mean and the minimum log-probability of
  * the generated tokens and of the closing EOS (absent when the answer ran to
- * the end of the context) -- the model's confidence in its answer.
+ * the end of the context) -- the model's confidence in its answer; and
+ * prompt_errors: each prompt's status as data, prompt_errors[i].code its
+ * runc_status (RUNC_OK when answered) and .message why it failed ("" when
+ * answered), written for every prompt once the arguments are accepted.
  * A prompt that cannot be encoded or leaves no room for an answer fails the
  * call: the other answers are still computed (that one's is ""), and the
- * error names the lowest failing index ("prompt 7: ..."). One call at a time
- * per engine. */
+ * call returns the status of the lowest failing index, which err names
+ * ("prompt 7: ..."). One call at a time per engine. */
 int runc_batch_solve(runc_batch *batch, const char *const *prompts, int n, char *answers,
                      size_t answer_cap, int *n_generated, float *mean_logprob, float *min_logprob,
-                     runc_error *err);
+                     runc_error *prompt_errors, runc_error *err);
 
 /* RUNC-CDEF-END */
 

@@ -99,6 +99,27 @@ static inline float runc_expf(float x)
     return y;
 }
 
+/* The TinyMath problem convention, the two ends runc_solve and the batch
+ * engine share (the greedy decoding between them is each one's own); defined
+ * in runc.c.
+ *
+ * The input: ids = [BOS] + encode(prompt) (with the dummy prefix), *n_ids
+ * tokens that must leave the answer at least one of `context` positions, else
+ * RUNC_E_CONTEXT. ids holds cap ints, cap >= strlen(prompt) + 3 always
+ * sufficing; a prompt longer than cap - 3 bytes is refused unencoded
+ * (RUNC_E_CONTEXT), as the batch engine needs: its scratch holds context *
+ * max_token_length + 3 ints (at most 2^22), and a token covers at most
+ * max_token_length bytes. */
+int runc_problem_encode(const runc_tokenizer *t, const char *prompt, int context, int *ids, int cap, int *n_ids,
+                        runc_error *err);
+
+/* The output: answer = the text of the n_gen tokens generated after the
+ * prompt's n_prompt tokens (ids[n_prompt..n_prompt+n_gen), decoded after
+ * ids[n_prompt - 1]) without surrounding whitespace, NUL-terminated in cap
+ * bytes ("" and RUNC_E_BUFFER when it does not fit). */
+int runc_problem_answer(const runc_tokenizer *t, const int *ids, int n_prompt, int n_gen, char *answer, size_t cap,
+                        runc_error *err);
+
 /* Prefix reuse, the rule runc_generate and the batch engine share: how many
  * of a prompt's first positions a cache that holds cached[0..n_cached) may
  * give it (their keys and values depend only on the tokens up to them). The

@@ -97,7 +97,7 @@ struct runc_trainer {
     tensor *tensors;
     size_t emb, norm;                 /* offsets */
     int out_index, norm_index;        /* the classifier's tensor (the embedding when tied), the final norm's */
-    void (*run_rows)(worker *w);      /* the portable or the AVX2 build of train_kern.h's run_rows */
+    void (*run_rows)(worker *w);      /* the portable or the AVX2 build of train_kernels.c.inc's run_rows */
     long long adam_steps;
     size_t arena_bytes;
     unsigned char *arena;
@@ -131,7 +131,7 @@ struct runc_trainer {
     int n_rows, n_sel;                /* of the current batch */
 };
 
-/* ---- compute: train_kern.h, portable and (x86-64, GCC/clang) AVX2+FMA ---------- */
+/* ---- compute: train_kernels.c.inc, portable and (x86-64, GCC/clang) AVX2+FMA ---------- */
 
 #define TK_CAT2(a, b) a##b
 #define TK_CAT(a, b) TK_CAT2(a, b)
@@ -145,7 +145,7 @@ typedef float tk_v8 __attribute__((vector_size(32)));
 #define TK_SUFFIX _portable
 #define TK_ATTR
 #define TK_USE_FMA 0
-#include "train_kern.h"
+#include "train_kernels.c.inc"
 #undef TK_SUFFIX
 #undef TK_ATTR
 #undef TK_USE_FMA
@@ -156,7 +156,7 @@ typedef float tk_v8 __attribute__((vector_size(32)));
 #define TK_SUFFIX _avx2
 #define TK_ATTR __attribute__((target("avx2,fma")))
 #define TK_USE_FMA 1
-#include "train_kern.h"
+#include "train_kernels.c.inc"
 #undef TK_SUFFIX
 #undef TK_ATTR
 #undef TK_USE_FMA

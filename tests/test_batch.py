@@ -9,7 +9,7 @@
   list, a prompt longer than the context, a character the vocabulary lacks, impossible thread counts;
 - the call releases the GIL.
 
-(runc/test_batch.c checks the same engine from C, under ASan too.)
+(runc/tests/test_batch.c checks the same engine from C, under ASan too.)
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def random_models(tmp_path_factory):
 @needs_shipped
 @pytest.mark.parametrize("path,n", [(SHIPPED, N), (SHIPPED_Q8, N // 2)], ids=["shipped fp32", "shipped int8"])
 def test_batch_equals_single_on_the_shipped_model(path, n):
-    """(int8: 5,000 here, as its one-at-a-time reference is slow; runc/test_batch.c runs 10,000 of each.)"""
+    """(int8: 5,000 here, as its one-at-a-time reference is slow; runc/tests/test_batch.c runs 10,000 of each.)"""
     prompts = problems(n)
     with Model(path, tokenizer=TOKENIZER) as m:
         batch = m.solve(prompts)

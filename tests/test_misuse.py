@@ -318,17 +318,21 @@ def test_batch_null_and_zero_through_the_c_api():
         answers = ffi.new("char[]", 3 * cap)
         keep = [ffi.new("char[]", s) for s in (b"1 + 1 =", b"2 =")]
         prompts = ffi.new("char *[]", keep + [ffi.NULL])
+        none = (ffi.NULL,) * 4  # no n_generated, mean_logprob, min_logprob, prompt_errors
         # zero batch: nothing to do, not an error; negative or NULL: RUNC_E_ARG
-        assert lib.runc_batch_solve(b, ffi.NULL, 0, ffi.NULL, 0, ffi.NULL, ffi.NULL, ffi.NULL, err) == 0
-        assert lib.runc_batch_solve(b, prompts, -1, answers, cap, ffi.NULL, ffi.NULL, ffi.NULL, err) == lib.RUNC_E_ARG
-        assert lib.runc_batch_solve(b, ffi.NULL, 2, answers, cap, ffi.NULL, ffi.NULL, ffi.NULL, err) == lib.RUNC_E_ARG
-        assert lib.runc_batch_solve(b, prompts, 2, ffi.NULL, cap, ffi.NULL, ffi.NULL, ffi.NULL, err) == lib.RUNC_E_ARG
-        assert lib.runc_batch_solve(b, prompts, 2, answers, 0, ffi.NULL, ffi.NULL, ffi.NULL, err) == lib.RUNC_E_ARG
-        assert lib.runc_batch_solve(ffi.NULL, prompts, 2, answers, cap, ffi.NULL, ffi.NULL, ffi.NULL, err) == \
-            lib.RUNC_E_ARG
-        rc = lib.runc_batch_solve(b, prompts, 3, answers, cap, ffi.NULL, ffi.NULL, ffi.NULL, err)
+        assert lib.runc_batch_solve(b, ffi.NULL, 0, ffi.NULL, 0, *none, err) == 0
+        assert lib.runc_batch_solve(b, prompts, -1, answers, cap, *none, err) == lib.RUNC_E_ARG
+        assert lib.runc_batch_solve(b, ffi.NULL, 2, answers, cap, *none, err) == lib.RUNC_E_ARG
+        assert lib.runc_batch_solve(b, prompts, 2, ffi.NULL, cap, *none, err) == lib.RUNC_E_ARG
+        assert lib.runc_batch_solve(b, prompts, 2, answers, 0, *none, err) == lib.RUNC_E_ARG
+        assert lib.runc_batch_solve(ffi.NULL, prompts, 2, answers, cap, *none, err) == lib.RUNC_E_ARG
+        status = ffi.new("runc_error[]", 3)
+        rc = lib.runc_batch_solve(b, prompts, 3, answers, cap, ffi.NULL, ffi.NULL, ffi.NULL, status, err)
         assert rc == lib.RUNC_E_ARG and "prompt 2" in ffi.string(err.message).decode()
-        assert lib.runc_batch_solve(b, prompts, 2, answers, cap, ffi.NULL, ffi.NULL, ffi.NULL, err) == 0
+        # each prompt's status as data: the NULL one's code and message, the others answered
+        assert [s.code for s in status] == [0, 0, lib.RUNC_E_ARG]
+        assert [ffi.string(s.message).decode() for s in status] == ["", "", "NULL prompt"]
+        assert lib.runc_batch_solve(b, prompts, 2, answers, cap, *none, err) == 0
         lib.runc_batch_close(b)
         lib.runc_batch_close(ffi.NULL)
     finally:

@@ -1,7 +1,7 @@
 """The C side of runc: the C test program (plain and under ASan+UBSan) and the CLI.
 
-`make c-test` builds runc/test_runc.c and runc/test_batch.c twice each (plain, ASan+UBSan) and
-runc/test_quant.c once, and runs them; the CLI tests build
+`make c-test` builds runc/tests/test_runc.c and runc/tests/test_batch.c twice each (plain, ASan+UBSan)
+and runc/tests/test_quant.c once, and runs them; the CLI tests build
 runc/run and drive it with small random-weight model files written here with
 numpy, checking that every bad input ends in one line on stderr and a non-zero
 exit status, never a crash.
@@ -41,9 +41,9 @@ def test_c_test_program(tmp_path):
         r = subprocess.run(["make", "c-test"], cwd=ROOT, capture_output=True, text=True, timeout=900)
         runs = 5  # test_runc and test_batch (the batch engine), each plain and under ASan+UBSan; test_quant
     else:  # pragma: no cover - a compiler without ASan: the plain build only
-        r = subprocess.run(["make", "runc/test_runc"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+        r = subprocess.run(["make", "runc/tests/test_runc"], cwd=ROOT, capture_output=True, text=True, timeout=900)
         if r.returncode == 0:
-            r = subprocess.run([str(ROOT / "runc" / "test_runc")], capture_output=True, text=True, timeout=900)
+            r = subprocess.run([str(ROOT / "runc" / "tests" / "test_runc")], capture_output=True, text=True, timeout=900)
         runs = 1
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
@@ -136,6 +136,13 @@ def test_calc_and_batch(run_bin, model_dir):
     bad = run(run_bin, m, "-m", "batch", stdin="1 + 1 =\nx + 1 =\n2 + 2 =\n")
     assert bad.returncode == 1 and len(bad.stdout.split("\n")) == 4 and bad.stdout.split("\n")[1] == ""
     one_line_error(bad, "line 2", "'x'")
+    # two bad lines of a chunk: each gets its own error, as the calculator gives it one at a time
+    too_long = "1" * 30 + " ="
+    two = run(run_bin, m, "-m", "batch", stdin=f"x + 1 =\n1 + 1 =\n{too_long}\n")
+    lines = two.stdout.split("\n")
+    assert two.returncode == 1 and len(lines) == 4 and lines[0] == lines[2] == "" and lines[1], two.stdout
+    alone = [run(run_bin, m, "-m", "calc", "-i", p).stderr.strip().removeprefix("run: ") for p in ("x + 1 =", too_long)]
+    assert two.stderr.strip().splitlines() == [f"run: line 1: {alone[0]}", f"run: line 3: {alone[1]}"], two.stderr
 
 
 def test_generate_and_steps(run_bin, model_dir):

@@ -7,23 +7,18 @@
     eng.state_dict()                               # numpy arrays under the same names
     eng.optimizer_state_dict()                     # train/optim.py's AdamW.state_dict() layout
 
-numpy only: no torch is imported here. The engine is `tinymath.runc._train`
-(runc/build_train.py), built in place on first use from a source checkout when no
-build is there or the build is older than runc/train.c, train.h, train_kern.h.
+numpy only: no torch is imported here. The engine is part of `tinymath.runc._engine`
+(runc/build_engine.py), the one build of runc's C, inference and training.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
 
 import numpy as np
 
 from .model import ModelConfig
 
 IGNORE = -100
-_SOURCES = ("train.c", "train.h", "train_kern.h", "runc.h", "runc_impl.h")
 
 
 class CEngineError(RuntimeError):
@@ -34,45 +29,14 @@ class CEngineError(RuntimeError):
         self.code = code
 
 
-def _runc_dir() -> Path:
-    import tinymath.runc
-
-    return Path(tinymath.runc.__file__).resolve().parent
-
-
-def _stale(folder: Path) -> bool:
-    builds = [p for p in folder.glob("_train*") if p.suffix in (".so", ".pyd")]
-    if not builds:
-        return True
-    sources = [folder / s for s in _SOURCES if (folder / s).is_file()]
-    newest_source = max((s.stat().st_mtime for s in sources), default=0.0)
-    return max(p.stat().st_mtime for p in builds) < newest_source
-
-
-_LIB = None
-
-
 def load_engine():
-    """(ffi, lib) of the compiled engine, building it in place when missing or stale (source checkout)."""
-    global _LIB
-    if _LIB is not None:
-        return _LIB
-    name = "tinymath.runc._train"
-    folder = _runc_dir()
-    if name not in sys.modules and (folder / "build_train.py").is_file() and _stale(folder):
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("_tinymath_build_train", folder / "build_train.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        mod.build_inplace()
+    """(ffi, lib) of the compiled engine (tinymath.runc._engine, which holds runc/train.c)."""
     try:
-        from tinymath.runc import _train  # type: ignore[attr-defined]
+        from tinymath.runc import _engine  # type: ignore[attr-defined]
     except ImportError as e:
-        raise ImportError("tinymath.runc._train (the C training engine) is not built: run `pip install -e .` "
-                          "or `python runc/build_train.py`") from e
-    _LIB = (_train.ffi, _train.lib)
-    return _LIB
+        raise ImportError("tinymath.runc._engine (the C engine) is not built: run `pip install -e .` "
+                          "or `python runc/build_engine.py`") from e
+    return _engine.ffi, _engine.lib
 
 
 def _array(x) -> np.ndarray:

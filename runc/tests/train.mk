@@ -10,7 +10,7 @@ TRAIN_CFLAGS   ?= -std=c99 -O2 -Wall -Wextra -pedantic -Werror
 TRAIN_SANFLAGS ?= -std=c99 -O1 -g -Wall -Wextra -pedantic -fsanitize=address,undefined \
                   -fno-omit-frame-pointer -fno-sanitize-recover=all
 TRAIN_TSANFLAGS ?= -std=c99 -O1 -g -Wall -Wextra -pedantic -fsanitize=thread
-TRAIN_LIB := runc/train.c runc/train.h runc/train_kern.h runc/runc.h runc/runc_impl.h
+TRAIN_LIB := runc/train.c runc/train.h runc/train_kernels.c.inc runc/runc.h runc/runc_impl.h
 TRAIN_TEST_BINS := runc/tests/test_train runc/tests/test_train_asan runc/tests/test_train_tsan
 
 .PHONY: train-c-test

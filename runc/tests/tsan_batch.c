@@ -1,7 +1,7 @@
 /*
  * tsan_batch.c - the batch engine under ThreadSanitizer (make tsan-check; runs in make test).
  *
- *   clang -fsanitize=thread -g -O1 runc/tsan_batch.c runc/runc.c runc/batch.c -lm -lpthread
+ *   clang -fsanitize=thread -g -O1 -Irunc runc/tests/tsan_batch.c runc/runc.c runc/batch.c -lm -lpthread
  *
  * Small random models (v1 fp32 and v2 int8, grouped-query attention) with a
  * digits tokenizer; a few hundred problems solved by:
@@ -13,7 +13,7 @@
  *     model and tokenizer (documented as shareable, read-only objects).
  * Every answer must equal the reference, and TSan must report no data race
  * (a report makes the program exit non-zero: TSAN_OPTIONS=halt_on_error=1 in
- * runc/fuzz.mk). Also checks the engine's argument errors (zero batch, NULL
+ * runc/tests/tsan.mk). Also checks the engine's argument errors (zero batch, NULL
  * prompts and buffers, bad options).
  */
 #define TEST_PROGRAM "tsan_batch"
@@ -111,7 +111,7 @@ static void *solve_job(void *arg)
         cap = runc_batch_answer_cap(b);
         answers = (char *)calloc((size_t)j->count, cap);
         if (!answers) exit(2);
-        j->rc = runc_batch_solve(b, g_prompts + j->first, j->count, answers, cap, NULL, NULL, NULL, &e);
+        j->rc = runc_batch_solve(b, g_prompts + j->first, j->count, answers, cap, NULL, NULL, NULL, NULL, &e);
         for (i = 0; i < j->count; i++)
             if (strcmp(answers + (size_t)i * cap, g_reference + (size_t)(j->first + i) * g_cap) != 0) j->bad++;
         free(answers);
@@ -176,10 +176,12 @@ static void check_version(int version)
             int *n_gen = (int *)calloc(N_PROMPTS, sizeof *n_gen);
             float *mean_lp = (float *)calloc(N_PROMPTS, sizeof *mean_lp);
             float *min_lp = (float *)calloc(N_PROMPTS, sizeof *min_lp);
+            runc_error *errs = (runc_error *)calloc(N_PROMPTS, sizeof *errs);
             int round, bad;
-            if (!answers || !n_gen || !mean_lp || !min_lp) exit(2);
+            if (!answers || !n_gen || !mean_lp || !min_lp || !errs) exit(2);
             for (round = 0; round < 2; round++) {
-                rc = runc_batch_solve(b, g_prompts, N_PROMPTS, answers, cap, n_gen, mean_lp, min_lp, &e);
+                memset(errs, 'z', N_PROMPTS * sizeof *errs);
+                rc = runc_batch_solve(b, g_prompts, N_PROMPTS, answers, cap, n_gen, mean_lp, min_lp, errs, &e);
                 CHECK(rc == RUNC_OK, "batch solve (%s): %s", runc_batch_kernels(b), e.message);
                 for (i = 0, bad = 0; i < N_PROMPTS; i++)
                     if (strcmp(answers + (size_t)i * cap, g_reference + (size_t)i * g_cap) != 0) {
@@ -189,28 +191,37 @@ static void check_version(int version)
                     }
                 CHECK(bad == 0, "v%d %s round %d: %d batch answers differ from runc_solve's", version,
                       runc_batch_kernels(b), round, bad);
+                /* each prompt's status, written by the worker that solved it */
+                for (i = 0, bad = 0; i < N_PROMPTS; i++) bad += errs[i].code != RUNC_OK || errs[i].message[0] != '\0';
+                CHECK(bad == 0, "v%d %s round %d: %d prompts' status is not RUNC_OK", version, runc_batch_kernels(b),
+                      round, bad);
             }
             /* misuse: a clear error or a no-op, never a crash */
-            CHECK(runc_batch_solve(b, g_prompts, 0, NULL, 0, NULL, NULL, NULL, &e) == RUNC_OK,
+            CHECK(runc_batch_solve(b, g_prompts, 0, NULL, 0, NULL, NULL, NULL, NULL, &e) == RUNC_OK,
                   "zero batch is a no-op: %s", e.message);
-            CHECK(runc_batch_solve(b, g_prompts, -1, answers, cap, NULL, NULL, NULL, &e) == RUNC_E_ARG,
+            CHECK(runc_batch_solve(b, g_prompts, -1, answers, cap, NULL, NULL, NULL, NULL, &e) == RUNC_E_ARG,
                   "negative count");
-            CHECK(runc_batch_solve(b, NULL, 3, answers, cap, NULL, NULL, NULL, &e) == RUNC_E_ARG, "NULL prompts");
-            CHECK(runc_batch_solve(b, g_prompts, 3, NULL, cap, NULL, NULL, NULL, &e) == RUNC_E_ARG, "NULL answers");
-            CHECK(runc_batch_solve(b, g_prompts, 3, answers, 0, NULL, NULL, NULL, &e) == RUNC_E_ARG,
+            CHECK(runc_batch_solve(b, NULL, 3, answers, cap, NULL, NULL, NULL, NULL, &e) == RUNC_E_ARG,
+                  "NULL prompts");
+            CHECK(runc_batch_solve(b, g_prompts, 3, NULL, cap, NULL, NULL, NULL, NULL, &e) == RUNC_E_ARG,
+                  "NULL answers");
+            CHECK(runc_batch_solve(b, g_prompts, 3, answers, 0, NULL, NULL, NULL, NULL, &e) == RUNC_E_ARG,
                   "answer_cap 0");
-            CHECK(runc_batch_solve(NULL, g_prompts, 3, answers, cap, NULL, NULL, NULL, &e) == RUNC_E_ARG,
+            CHECK(runc_batch_solve(NULL, g_prompts, 3, answers, cap, NULL, NULL, NULL, NULL, &e) == RUNC_E_ARG,
                   "NULL engine");
             {
                 const char *with_null[3] = {"1 + 1 =", NULL, "2 + 2 ="};
-                rc = runc_batch_solve(b, with_null, 3, answers, cap, NULL, NULL, NULL, &e);
+                rc = runc_batch_solve(b, with_null, 3, answers, cap, NULL, NULL, NULL, errs, &e);
                 CHECK(rc == RUNC_E_ARG && strstr(e.message, "prompt 1"),
                       "a NULL prompt fails the call, naming it: %s (%s)", runc_status_name(rc), e.message);
+                CHECK(errs[0].code == RUNC_OK && errs[1].code == RUNC_E_ARG && errs[2].code == RUNC_OK,
+                      "each prompt's status: %d %d %d", errs[0].code, errs[1].code, errs[2].code);
             }
             free(answers);
             free(n_gen);
             free(mean_lp);
             free(min_lp);
+            free(errs);
             runc_batch_close(b);
         }
     }

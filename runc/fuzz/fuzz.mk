@@ -1,4 +1,4 @@
-# runc/fuzz.mk - libFuzzer harnesses of the C loaders and encoder (included by the Makefile).
+# runc/fuzz/fuzz.mk - libFuzzer harnesses of the C loaders and encoder (included by the Makefile).
 #
 #   make fuzz                     each harness for FUZZ_SECONDS (default 60) in turn;
 #                                 `make -j3 fuzz` runs the three at once
@@ -7,12 +7,12 @@
 #   make fuzz-check               the short run `make test` does (FUZZ_CHECK_SECONDS each, fresh corpus)
 #   make fuzz-repro FUZZ_INPUT=build/fuzz/crashes/model-crash-...   replay one input
 #
-# runc/fuzz_regressions/ keeps the (tiny) inputs of crashes found and fixed, named <harness>-<what>;
+# runc/fuzz/fuzz_regressions/ keeps the (tiny) inputs of crashes found and fixed, named <harness>-<what>;
 # fuzz-check replays them before fuzzing.
 #
-# The harnesses (runc/fuzz_model.c, fuzz_tokenizer.c, fuzz_encode.c) are built with clang and
+# The harnesses (runc/fuzz/fuzz_model.c, fuzz_tokenizer.c, fuzz_encode.c) are built with clang and
 # -fsanitize=fuzzer,address,undefined. Seeds come from real exports made at build time by
-# runc/fuzz_seeds.py (tinymath.export, tinymath.tokenizer: small random-weight models, SentencePiece
+# runc/fuzz/fuzz_seeds.py (tinymath.export, tinymath.tokenizer: small random-weight models, SentencePiece
 # tokenizers), never committed. Crashes land in build/fuzz/crashes/ and fail the target.
 #
 # Without clang (or its libFuzzer runtime) the fuzz step is skipped with a message saying so;
@@ -21,9 +21,12 @@
 FUZZ_CC            ?= clang
 FUZZ_SECONDS       ?= 60
 FUZZ_CHECK_SECONDS ?= 6
+# runc.h from runc/, the test programs' helpers (test_util.h) from runc/tests/
+FUZZ_INC           := -Irunc -I$(RUNC_TEST_DIR)
 FUZZ_FLAGS         ?= -std=c99 -Wall -Wextra -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
                       -fno-sanitize-recover=all
 FUZZ_DIR           := build/fuzz
+FUZZ_SRC           := runc/fuzz
 FUZZ_NAMES         := model tokenizer encode
 FUZZ_BINS          := $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
 # per-harness input size caps: the model seeds are up to ~40 KB, tokenizers ~6 KB
@@ -58,15 +61,15 @@ fuzz-toolchain:
 	  fi; \
 	fi
 
-$(FUZZ_DIR)/fuzz_%: runc/fuzz_%.c runc/test_util.h runc/runc.c runc/runc.h | fuzz-toolchain
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_SRC)/fuzz_%.c $(RUNC_TEST_UTIL) $(RUNC_LIB) | fuzz-toolchain
 	@mkdir -p $(FUZZ_DIR)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< runc/runc.c -lm
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_INC) -o $@ $< runc/runc.c -lm
 
 # Seeds from real exports (numpy + sentencepiece + tinymath, no torch).
-# (Not a prerequisite on the venv's stamp: that one follows every runc/*.c, harnesses included.)
-$(FUZZ_DIR)/seeds.stamp: runc/fuzz_seeds.py
+# (They need the package installed, not a newer install: no prerequisite on the venv's stamp.)
+$(FUZZ_DIR)/seeds.stamp: $(FUZZ_SRC)/fuzz_seeds.py
 	@test -x $(PY) || $(MAKE) --no-print-directory venv
-	$(PY) runc/fuzz_seeds.py $(FUZZ_DIR)
+	$(PY) $(FUZZ_SRC)/fuzz_seeds.py $(FUZZ_DIR)
 	@touch $@
 
 # The short run of `make test`: each harness on its seeds for FUZZ_CHECK_SECONDS, writing new
@@ -84,8 +87,8 @@ fuzz-check:
 
 $(FUZZ_NAMES:%=fuzz-check-%): fuzz-check-%: $(FUZZ_DIR)/fuzz_% $(FUZZ_DIR)/seeds.stamp
 	@rm -rf $(FUZZ_DIR)/scratch/$* && mkdir -p $(FUZZ_DIR)/scratch/$* $(FUZZ_DIR)/crashes
-	@regress="$$(ls runc/fuzz_regressions/$*-* 2>/dev/null)"; if [ -n "$$regress" ]; then \
-	  echo "fuzz-check: $* replays $$(echo $$regress | wc -w) earlier crash input(s) (runc/fuzz_regressions/)"; \
+	@regress="$$(ls $(FUZZ_SRC)/fuzz_regressions/$*-* 2>/dev/null)"; if [ -n "$$regress" ]; then \
+	  echo "fuzz-check: $* replays $$(echo $$regress | wc -w) earlier crash input(s) ($(FUZZ_SRC)/fuzz_regressions/)"; \
 	  $(FUZZ_ENV) $(FUZZ_DIR)/fuzz_$* $(FUZZ_OPTS) $$regress > $(FUZZ_DIR)/regress_$*.log 2>&1 || \
 	  { tail -40 $(FUZZ_DIR)/regress_$*.log; echo "fuzz-check: $* regression input crashes again" >&2; exit 1; }; fi
 	@echo "fuzz-check: $* for $(FUZZ_CHECK_SECONDS) s"
@@ -118,7 +121,7 @@ fuzz-coverage: $(FUZZ_DIR)/seeds.stamp
 	@mkdir -p $(FUZZ_DIR)/cov
 	@for n in $(FUZZ_NAMES); do \
 	  $(FUZZ_CC) -std=c99 -g -O1 -fsanitize=fuzzer -fprofile-instr-generate -fcoverage-mapping \
-	    -o $(FUZZ_DIR)/cov/fuzz_$$n runc/fuzz_$$n.c runc/runc.c -lm || exit 1; \
+	    $(FUZZ_INC) -o $(FUZZ_DIR)/cov/fuzz_$$n $(FUZZ_SRC)/fuzz_$$n.c runc/runc.c -lm || exit 1; \
 	  mkdir -p $(FUZZ_DIR)/corpus/$$n; \
 	  LLVM_PROFILE_FILE=$(FUZZ_DIR)/cov/$$n.profraw RUNC_FUZZ_TOKENIZERS="$$(cat $(FUZZ_DIR)/tokenizers.txt)" \
 	    $(FUZZ_DIR)/cov/fuzz_$$n -runs=0 $(FUZZ_DIR)/corpus/$$n $(FUZZ_DIR)/seeds/$$n >/dev/null 2>&1; \
@@ -139,58 +142,3 @@ fuzz-repro: $(FUZZ_BINS) $(FUZZ_DIR)/seeds.stamp
 
 fuzz-clean:
 	rm -rf $(FUZZ_DIR)
-
-# ---- the batch engine under ThreadSanitizer (and ASan+UBSan) --------------------------------------
-#
-#   make tsan-check     runc/tsan_batch.c: batch answers == runc_solve's with 4 workers x 3 slots, and
-#                       engines and states sharing one model at once, built with -fsanitize=thread
-#                       (any data race fails it), then the same driver with -fsanitize=address,undefined
-# Runs in make test. Skipped (saying so) when runc/batch.c is absent or no compiler here has TSan;
-# under CI=true a missing TSan fails.
-
-TSAN_CC    ?= $(if $(shell command -v $(FUZZ_CC) 2>/dev/null),$(FUZZ_CC),$(CC))
-TSAN_FLAGS ?= -std=c99 -Wall -Wextra -g -O1 -fno-omit-frame-pointer
-TSAN_DIR   := build/tsan
-TSAN_SRCS  := runc/tsan_batch.c runc/runc.c runc/batch.c
-# every header, runc/test_util.h (the test programs' helpers) among them
-TSAN_DEPS  := $(TSAN_SRCS) $(wildcard runc/*.h)
-
-TEST_TARGETS += tsan-check
-.PHONY: tsan-check
-
-$(TSAN_DIR)/tsan_batch: $(TSAN_DEPS)
-	@mkdir -p $(TSAN_DIR)
-	$(TSAN_CC) $(TSAN_FLAGS) -fsanitize=thread -o $@ $(TSAN_SRCS) -lm -lpthread
-
-$(TSAN_DIR)/asan_batch: $(TSAN_DEPS)
-	@mkdir -p $(TSAN_DIR)
-	$(TSAN_CC) $(TSAN_FLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all -o $@ $(TSAN_SRCS) -lm -lpthread
-
-# "yes" when TSan programs build and run; "setarch" when they run only without address-space
-# randomisation (older TSan runtimes on kernels with more ASLR bits); empty otherwise.
-TSAN_HAVE = $(eval TSAN_HAVE := $(TSAN_PROBE))$(TSAN_HAVE)
-TSAN_PROBE = $(shell printf '#include <pthread.h>\nstatic void *f(void *a) { return a; }\nint main(void) { pthread_t t; pthread_create(&t, 0, f, 0); return pthread_join(t, 0); }\n' \
-               > /tmp/tinymath_tsan_probe_$$$$.c && \
-               $(TSAN_CC) -fsanitize=thread /tmp/tinymath_tsan_probe_$$$$.c -o /tmp/tinymath_tsan_probe_$$$$ \
-                 -lpthread >/dev/null 2>&1 && \
-               { /tmp/tinymath_tsan_probe_$$$$ >/dev/null 2>&1 && echo yes || \
-                 { setarch $$(uname -m) -R /tmp/tinymath_tsan_probe_$$$$ >/dev/null 2>&1 && echo setarch; }; }; \
-               rm -f /tmp/tinymath_tsan_probe_$$$$ /tmp/tinymath_tsan_probe_$$$$.c)
-TSAN_LAUNCH = $(if $(filter setarch,$(TSAN_HAVE)),setarch $$(uname -m) -R)
-
-tsan-check:
-	@if [ ! -f runc/batch.c ]; then \
-	  echo "tsan-check: SKIPPED - no batch engine (runc/batch.c) in this tree"; \
-	elif [ -z "$(TSAN_HAVE)" ]; then \
-	  if [ "$(CI)" = true ]; then \
-	    echo "tsan-check: FAILED: '$(TSAN_CC)' cannot build and run -fsanitize=thread programs, and CI=true" >&2; exit 1; \
-	  fi; \
-	  echo "tsan-check: SKIPPED - '$(TSAN_CC)' has no working ThreadSanitizer here; the batch engine is not" \
-	       "checked for data races by this run (install clang, as for the fuzz step)"; \
-	else \
-	  $(MAKE) --no-print-directory $(TSAN_DIR)/tsan_batch $(TSAN_DIR)/asan_batch && \
-	  echo "tsan-check: the batch engine under ThreadSanitizer" && \
-	  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 $(TSAN_LAUNCH) $(TSAN_DIR)/tsan_batch && \
-	  echo "tsan-check: the same driver under AddressSanitizer + UBSan" && \
-	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 $(TSAN_DIR)/asan_batch; \
-	fi

@@ -2,7 +2,7 @@
  * fuzz_model.c - libFuzzer harness for the model loader (runc_model_open_buffer)
  * and, when the bytes load, a few forward steps and samples.
  *
- *   make fuzz-model FUZZ_SECONDS=60      (runc/fuzz.mk; seeds from real exports)
+ *   make fuzz-model FUZZ_SECONDS=60      (runc/fuzz/fuzz.mk; seeds from real exports)
  *
  * Built with clang -fsanitize=fuzzer,address,undefined: any out-of-bounds read,
  * overflow, undefined behaviour, leak or abort() below is a crash. Beyond

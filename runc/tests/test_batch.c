@@ -11,8 +11,9 @@
  * set (automatic: AVX-512 with VNNI int8 where present; AVX2; portable C). Every answer and every generated-token count must be identical, and
  * the confidences must equal the log-probabilities of runc_generate's greedy
  * tokens. Then the engine's errors: bad options, NULL arguments, prompts that
- * cannot be encoded or do not fit (the error names the lowest bad index, the
- * other answers are still right).
+ * cannot be encoded or do not fit (the error names the lowest bad index, each
+ * prompt's status is runc_solve's code and message, the other answers are
+ * still right).
  *
  * Prints one line per failure and a closing "N passed, M failed"; exit status
  * 0 only when nothing failed.
@@ -273,7 +274,7 @@ static int compare(const char *what, const runc_model *m, const runc_tokenizer *
     min = (float *)malloc((size_t)n * sizeof *min);
     if (!answers || !n_gen || !mean || !min) exit(2);
     t0 = now();
-    rc = runc_batch_solve(b, (const char *const *)prompts, n, answers, cap, n_gen, mean, min, &e);
+    rc = runc_batch_solve(b, (const char *const *)prompts, n, answers, cap, n_gen, mean, min, NULL, &e);
     CHECK(rc == RUNC_OK, "%s: runc_batch_solve: %s", what, e.message);
     for (i = 0; i < n && rc == RUNC_OK; i++) {
         if (strcmp(answers + (size_t)i * cap, ref->answers + (size_t)i * ref->cap) != 0 || n_gen[i] != ref->n_gen[i]) {
@@ -347,7 +348,7 @@ static long long tokens_run(const char *what, const runc_model *m, const runc_to
     cap = runc_batch_answer_cap(b);
     answers = (char *)malloc((size_t)n * cap);
     if (!answers) exit(2);
-    if (runc_batch_solve(b, prompts, n, answers, cap, NULL, NULL, NULL, &e) == RUNC_OK) {
+    if (runc_batch_solve(b, prompts, n, answers, cap, NULL, NULL, NULL, NULL, &e) == RUNC_OK) {
         tokens = runc_batch_tokens(b);
         for (i = 0; i < n; i++)
             CHECK(strcmp(answers + (size_t)i * cap, want[i]) == 0, "%s: '%s' answered '%s', runc_solve '%s'", what,
@@ -466,7 +467,7 @@ static void test_errors(void)
     runc_tokenizer *tok = NULL, *other = NULL;
     runc_batch *b = NULL;
     runc_batch_options o;
-    runc_error e;
+    runc_error e, errs[8];
     char answers[8][256];
     const char *prompts[8];
     int rc, n_gen[8];
@@ -535,15 +536,16 @@ static void test_errors(void)
     CHECK(cap <= sizeof answers[0], "answer cap %zu", cap);
 
     /* NULL arguments and empty calls */
-    CHECK(runc_batch_solve(NULL, prompts, 1, answers[0], cap, NULL, NULL, NULL, &e) == RUNC_E_ARG, "NULL batch");
-    CHECK(runc_batch_solve(b, NULL, 1, answers[0], cap, NULL, NULL, NULL, &e) == RUNC_E_ARG, "NULL prompts");
+    CHECK(runc_batch_solve(NULL, prompts, 1, answers[0], cap, NULL, NULL, NULL, NULL, &e) == RUNC_E_ARG, "NULL batch");
+    CHECK(runc_batch_solve(b, NULL, 1, answers[0], cap, NULL, NULL, NULL, NULL, &e) == RUNC_E_ARG, "NULL prompts");
     prompts[0] = "1 + 1 =";
-    CHECK(runc_batch_solve(b, prompts, 1, NULL, cap, NULL, NULL, NULL, &e) == RUNC_E_ARG, "NULL answers");
-    CHECK(runc_batch_solve(b, prompts, -1, answers[0], cap, NULL, NULL, NULL, &e) == RUNC_E_ARG, "n -1");
-    CHECK(runc_batch_solve(b, prompts, 1, answers[0], 0, NULL, NULL, NULL, &e) == RUNC_E_ARG, "cap 0");
-    CHECK(runc_batch_solve(b, prompts, 0, NULL, 0, NULL, NULL, NULL, &e) == RUNC_OK, "n 0 is fine");
+    CHECK(runc_batch_solve(b, prompts, 1, NULL, cap, NULL, NULL, NULL, NULL, &e) == RUNC_E_ARG, "NULL answers");
+    CHECK(runc_batch_solve(b, prompts, -1, answers[0], cap, NULL, NULL, NULL, NULL, &e) == RUNC_E_ARG, "n -1");
+    CHECK(runc_batch_solve(b, prompts, 1, answers[0], 0, NULL, NULL, NULL, NULL, &e) == RUNC_E_ARG, "cap 0");
+    CHECK(runc_batch_solve(b, prompts, 0, NULL, 0, NULL, NULL, NULL, NULL, &e) == RUNC_OK, "n 0 is fine");
 
-    /* bad prompts among good ones: the lowest bad index is named, the rest are solved */
+    /* bad prompts among good ones: the lowest bad index is named, the rest are
+     * solved, and every prompt's status comes back as data */
     runc_state_open(&st, m, 0, &e);
     prompts[0] = "2 + 2 =";
     prompts[1] = "12 x 3 =";                        /* 'x' is not in the vocabulary */
@@ -552,7 +554,8 @@ static void test_errors(void)
     prompts[4] = NULL;
     prompts[5] = "9 - 1 =";
     memset(answers, 'z', sizeof answers);
-    rc = runc_batch_solve(b, prompts, 6, answers[0], sizeof answers[0], n_gen, mean, min, &e);
+    memset(errs, 'z', sizeof errs);
+    rc = runc_batch_solve(b, prompts, 6, answers[0], sizeof answers[0], n_gen, mean, min, errs, &e);
     CHECK(rc == RUNC_E_ENCODE && strncmp(e.message, "prompt 1: ", 10) == 0, "bad prompts: %s (%s)", e.message,
           runc_status_name(rc));
     CHECK(answers[1][0] == '\0' && answers[3][0] == '\0' && answers[4][0] == '\0' && n_gen[1] == 0,
@@ -563,10 +566,26 @@ static void test_errors(void)
             runc_solve(st, tok, prompts[idx[i]], want, sizeof want, NULL, &e);
             CHECK(strcmp(want, answers[idx[i]]) == 0, "good prompt %d among bad ones: '%s' vs '%s'", idx[i],
                   answers[idx[i]], want);
+            CHECK(errs[idx[i]].code == RUNC_OK && errs[idx[i]].message[0] == '\0', "prompt %d's status: %d '%.40s'",
+                  idx[i], errs[idx[i]].code, errs[idx[i]].message);
         }
+        /* the failing ones: runc_solve's codes and messages, one prompt each */
+        idx[0] = 1;
+        idx[1] = 3;
+        for (i = 0; i < 2; i++) {
+            rc = runc_solve(st, tok, prompts[idx[i]], want, sizeof want, NULL, &e);
+            CHECK(errs[idx[i]].code == rc && strcmp(errs[idx[i]].message, e.message) == 0,
+                  "prompt %d's status: %s '%s', runc_solve's %s '%s'", idx[i], runc_status_name(errs[idx[i]].code),
+                  errs[idx[i]].message, runc_status_name(rc), e.message);
+        }
+        CHECK(errs[1].code == RUNC_E_ENCODE && strstr(errs[1].message, "'x'"), "prompt 1's status: %s",
+              errs[1].message);
+        CHECK(errs[3].code == RUNC_E_CONTEXT, "prompt 3's status: %s", runc_status_name(errs[3].code));
+        CHECK(errs[4].code == RUNC_E_ARG && strcmp(errs[4].message, "NULL prompt") == 0, "prompt 4's status: %s",
+              errs[4].message);
     }
     prompts[0] = "1234567890 + 1234567890 =";
-    rc = runc_batch_solve(b, prompts, 1, answers[0], sizeof answers[0], NULL, NULL, NULL, &e);
+    rc = runc_batch_solve(b, prompts, 1, answers[0], sizeof answers[0], NULL, NULL, NULL, NULL, &e);
     CHECK(rc == RUNC_E_CONTEXT && strstr(e.message, "prompt 0: ") && strstr(e.message, "context"),
           "too long: %s", e.message);
     {
@@ -575,19 +594,19 @@ static void test_errors(void)
         memset(huge, '1', 99999);
         huge[99999] = '\0';
         prompts[0] = huge;
-        rc = runc_batch_solve(b, prompts, 1, answers[0], sizeof answers[0], NULL, NULL, NULL, &e);
+        rc = runc_batch_solve(b, prompts, 1, answers[0], sizeof answers[0], NULL, NULL, NULL, NULL, &e);
         CHECK(rc == RUNC_E_CONTEXT, "huge prompt: %s", e.message);
         free(huge);
     }
     /* a prompt that fits exactly up to context - 1 tokens still gets an answer */
     prompts[0] = "1 2 3 4 5";  /* BOS + 10 tokens = 11 of 12 */
-    rc = runc_batch_solve(b, prompts, 1, answers[0], sizeof answers[0], n_gen, NULL, NULL, &e);
+    rc = runc_batch_solve(b, prompts, 1, answers[0], sizeof answers[0], n_gen, NULL, NULL, NULL, &e);
     runc_solve(st, tok, prompts[0], want, sizeof want, NULL, &e);
     CHECK(rc == RUNC_OK && strcmp(answers[0], want) == 0 && n_gen[0] <= 1, "prompt filling the context: %s",
           e.message);
     /* the engine is reusable after errors */
     prompts[0] = "4 * 4 =";
-    rc = runc_batch_solve(b, prompts, 1, answers[0], sizeof answers[0], NULL, NULL, NULL, &e);
+    rc = runc_batch_solve(b, prompts, 1, answers[0], sizeof answers[0], NULL, NULL, NULL, NULL, &e);
     runc_solve(st, tok, prompts[0], want, sizeof want, NULL, &e);
     CHECK(rc == RUNC_OK && strcmp(answers[0], want) == 0 && runc_batch_tokens(b) > 0, "reuse: %s", e.message);
 

@@ -2,7 +2,7 @@
  * fuzz_tokenizer.c - libFuzzer harness for the tokenizer loader
  * (runc_tokenizer_open_buffer), then every piece through encode and decode.
  *
- *   make fuzz-tokenizer FUZZ_SECONDS=60   (runc/fuzz.mk; seeds are real tokenizer.bin files)
+ *   make fuzz-tokenizer FUZZ_SECONDS=60   (runc/fuzz/fuzz.mk; seeds are real tokenizer.bin files)
  *
  * The input is a tokenizer.bin. The vocabulary size (which in use comes from
  * the model) is the number of entries the bytes hold, so that whole files

@@ -1,6 +1,6 @@
-"""Seed corpora for the libFuzzer harnesses, made from real exported files (runc/fuzz.mk runs this).
+"""Seed corpora for the libFuzzer harnesses, made from real exported files (runc/fuzz/fuzz.mk runs this).
 
-    python runc/fuzz_seeds.py OUT_DIR
+    python runc/fuzz/fuzz_seeds.py OUT_DIR
 
 writes
     OUT_DIR/seeds/model/       llama2.c files written by tinymath.export from small random-weight
@@ -8,7 +8,7 @@ writes
     OUT_DIR/seeds/tokenizer/   tokenizer.bin files exported by tinymath.tokenizer from SentencePiece
                                models trained here (digits, digits with byte fallback, bpe)
     OUT_DIR/seeds/encode/      fuzz_encode inputs: problem lines, other scripts, broken UTF-8, and a
-                               few with a tokenizer embedded (see runc/fuzz_encode.c)
+                               few with a tokenizer embedded (see runc/fuzz/fuzz_encode.c)
     OUT_DIR/tokenizers.txt     the tokenizer paths, colon-separated (fuzz_encode's RUNC_FUZZ_TOKENIZERS)
 
 Small on purpose (a few KB each): libFuzzer mutates faster, and every header field stays within

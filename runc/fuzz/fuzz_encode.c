@@ -2,13 +2,13 @@
  * fuzz_encode.c - libFuzzer harness for the encoder and decoder: arbitrary
  * bytes (UTF-8 or not) through runc_encode and back through runc_decode.
  *
- *   make fuzz-encode FUZZ_SECONDS=60      (runc/fuzz.mk)
+ *   make fuzz-encode FUZZ_SECONDS=60      (runc/fuzz/fuzz.mk)
  *
  * Input: one control byte, then
  *   bit 0 clear: the text, encoded with one of the fixed tokenizers: two
  *     built in (a digits vocabulary without byte fallback, and one with the
  *     256 byte pieces and multi-character merges) and every tokenizer.bin
- *     named in $RUNC_FUZZ_TOKENIZERS (colon-separated; runc/fuzz.mk points it
+ *     named in $RUNC_FUZZ_TOKENIZERS (colon-separated; runc/fuzz/fuzz.mk points it
  *     at the seed script's real SentencePiece exports);
  *   bit 0 set: a 2-byte little-endian length, a tokenizer.bin of that many
  *     bytes, then the text (the fuzzer mutates the vocabulary too).

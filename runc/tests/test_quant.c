@@ -2,7 +2,7 @@
  * test_quant.c - the batch engine's int8 activation quantizers against the
  * single path's.
  *
- *   runc/test_quant [ROUNDS]
+ *   runc/tests/test_quant [ROUNDS]
  *
  * The batch engine quantizes activations with quantize (one row, plain loops)
  * and quantize_rows (many rows at once, in registers, for groups of 2, 4 and

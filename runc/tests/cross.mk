@@ -1,9 +1,9 @@
-# runc/cross.mk - the C runner on small boards, proven under emulation (included by the Makefile).
+# runc/tests/cross.mk - the C runner on small boards, proven under emulation (included by the Makefile).
 #
 #   make cross          everything below, two at a time
 #   make cross-aarch64  64-bit ARM (Raspberry Pi 3/4/5 on a 64-bit OS), and cross-armhf, 32-bit
 #                       ARM (armhf: 32-bit OSes, older Pis). Each cross-compiles runc/run,
-#                       runc/test_runc and runc/test_batch (static, -Werror) with Debian's cross
+#                       runc/tests/test_runc and test_batch (static, -Werror) with Debian's cross
 #                       gcc and runs under qemu-user: the C tests (mmap and -DRUNC_NO_MMAP
 #                       builds); the batch engine's C tests (CROSS_BATCH_N problems per shape,
 #                       with default threads, 1, 2 and 3 threads, and the shipped models);
@@ -30,7 +30,7 @@ CROSS_N      ?= 500
 # `make test` answers fewer: qemu emulates floating point in software (about 50x slower than
 # native here), and the check should add well under a minute on 2 cores
 CROSS_CHECK_N ?= 200
-# problems per model shape in the batch engine's C tests (runc/test_batch.c), each solved with
+# problems per model shape in the batch engine's C tests (runc/tests/test_batch.c), each solved with
 # default threads, 1 thread, 2 and 3 threads: `make cross`, `make test`
 CROSS_BATCH_N ?= 20
 CROSS_CHECK_BATCH_N ?= 3
@@ -115,26 +115,26 @@ $(CROSS_PROBLEMS): | $(CROSS_VENV)
 # ---- builds ----------------------------------------------------------------------------------
 # The same sources and flags as runc.mk's builds (the runner links the batch engine, with
 # threads), plus -static and -Werror.
-CROSS_RUN_SRCS := -DRUNC_RUN_BATCH runc/run.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
-CROSS_TEST_SRCS := runc/test_runc.c runc/runc.c -lm
-CROSS_BATCH_SRCS := runc/test_batch.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
+CROSS_RUN_SRCS := runc/run.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
+CROSS_TEST_SRCS := $(RUNC_TEST_INC) $(RUNC_TEST_DIR)/test_runc.c runc/runc.c -lm
+CROSS_BATCH_SRCS := $(RUNC_TEST_INC) $(RUNC_TEST_DIR)/test_batch.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
 
 $(CROSS_DIR)/bin/%/run: runc/run.c $(RUNC_LIB) $(RUNC_BATCH)
 	@mkdir -p $(@D)
 	$(call cross_cc,$*) $(CROSS_CFLAGS) -o $@ $(CROSS_RUN_SRCS)
-$(CROSS_DIR)/bin/%/test_runc: runc/test_runc.c $(RUNC_TEST_UTIL) $(RUNC_LIB)
+$(CROSS_DIR)/bin/%/test_runc: $(RUNC_TEST_DIR)/test_runc.c $(RUNC_TEST_UTIL) $(RUNC_LIB)
 	@mkdir -p $(@D)
 	$(call cross_cc,$*) $(CROSS_CFLAGS) -o $@ $(CROSS_TEST_SRCS)
-$(CROSS_DIR)/bin/%/test_runc_nommap: runc/test_runc.c $(RUNC_TEST_UTIL) $(RUNC_LIB)
+$(CROSS_DIR)/bin/%/test_runc_nommap: $(RUNC_TEST_DIR)/test_runc.c $(RUNC_TEST_UTIL) $(RUNC_LIB)
 	@mkdir -p $(@D)
 	$(call cross_cc,$*) $(CROSS_CFLAGS) -DRUNC_NO_MMAP -o $@ $(CROSS_TEST_SRCS)
-$(CROSS_DIR)/bin/%/test_batch: runc/test_batch.c $(RUNC_TEST_UTIL) $(RUNC_LIB) $(RUNC_BATCH)
+$(CROSS_DIR)/bin/%/test_batch: $(RUNC_TEST_DIR)/test_batch.c $(RUNC_TEST_UTIL) $(RUNC_LIB) $(RUNC_BATCH)
 	@mkdir -p $(@D)
 	$(call cross_cc,$*) $(CROSS_CFLAGS) -o $@ $(CROSS_BATCH_SRCS)
 $(CROSS_DIR)/bin/x86/run_nommap: runc/run.c $(RUNC_LIB) $(RUNC_BATCH)
 	@mkdir -p $(@D)
 	$(RUNC_CC) $(RUNC_CFLAGS) -Werror -DRUNC_NO_MMAP -o $@ $(CROSS_RUN_SRCS)
-$(CROSS_DIR)/bin/native/test_runc_nommap: runc/test_runc.c $(RUNC_TEST_UTIL) $(RUNC_LIB)
+$(CROSS_DIR)/bin/native/test_runc_nommap: $(RUNC_TEST_DIR)/test_runc.c $(RUNC_TEST_UTIL) $(RUNC_LIB)
 	@mkdir -p $(@D)
 	$(RUNC_CC) $(RUNC_CFLAGS) -Werror -DRUNC_NO_MMAP -o $@ $(CROSS_TEST_SRCS)
 
