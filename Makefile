@@ -19,8 +19,22 @@ include runc/tests/cross.mk
 include bench/bench.mk
 
 help:
-	@echo "make run      answer a few problems with the shipped model (C, no Python needed)"
-	@echo "make test     create .venv, install everything, run the whole test suite"
+	@echo "make run           answer a few problems with the shipped model (C, no Python needed);"
+	@echo "                   make run PROMPT=\"36 / 3 =\" answers one"
+	@echo "make calc          an interactive calculator on the shipped model (C)"
+	@echo "make test          create .venv, install everything, run the whole test suite"
+	@echo ""
+	@echo "make model         retrain the shipped model from models/default.toml (about 30 min, 1 core)"
+	@echo "make bench         the C engine against PyTorch (and llama2.c's speed notes): problems/s"
+	@echo "make bench-train   the trainers: PyTorch eager against the C training engine, tokens/s"
+	@echo "make venv          only the .venv (torch CPU pinned, then this package, editable)"
+	@echo "make c-test        the C runner's own tests, plain and under ASan+UBSan"
+	@echo "make train-c-test  the C training engine's tests, plain, ASan+UBSan and TSan"
+	@echo "make tsan-check    the batch engine's threads under ThreadSanitizer"
+	@echo "make fuzz-check    a short libFuzzer run of the loaders and encoder (make fuzz: a long one)"
+	@echo "make cross-check   the C runner built for ARM (aarch64, armhf) and run under qemu"
+	@echo "make run-native    runc/run-native: the runner built for this CPU only (-march=native)"
+	@echo "make clean         remove the build folders and .venv"
 
 # The virtual environment is rebuilt when the project's install files change. The editable
 # install compiles the C engine into runc/; when its sources change, runc/build_engine.py
