@@ -1,7 +1,7 @@
 """Problems: generators, the line format, answer formats, deterministic splits, scoring (numpy only)."""
 
 from .formats import FORMATS, STEP_FORMATS, AnswerFormat
-from .problem import Problem, parse_line
+from .problem import Problem, parse_line, typed_prompt
 from .score import ScoreReport, score
 from .spec import SPLITS, TASKS, TaskSpec, build_splits
 
@@ -19,4 +19,4 @@ PRESETS: dict[str, dict] = {
 }
 
 __all__ = ["FORMATS", "PRESETS", "SPLITS", "STEP_FORMATS", "TASKS", "AnswerFormat", "Problem", "ScoreReport", "TaskSpec",
-           "build_splits", "parse_line", "score"]
+           "build_splits", "parse_line", "score", "typed_prompt"]

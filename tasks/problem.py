@@ -6,7 +6,10 @@ On disk a problem is one line, `PROMPT ANSWER`, where the prompt ends with " ="
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+_TYPED = re.compile(r"\s*(\d+)\s*([-+*/])\s*(\d+)\s*=?\s*")
 
 
 @dataclass(frozen=True)
@@ -38,3 +41,14 @@ def op_of(prompt: str) -> str:
     if len(parts) >= 4 and parts[1] in ("+", "-", "*", "/"):
         return parts[1]
     return "?"
+
+
+def typed_prompt(text: str) -> str:
+    """What a person types, in the prompt form the models were trained on: `24+82`, `  12   +   3`
+    and `5+5=` become `24 + 82 =`, `12 + 3 =`, `5 + 5 =`. Text of another shape is trimmed and
+    given its closing ` =` (a model of another task reads it as it is)."""
+    m = _TYPED.fullmatch(text)
+    if m:
+        return f"{int(m.group(1))} {m.group(2)} {int(m.group(3))} ="
+    text = text.strip()
+    return text if text.endswith("=") else (text + " =" if text else "=")

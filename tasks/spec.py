@@ -146,6 +146,21 @@ class TaskSpec:
             TaskSpec.from_dict(self.exclude)
 
 
+def range_note(spec: TaskSpec, prompt: str) -> str | None:
+    """A notice for a typed `a op b =` whose operands the task never trained on (a held-out operand,
+    or one outside the task's range), or None. The answer may still be right: it is just not vouched for."""
+    parts = prompt.split()
+    if spec.task not in ("arith", "count") or len(parts) != 4 or not (parts[0].isdigit() and parts[2].isdigit()):
+        return None
+    notes = []
+    for x, (lo, hi) in ((int(parts[0]), spec.a_range), (int(parts[2]), spec.b_range)):
+        if spec.holdout is not None and spec.holdout[0] <= x <= spec.holdout[1]:
+            notes.append(f"{x} is a held-out operand (never trained on)")
+        elif not lo <= x <= hi:
+            notes.append(f"{x} is outside the trained range {lo}-{hi}")
+    return "; ".join(dict.fromkeys(notes)) or None
+
+
 def _generate(spec: TaskSpec) -> list[Problem]:
     from . import arith, dmmath, fileset, mod  # each generator in its own module
 

@@ -163,6 +163,9 @@ def test_solve_matches_engine_and_scorer(server, engines):
             a_, b_ = int(p.split()[0]), int(p.split()[2])
             assert e == f"{a_ + b_:.2f}"
             assert ok == (score([Problem(p, e)], [a], fmt).groups["all"].exact == 1)
+    # what people type is put in the prompt form (the same rule as the calculators')
+    status, d = server.json("POST", "/solve", ["3+4", "  3   +   4", "3+4="])
+    assert status == 200 and d["prompts"] == ["3 + 4 ="] * 3
     # a bare list works too, and detail gives per-token top-k that sums below 1
     status, d = server.json("POST", "/solve", ["3 + 4 ="])
     assert status == 200 and "tokens" not in d["models"][0]

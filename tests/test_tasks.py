@@ -275,3 +275,26 @@ def test_score_cli(tmp_path):
     (tmp_path / "bad.txt").write_text("500 + 500 = 1000.00\n")
     r = run_cli("score", str(tmp_path / "bad.txt"), "--data", str(data))
     assert r.returncode == 2 and "not a problem of this task" in r.stderr
+
+
+def test_typed_prompt_one_rule_for_what_people_type():
+    from tinymath.tasks import typed_prompt
+
+    assert typed_prompt("24+82") == "24 + 82 ="
+    assert typed_prompt("  12   +   3") == "12 + 3 ="
+    assert typed_prompt("5+5=") == "5 + 5 ="
+    assert typed_prompt("36 / 3 =") == "36 / 3 ="
+    assert typed_prompt("007 * 8") == "7 * 8 ="
+    assert typed_prompt("what is 2") == "what is 2 ="  # another task's text: only trimmed and closed
+    assert typed_prompt("  x =  ") == "x ="
+
+
+def test_range_note_names_operands_never_trained_on():
+    from tinymath.tasks import TaskSpec
+    from tinymath.tasks.spec import range_note
+
+    spec = TaskSpec()  # classic: 0-89, 90-99 held out
+    assert range_note(spec, "24 + 82 =") is None
+    assert range_note(spec, "91 - 45 =") == "91 is a held-out operand (never trained on)"
+    assert range_note(spec, "100 + 1 =") == "100 is outside the trained range 0-89"
+    assert range_note(TaskSpec(task="mod"), "100 + 1 =") is None

@@ -115,12 +115,12 @@ def _wrote(*paths: Path) -> None:
 
 def _prompt(args: argparse.Namespace) -> int:
     from .common import InspectError, model_name, open_model, piece, write_json
-    from .confidence import calc_prompt
+    from tinymath.tasks import typed_prompt
     from .tokens import format_trace, plot_trace, trace
 
     out = Path(args.out)
     name = model_name(args.model)
-    prompt = calc_prompt(args.prompt)
+    prompt = typed_prompt(args.prompt)
     model, card, _ = open_model(args.model, args.tokenizer)
     with model:
         t = trace(model, prompt, k=args.top_k)
@@ -193,7 +193,7 @@ def _confidence(args: argparse.Namespace) -> int:
 
 
 def _calc(args: argparse.Namespace) -> int:
-    from .common import model_name, open_model
+    from .common import model_name, open_model, task_of
     from .confidence import DEFAULT_THRESHOLD, load_threshold
 
     threshold = args.threshold
@@ -206,28 +206,37 @@ def _calc(args: argparse.Namespace) -> int:
     # always said, on stderr: a threshold taken from a file an earlier run left must not be silent
     print(f"TinyMath calculator: says 'not sure' below confidence {threshold:.4f} ({source})"
           + ("; end with Ctrl-D" if args.input is None and sys.stdin.isatty() else ""), file=sys.stderr)
-    model, _, _ = open_model(args.model, args.tokenizer)
+    model, card, _ = open_model(args.model, args.tokenizer)
+    try:
+        spec = task_of(card)
+    except ValueError:
+        spec = None
     with model:
         if args.input is not None:
-            text, ok = _calc_one(model, args.input, threshold)
+            text, ok = _calc_one(model, args.input, threshold, spec)
             print(text)
             return 0 if ok else 2
         for line in sys.stdin:
             if line.strip():
-                print(_calc_one(model, line, threshold)[0], flush=True)
+                print(_calc_one(model, line, threshold, spec)[0], flush=True)
     return 0
 
 
-def _calc_one(model, line: str, threshold: float) -> tuple[str, bool]:
-    """One calculator line: its answer, or what is wrong with it (the session goes on)."""
+def _calc_one(model, line: str, threshold: float, spec=None) -> tuple[str, bool]:
+    """One calculator line: its answer (with a notice for operands the model never trained on), or
+    what is wrong with it (the session goes on)."""
     from tinymath.runc import RuncError
+    from tinymath.tasks import typed_prompt
+    from tinymath.tasks.spec import range_note
 
     from .confidence import calc_line
 
     try:
-        return calc_line(model, line, threshold)[0], True
+        text = calc_line(model, line, threshold)[0]
     except (RuncError, ValueError) as e:
         return f"error: {e}", False
+    note = range_note(spec, typed_prompt(line)) if spec is not None else None
+    return (f"{text}  (note: {note})" if note else text), True
 
 
 def _transfer(args: argparse.Namespace) -> int:

@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from tinymath.tasks import typed_prompt
+
 from .common import EOS_ID, finite, log_softmax, save_png, table
 
 TARGETS = (0.9, 0.95, 0.99, 1.0)   # accuracies the threshold table reports
@@ -255,12 +257,6 @@ def plot(s: dict, path: str | Path, confidence: Sequence[float] = (), correct: S
 
 # ---- the calculator that can say "not sure" ----------------------------------------------------------
 
-def calc_prompt(line: str) -> str:
-    """"36 / 3" -> "36 / 3 =" (the C calculator's rule)."""
-    line = line.strip()
-    return line if line.endswith("=") else (line + " =" if line else "=")
-
-
 def load_threshold(path: str | Path, model_path: str | Path, target: float = 0.99) -> tuple[float | None, str]:
     """(threshold, where it came from): the threshold a confidence study (confidence.json) of this
     very model file found for `target` accuracy; (None, why not) when there is none to trust."""
@@ -285,7 +281,7 @@ def load_threshold(path: str | Path, model_path: str | Path, target: float = 0.9
 
 def calc_line(model, line: str, threshold: float) -> tuple[str, str, float]:
     """(printed text, answer, confidence): the answer, or 'not sure (...)' below the threshold."""
-    answers, confs = solve_with_confidence(model, [calc_prompt(line)])
+    answers, confs = solve_with_confidence(model, [typed_prompt(line)])
     a, c = answers[0], confs[0]
     if c < threshold:
         return f"not sure (maybe {a or '<empty>'}, confidence {c:.4f} < {threshold:.4f})", a, c

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from tinymath.tasks import typed_prompt
+
 MAX_PROMPTS = 10_000          # prompts in one POST /solve
 MAX_PROMPT_CHARS = 64         # characters in one prompt
 MAX_BODY_BYTES = 1 << 20      # request body
@@ -188,12 +190,6 @@ class Tasks:
 
 # ---- the service: checks, solving -----------------------------------------------------------------------------
 
-def normalize(prompt: str) -> str:
-    """"36 / 3" -> "36 / 3 =": the calculator's rule (spaces around the text trimmed)."""
-    prompt = prompt.strip()
-    return prompt if prompt.endswith("=") else prompt + " ="
-
-
 class Service:
     def __init__(self, models: list[Loaded], study_plot: Path | None = None):
         if not models:
@@ -243,7 +239,7 @@ class Service:
             bad = [c for c in p if not c.isprintable() or c in "\r\n\t\x00"]
             if bad:
                 raise BadRequest(f"{where} contains the control character {bad[0]!r}")
-            q = normalize(p)
+            q = typed_prompt(p)
             for m in self.models:
                 try:
                     m.tok.encode(q)
