@@ -236,7 +236,7 @@ def build_card(model, *, fmt: str, file: str | os.PathLike, sha256: str | None, 
         "seed": train_config.get("seed"),
         "step": meta.get("step"),
         "tokens_seen": meta.get("tokens_seen"),
-        "accuracy": _accuracy(meta),
+        "accuracy": meta.get("accuracy") or _accuracy(meta),  # a re-export keeps its source card's
         "metrics": meta.get("metrics"),
         "quantization": quantization,
         "source": {k: (_relative(Path(v), folder) if k in ("checkpoint", "bin") and isinstance(v, str)

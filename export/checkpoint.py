@@ -5,6 +5,13 @@ with "model_config" (ModelConfig fields), "model" (the state_dict), and for the
 model card "step", "tokens_seen", "train_config" (with "task" and "seed"), and
 optionally "tokenizer" (a path: tokenizer.bin, or a SentencePiece .model),
 "tokenizer_model" (the SentencePiece .model), "task", "metrics", "best_val_acc".
+
+llama2.c's train.py (and nanoGPT-style Llama trainers) save "model_args" instead
+of "model_config" (dim, n_layers, n_heads, n_kv_heads, vocab_size, multiple_of,
+max_seq_len, norm_eps) and the same weight names, sometimes prefixed with
+torch.compile's "_orig_mod."; such a checkpoint exports too. Its hidden size is
+read from the weights (llama2.c derives it from multiple_of), its classifier is
+tied when output.weight equals the embedding (llama2.c ties them).
 """
 
 from __future__ import annotations
@@ -39,9 +46,11 @@ def from_checkpoint_dict(ckpt: Any, source: str | os.PathLike | None = None) -> 
     what = f"checkpoint {source}" if source else "checkpoint"
     if not isinstance(ckpt, dict):
         raise ExportError(f"{what}: expected a dict, got {type(ckpt).__name__}")
-    for key in ("model_config", "model"):
-        if key not in ckpt:
-            raise ExportError(f"{what}: no {key!r} entry (keys: {sorted(map(str, ckpt))})")
+    if "model" not in ckpt or ("model_config" not in ckpt and "model_args" not in ckpt):
+        missing = "model" if "model" not in ckpt else "model_config (or llama2.c's model_args)"
+        raise ExportError(f"{what}: no {missing} entry (keys: {sorted(map(str, ckpt))})")
+    if "model_config" not in ckpt:
+        ckpt = {**ckpt, **_from_model_args(ckpt, what)}
     mc = ckpt["model_config"]
     if not isinstance(mc, dict):
         raise ExportError(f"{what}: model_config is a {type(mc).__name__}, expected a dict")
@@ -70,6 +79,32 @@ def from_checkpoint_dict(ckpt: Any, source: str | os.PathLike | None = None) -> 
     if source is not None:
         meta["source"] = {"checkpoint": os.fspath(source), "sha256": sha256_file(source)}
     return from_state_dict(cfg.to_dict(), arrays, meta, what=what)
+
+
+def _from_model_args(ckpt: dict, what: str) -> dict:
+    """llama2.c's checkpoint layout -> {"model_config", "model"} in ours."""
+    import torch
+
+    args, sd = ckpt["model_args"], ckpt["model"]
+    if not isinstance(args, dict) or not isinstance(sd, dict):
+        raise ExportError(f"{what}: model_args and model must be dicts")
+    sd = {k.removeprefix("_orig_mod."): v for k, v in sd.items()}
+    w1 = sd.get("layers.0.feed_forward.w1.weight")
+    emb, out = sd.get("tok_embeddings.weight"), sd.get("output.weight")
+    if not isinstance(w1, torch.Tensor) or not isinstance(emb, torch.Tensor):
+        raise ExportError(f"{what}: model_args given, but no layers.0.feed_forward.w1.weight or "
+                          f"tok_embeddings.weight among the weights")
+    tied = out is None or (isinstance(out, torch.Tensor) and out.shape == emb.shape and torch.equal(out, emb))
+    try:
+        n_heads = int(args["n_heads"])
+        config = {"dim": int(args["dim"]), "n_layers": int(args["n_layers"]), "n_heads": n_heads,
+                  "n_kv_heads": int(args.get("n_kv_heads") or n_heads), "hidden_dim": int(w1.shape[0]),
+                  "vocab_size": int(args["vocab_size"]), "max_seq_len": int(args["max_seq_len"]),
+                  "norm_eps": float(args.get("norm_eps", 1e-5)), "rope_theta": float(args.get("rope_theta", 10000.0)),
+                  "tied": bool(tied)}
+    except (KeyError, TypeError, ValueError) as e:
+        raise ExportError(f"{what}: model_args lacks or garbles {e}") from None
+    return {"model_config": config, "model": sd}
 
 
 def from_module(model, meta: dict | None = None) -> ExportModel:

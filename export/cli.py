@@ -44,6 +44,26 @@ def _is_bin(path: Path) -> bool:
     return is_bin(path)
 
 
+def _card_meta(src: Path) -> dict:
+    """What a .bin's card knows of where the model came from (task, seed, steps, accuracy, tokenizer),
+    carried into the card of a re-export; nothing when there is no card, or it belongs to another file."""
+    from .card import ModelFiles
+
+    try:
+        files = ModelFiles.open(src)
+        tokenizer = files.tokenizer()
+    except (ValueError, FileNotFoundError):
+        return {}
+    card = files.card
+    meta = {"train_config": {"task": card.get("task"), "seed": card.get("seed")}, "tokenizer": str(tokenizer)}
+    for key in ("step", "tokens_seen", "metrics", "accuracy"):
+        if card.get(key) is not None:
+            meta[key] = card[key]
+    if files.tokenizer_model() is not None:
+        meta["tokenizer_model"] = str(files.tokenizer_model())
+    return meta
+
+
 def run(args: argparse.Namespace) -> int:
     src = Path(args.input)
     if not src.is_file():
@@ -70,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             from .source import from_bin_model
 
             model = from_bin_model(read_bin(src), str(src))
+            model.meta.update(_card_meta(src))
         else:
             from .layout import check_parent
             from .checkpoint import read_checkpoint

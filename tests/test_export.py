@@ -747,3 +747,47 @@ def test_int8_bin_with_a_bad_group_size_names_the_header(tmp_path, capsys):
     assert main(["export", str(bad), "--format", "v1", "--out", str(tmp_path / "out.bin")]) == 2
     err = capsys.readouterr().err
     assert "group size 7" in err and "checkpoint" not in err, err
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_llama2c_checkpoint_with_model_args_exports(tmp_path, tied):
+    """llama2.c's train.py checkpoint (model_args, llama2.c's weight names, torch.compile's prefix, a
+    tied classifier stored twice) exports to the same file as our own checkpoint of the same weights."""
+    m = make_model(True, tied=tied, n_kv_heads=2)
+    ours = save_ckpt(tmp_path / "ours.pt", m)
+    sd = {f"_orig_mod.{k}": v for k, v in m.state_dict().items()}
+    if tied:
+        sd["_orig_mod.output.weight"] = sd["_orig_mod.tok_embeddings.weight"]  # llama2.c shares the tensor
+    args = {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 24, "multiple_of": 32,
+            "max_seq_len": 16, "dropout": 0.0}
+    theirs = tmp_path / "llama2c.pt"
+    torch.save({"model": sd, "model_args": args, "iter_num": 5, "best_val_loss": 1.0, "config": {}}, theirs)
+    a = export_checkpoint(ours, "v1", tmp_path / "a.bin")
+    b = export_checkpoint(theirs, "v1", tmp_path / "b.bin")
+    assert a.path.read_bytes() == b.path.read_bytes()
+    with pytest.raises(ExportError, match="model_config"):
+        torch.save({"model": sd}, tmp_path / "bare.pt")
+        export_checkpoint(tmp_path / "bare.pt", "v1", tmp_path / "c.bin")
+
+
+def test_reexport_of_the_shipped_bin_keeps_its_card_and_hf_folder_is_readable(tmp_path):
+    """A .bin re-exported (here to HF and to int8) keeps what its card knew: task, seed, accuracy,
+    tokenizer; the HF folder gets the usual folder mode, not mkdtemp's 0700."""
+    _hf()
+    models = Path(__file__).resolve().parent.parent / "models"
+    src = json.loads((models / "tinymath.json").read_text())
+    export_model_from = [sys.executable, "-m", "tinymath.cli", "export", str(models / "tinymath.bin")]
+    r = subprocess.run(export_model_from + ["--format", "hf", "--out", str(tmp_path / "hf")], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    card = json.loads((tmp_path / "hf" / "tinymath_card.json").read_text())
+    assert card["task"] == src["task"] and card["seed"] == src["seed"] and card["accuracy"] == src["accuracy"]
+    assert (tmp_path / "hf" / "tokenizer.model").read_bytes() == (models / "tokenizer.model").read_bytes()
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "hf").stat().st_mode & 0o777 == 0o777 & ~mask
+    r = subprocess.run(export_model_from + ["--format", "v2", "--out", str(tmp_path / "m.q8.bin")], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    q8 = json.loads((tmp_path / "m.q8.json").read_text())
+    assert q8["task"] == src["task"] and q8["tokenizer"]["bin"]["sha256"] == src["tokenizer"]["bin"]["sha256"]

@@ -138,6 +138,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700 folders; give the usual mode
         yield tmp
         _fsync_dir(tmp)
         os.replace(tmp, path)
