@@ -254,18 +254,7 @@ def c_engine_table(enc, tok, longest, seconds: float, sizes=(10_000, 25_000, 100
     for target in sizes:
         mcfg = ModelConfig.for_params(target, tok.vocab_size, longest)
         steppers = {"torch": (OursStepper(mcfg, enc), 1), "c": (CStepper(mcfg, enc), 1)}
-        seen = {k: [] for k in steppers}
-        for k, (st, threads) in steppers.items():  # warm-up
-            torch.set_num_threads(threads)
-            for _ in range(3):
-                st.step()
-        for _ in range(rounds):
-            for k, (st, threads) in steppers.items():
-                torch.set_num_threads(threads)
-                tokens, t0 = 0, time.perf_counter()
-                while time.perf_counter() - t0 < seconds / rounds:
-                    tokens += st.step()
-                seen[k].append(tokens / (time.perf_counter() - t0))
+        seen = round_rates(steppers, seconds, rounds)
         t, c = seen["torch"], seen["c"]
         shape = f"d{mcfg.dim} L{mcfg.n_layers} h{mcfg.n_heads}"
         print(f"   {mcfg.n_params():>9,}  {shape:<14} {max(t):>10,.0f} .. {min(t):>8,.0f} {max(c):>10,.0f} .. "
@@ -284,13 +273,13 @@ class PlainStepper:
         return self.loop.tokens - before
 
 
-def throughputs(steppers: dict, seconds: float, rounds: int = 5) -> dict:
-    """Tokens/s of each (stepper, threads), measured in interleaved short rounds; the best round counts.
+def round_rates(steppers: dict, seconds: float, rounds: int = 5) -> dict[str, list[float]]:
+    """Tokens/s of each (stepper, threads) in every one of `rounds` interleaved short rounds.
 
     On a machine shared with other work a round can lose its core for a while; the best
     of several interleaved rounds is the figure least disturbed, for every contender alike.
     """
-    best = {k: 0.0 for k in steppers}
+    seen: dict = {k: [] for k in steppers}
     for k, (st, threads) in steppers.items():  # warm-up
         torch.set_num_threads(threads)
         for _ in range(3):
@@ -301,8 +290,13 @@ def throughputs(steppers: dict, seconds: float, rounds: int = 5) -> dict:
             tokens, t0 = 0, time.perf_counter()
             while time.perf_counter() - t0 < seconds / rounds:
                 tokens += st.step()
-            best[k] = max(best[k], tokens / (time.perf_counter() - t0))
-    return best
+            seen[k].append(tokens / (time.perf_counter() - t0))
+    return seen
+
+
+def throughputs(steppers: dict, seconds: float, rounds: int = 5) -> dict:
+    """The best round's tokens/s of each (stepper, threads) (see round_rates)."""
+    return {k: max(v) for k, v in round_rates(steppers, seconds, rounds).items()}
 
 
 def plain_time_to(mcfg, enc, tok, target: float, check_every: int, limit_s: float, threads: int) -> dict:

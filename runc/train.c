@@ -26,10 +26,9 @@
  * AdamW as train/optim.py's foreach sequence with float scalars).
  */
 #include "train.h"
-#include "runc_impl.h" /* runc_expf: the library's exp, a loop of which vectorises */
+#include "runc_impl.h" /* runc_set_error, and runc_expf: the library's exp, a loop of which vectorises */
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,28 +38,6 @@
 #include <pthread.h>
 #endif
 
-/* ---- errors ---------------------------------------------------------------- */
-
-static int set_error(runc_error *err, int code, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        err->code = code;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
-static int set_ok(runc_error *err)
-{
-    if (err) {
-        err->code = RUNC_OK;
-        err->message[0] = '\0';
-    }
-    return RUNC_OK;
-}
 
 /* ---- the object -------------------------------------------------------------- */
 
@@ -207,36 +184,36 @@ static int check_config(const runc_train_config *c, runc_error *err)
         int value;
         memcpy(&value, (const char *)c + ints[i].at, sizeof value);
         if (value <= 0 || value > ints[i].cap)
-            return set_error(err, RUNC_E_FIELD, "train config: %s must be in 1..%d, got %d", ints[i].name,
+            return runc_set_error(err, RUNC_E_FIELD, "train config: %s must be in 1..%d, got %d", ints[i].name,
                              ints[i].cap, value);
     }
     if (c->dim % c->n_heads)
-        return set_error(err, RUNC_E_SHAPE, "train config: n_heads (%d) must divide dim (%d)", c->n_heads, c->dim);
+        return runc_set_error(err, RUNC_E_SHAPE, "train config: n_heads (%d) must divide dim (%d)", c->n_heads, c->dim);
     if (c->n_heads % c->n_kv_heads)
-        return set_error(err, RUNC_E_SHAPE, "train config: n_kv_heads (%d) must divide n_heads (%d)", c->n_kv_heads,
+        return runc_set_error(err, RUNC_E_SHAPE, "train config: n_kv_heads (%d) must divide n_heads (%d)", c->n_kv_heads,
                          c->n_heads);
     if ((c->dim / c->n_heads) % 2)
-        return set_error(err, RUNC_E_SHAPE, "train config: head size dim/n_heads (%d) must be even for RoPE",
+        return runc_set_error(err, RUNC_E_SHAPE, "train config: head size dim/n_heads (%d) must be even for RoPE",
                          c->dim / c->n_heads);
     if (c->tied != 0 && c->tied != 1)
-        return set_error(err, RUNC_E_FIELD, "train config: tied must be 0 or 1, got %d", c->tied);
+        return runc_set_error(err, RUNC_E_FIELD, "train config: tied must be 0 or 1, got %d", c->tied);
     if (!(c->norm_eps > 0.0f) || !isfinite(c->norm_eps))
-        return set_error(err, RUNC_E_FIELD, "train config: norm_eps must be positive and finite, got %g",
+        return runc_set_error(err, RUNC_E_FIELD, "train config: norm_eps must be positive and finite, got %g",
                          (double)c->norm_eps);
     if (!(c->rope_theta > 0.0f) || !isfinite(c->rope_theta))
-        return set_error(err, RUNC_E_FIELD, "train config: rope_theta must be positive and finite, got %g",
+        return runc_set_error(err, RUNC_E_FIELD, "train config: rope_theta must be positive and finite, got %g",
                          (double)c->rope_theta);
     if (!(c->beta1 >= 0.0 && c->beta1 < 1.0))
-        return set_error(err, RUNC_E_FIELD, "train config: beta1 must be in [0, 1), got %g", c->beta1);
+        return runc_set_error(err, RUNC_E_FIELD, "train config: beta1 must be in [0, 1), got %g", c->beta1);
     if (!(c->beta2 >= 0.0 && c->beta2 < 1.0))
-        return set_error(err, RUNC_E_FIELD, "train config: beta2 must be in [0, 1), got %g", c->beta2);
+        return runc_set_error(err, RUNC_E_FIELD, "train config: beta2 must be in [0, 1), got %g", c->beta2);
     if (!(c->adam_eps >= 0.0) || !isfinite(c->adam_eps))
-        return set_error(err, RUNC_E_FIELD, "train config: adam_eps must be >= 0 and finite, got %g", c->adam_eps);
+        return runc_set_error(err, RUNC_E_FIELD, "train config: adam_eps must be >= 0 and finite, got %g", c->adam_eps);
     if (!(c->weight_decay >= 0.0) || !isfinite(c->weight_decay))
-        return set_error(err, RUNC_E_FIELD, "train config: weight_decay must be >= 0 and finite, got %g",
+        return runc_set_error(err, RUNC_E_FIELD, "train config: weight_decay must be >= 0 and finite, got %g",
                          c->weight_decay);
     if (!(c->grad_clip >= 0.0) || !isfinite(c->grad_clip))
-        return set_error(err, RUNC_E_FIELD, "train config: grad_clip must be >= 0 and finite, got %g", c->grad_clip);
+        return runc_set_error(err, RUNC_E_FIELD, "train config: grad_clip must be >= 0 and finite, got %g", c->grad_clip);
     return RUNC_OK;
 }
 
@@ -400,9 +377,9 @@ int runc_train_open(runc_trainer **out, const runc_train_config *config, runc_er
     carver cv = {NULL, 0, 0};
     int status, s, j, bad = 0;
     size_t L, D, KV, H, V, per_layer, need;
-    if (!out) return set_error(err, RUNC_E_ARG, "runc_train_open: trainer is NULL");
+    if (!out) return runc_set_error(err, RUNC_E_ARG, "runc_train_open: trainer is NULL");
     *out = NULL;
-    if (!config) return set_error(err, RUNC_E_ARG, "runc_train_open: config is NULL");
+    if (!config) return runc_set_error(err, RUNC_E_ARG, "runc_train_open: config is NULL");
     status = check_config(config, err);
     if (status) return status;
     memset(&probe, 0, sizeof probe);
@@ -418,7 +395,7 @@ int runc_train_open(runc_trainer **out, const runc_train_config *config, runc_er
     per_layer = 2 * D + 2 * D * D + 2 * D * KV + 3 * D * H;
     (void)V;
     if (mul3(L, per_layer, 1, &bad), bad || mul3(V, D, 2, &bad) == 0 || bad)
-        return set_error(err, RUNC_E_OVERFLOW, "train config: the model's size overflows");
+        return runc_set_error(err, RUNC_E_OVERFLOW, "train config: the model's size overflows");
     {
         table tb = {NULL, 0, 0, 0, 0};
         build_tensors(config, probe.kv_dim, &tb);
@@ -435,17 +412,17 @@ int runc_train_open(runc_trainer **out, const runc_train_config *config, runc_er
     /* a row of n positions keeps n_heads * n (n + 1) / 2 probabilities per layer */
     probe.max_prob = mul3((size_t)config->max_batch, (size_t)config->n_heads,
                           (size_t)config->max_seq_len * ((size_t)config->max_seq_len + 1) / 2, &bad);
-    if (bad) return set_error(err, RUNC_E_OVERFLOW, "train config: max_batch x max_seq_len overflows");
+    if (bad) return runc_set_error(err, RUNC_E_OVERFLOW, "train config: max_batch x max_seq_len overflows");
     lay_out(&probe, &cv);
-    if (cv.bad) return set_error(err, RUNC_E_OVERFLOW, "train config: the arena's size overflows");
+    if (cv.bad) return runc_set_error(err, RUNC_E_OVERFLOW, "train config: the arena's size overflows");
     need = cv.used + 64;
     t = (runc_trainer *)calloc(1, sizeof *t);
-    if (!t) return set_error(err, RUNC_E_NOMEM, "runc_train_open: out of memory");
+    if (!t) return runc_set_error(err, RUNC_E_NOMEM, "runc_train_open: out of memory");
     *t = probe;
     t->arena = (unsigned char *)calloc(1, need);
     if (!t->arena) {
         free(t);
-        return set_error(err, RUNC_E_NOMEM, "runc_train_open: cannot allocate the arena (%.1f MB for max_batch %d)",
+        return runc_set_error(err, RUNC_E_NOMEM, "runc_train_open: cannot allocate the arena (%.1f MB for max_batch %d)",
                          (double)need / 1e6, config->max_batch);
     }
     cv.base = (unsigned char *)(((uintptr_t)t->arena + 63u) & ~(uintptr_t)63u);
@@ -475,7 +452,7 @@ int runc_train_open(runc_trainer **out, const runc_train_config *config, runc_er
             t->rope_sin[(size_t)s * (size_t)(t->hd / 2) + (size_t)j] = sinf(angle);
         }
     *out = t;
-    return set_ok(err);
+    return runc_set_ok(err);
 }
 
 void runc_train_close(runc_trainer *t)
@@ -499,9 +476,9 @@ int runc_train_tensor(const runc_trainer *t, int index, char *name, int name_cap
                       int *cols, int *decay, runc_error *err)
 {
     const tensor *e;
-    if (!t) return set_error(err, RUNC_E_ARG, "runc_train_tensor: trainer is NULL");
+    if (!t) return runc_set_error(err, RUNC_E_ARG, "runc_train_tensor: trainer is NULL");
     if (index < 0 || index >= t->n_tensors)
-        return set_error(err, RUNC_E_ARG, "runc_train_tensor: index %d outside 0..%d", index, t->n_tensors - 1);
+        return runc_set_error(err, RUNC_E_ARG, "runc_train_tensor: index %d outside 0..%d", index, t->n_tensors - 1);
     e = &t->tensors[index];
     if (name && name_cap > 0) {
         if (e->layer >= 0) snprintf(name, (size_t)name_cap, "layers.%d.%s", e->layer, kind_names[e->kind]);
@@ -511,7 +488,7 @@ int runc_train_tensor(const runc_trainer *t, int index, char *name, int name_cap
     if (rows) *rows = e->rows;
     if (cols) *cols = e->cols;
     if (decay) *decay = e->decay;
-    return set_ok(err);
+    return runc_set_ok(err);
 }
 
 float *runc_train_buffer(runc_trainer *t, int which)
@@ -543,23 +520,23 @@ static int load_batch(runc_trainer *t, const int *tokens, const int *targets, in
     const int V = c->vocab_size, nh = c->n_heads;
     int r, p, n = 0, s = 0;
     size_t po = 0;
-    if (!tokens || !targets) return set_error(err, RUNC_E_ARG, "train batch: tokens or targets is NULL");
-    if (B <= 0 || W <= 0) return set_error(err, RUNC_E_ARG, "train batch: %d x %d is empty", B, W);
+    if (!tokens || !targets) return runc_set_error(err, RUNC_E_ARG, "train batch: tokens or targets is NULL");
+    if (B <= 0 || W <= 0) return runc_set_error(err, RUNC_E_ARG, "train batch: %d x %d is empty", B, W);
     if (B > c->max_batch)
-        return set_error(err, RUNC_E_BUFFER, "train batch: %d rows do not fit the arena (max_batch %d)", B,
+        return runc_set_error(err, RUNC_E_BUFFER, "train batch: %d rows do not fit the arena (max_batch %d)", B,
                          c->max_batch);
     if (W > c->max_seq_len)
-        return set_error(err, RUNC_E_CONTEXT, "train batch: width %d exceeds max_seq_len %d", W, c->max_seq_len);
+        return runc_set_error(err, RUNC_E_CONTEXT, "train batch: width %d exceeds max_seq_len %d", W, c->max_seq_len);
     for (r = 0; r < B; r++) {
         const int *tr = tokens + (size_t)r * (size_t)W, *gr = targets + (size_t)r * (size_t)W;
         int last = -1;
         for (p = 0; p < W; p++) {
             if (tr[p] < 0 || tr[p] >= V)
-                return set_error(err, RUNC_E_ARG, "train batch: token %d at row %d, position %d is outside the "
+                return runc_set_error(err, RUNC_E_ARG, "train batch: token %d at row %d, position %d is outside the "
                                  "vocabulary (0..%d)", tr[p], r, p, V - 1);
             if (gr[p] != RUNC_TRAIN_IGNORE) {
                 if (gr[p] < 0 || gr[p] >= V)
-                    return set_error(err, RUNC_E_ARG, "train batch: target %d at row %d, position %d is outside "
+                    return runc_set_error(err, RUNC_E_ARG, "train batch: target %d at row %d, position %d is outside "
                                      "the vocabulary (0..%d) and not the ignore index %d", gr[p], r, p, V - 1,
                                      RUNC_TRAIN_IGNORE);
                 last = p;
@@ -584,7 +561,7 @@ static int load_batch(runc_trainer *t, const int *tokens, const int *targets, in
     t->row_sel[B] = s;
     t->n_rows = B;
     t->n_sel = s;
-    if (s == 0) return set_error(err, RUNC_E_ARG, "train batch: no answer tokens (every target is the ignore index)");
+    if (s == 0) return runc_set_error(err, RUNC_E_ARG, "train batch: no answer tokens (every target is the ignore index)");
     return RUNC_OK;
 }
 
@@ -614,12 +591,12 @@ int runc_train_forward_backward(runc_trainer *t, const int *tokens, const int *t
     int status, i, T, r;
     long long total;
     double loss = 0.0;
-    if (!t) return set_error(err, RUNC_E_ARG, "runc_train_forward_backward: trainer is NULL");
+    if (!t) return runc_set_error(err, RUNC_E_ARG, "runc_train_forward_backward: trainer is NULL");
     status = load_batch(t, tokens, targets, batch, width, err);
     if (status) return status;
     total = (long long)t->row_tok[batch];
     if (logits && logits_cap < (long long)t->n_sel * t->c.vocab_size)
-        return set_error(err, RUNC_E_BUFFER, "runc_train_forward_backward: logits needs %lld floats, got %lld",
+        return runc_set_error(err, RUNC_E_BUFFER, "runc_train_forward_backward: logits needs %lld floats, got %lld",
                          (long long)t->n_sel * t->c.vocab_size, logits_cap);
     copy_weights(t);
     /* rows to workers, balanced by positions */
@@ -672,8 +649,8 @@ int runc_train_forward_backward(runc_trainer *t, const int *tokens, const int *t
         stats->grad_norm = 0.0;
     }
     if (!isfinite(loss))
-        return set_error(err, RUNC_E_WEIGHT, "train step: the loss is not finite (%g)", loss);
-    return set_ok(err);
+        return runc_set_error(err, RUNC_E_WEIGHT, "train step: the loss is not finite (%g)", loss);
+    return runc_set_ok(err);
 }
 
 /* ---- optimizer ---------------------------------------------------------------- */
@@ -705,14 +682,14 @@ int runc_train_update(runc_trainer *t, double lr, runc_train_stats *stats, runc_
     size_t j;
     int e;
     float b1w, b2, b2w, bc2s, eps, step;
-    if (!t) return set_error(err, RUNC_E_ARG, "runc_train_update: trainer is NULL");
+    if (!t) return runc_set_error(err, RUNC_E_ARG, "runc_train_update: trainer is NULL");
     c = &t->c;
-    if (!(lr >= 0.0) || !isfinite(lr)) return set_error(err, RUNC_E_ARG, "train step: lr must be >= 0, got %g", lr);
+    if (!(lr >= 0.0) || !isfinite(lr)) return runc_set_error(err, RUNC_E_ARG, "train step: lr must be >= 0, got %g", lr);
     for (j = 0; j < t->n_params; j++) ss += (double)t->grads[j] * (double)t->grads[j];
     norm = sqrt(ss);
     if (stats) stats->grad_norm = norm;
     if (!isfinite(norm))
-        return set_error(err, RUNC_E_WEIGHT, "train step: the gradient norm is not finite (%g)", norm);
+        return runc_set_error(err, RUNC_E_WEIGHT, "train step: the gradient norm is not finite (%g)", norm);
     if (c->grad_clip > 0.0) {
         float coef = (float)c->grad_clip / ((float)norm + 1e-6f);
         if (coef < 1.0f)
@@ -740,7 +717,7 @@ int runc_train_update(runc_trainer *t, double lr, runc_train_stats *stats, runc_
         }
         adamw_update(p, m, v, g, n, b1w, b2, b2w, bc2s, eps, step);
     }
-    return set_ok(err);
+    return runc_set_ok(err);
 }
 
 int runc_train_step(runc_trainer *t, const int *tokens, const int *targets, int batch, int width, double lr,

@@ -241,38 +241,30 @@ def make_plots(rows: list[dict], study: Path) -> list[Path]:
     ax.legend(fontsize=7)
     save(fig, "holdout_vs_inrange.png")
 
-    # accuracy against training compute (6 * params * tokens)
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for g in groups:
-        pts = [(r["train"].get("flops") or 6.0 * r["params"] * r["train"]["tokens"], exact(r, "test", "all"))
-               for r in rows if r["group"] == g and exact(r, "test", "all") is not None]
-        if pts:
-            ax.scatter([p[0] for p in pts], [100 * p[1] for p in pts], s=14, label=g)
-    ax.set_xscale("log")
-    ax.set_xlabel("training FLOPs (6 x params x tokens)")
-    ax.set_ylabel("test exact match %")
-    ax.set_title("accuracy against training compute")
-    bars(ax)
-    ax.legend(fontsize=7)
-    save(fig, "accuracy_vs_compute.png")
-
-    # accuracy against compute per answer: a steps model writes many tokens, a direct one few, so
-    # compare them by what an answer costs (2 x params FLOPs per generated token, EOS included)
-    per_answer = [r for r in rows if exact(r, "test", "all") is not None
-                  and (r.get("answer_tokens") or {}).get("fp32", {}).get("test")]
-    if per_answer:
+    def against(cost, runs: list[dict], xlabel: str, title: str, name: str) -> None:
+        """Test accuracy of each run against a cost of it, one colour per group."""
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         for g in groups:
-            pts = [(answer_flops(r), exact(r, "test", "all")) for r in per_answer if r["group"] == g]
+            pts = [(cost(r), exact(r, "test", "all")) for r in runs if r["group"] == g]
             if pts:
                 ax.scatter([p[0] for p in pts], [100 * p[1] for p in pts], s=14, label=g)
         ax.set_xscale("log")
-        ax.set_xlabel("FLOPs per answer (2 x params x tokens generated)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("test exact match %")
-        ax.set_title("accuracy against compute per answer")
+        ax.set_title(title)
         bars(ax)
         ax.legend(fontsize=7)
-        save(fig, "accuracy_vs_answer_compute.png")
+        save(fig, name)
+
+    scored = [r for r in rows if exact(r, "test", "all") is not None]
+    against(lambda r: r["train"].get("flops") or 6.0 * r["params"] * r["train"]["tokens"], scored,
+            "training FLOPs (6 x params x tokens)", "accuracy against training compute", "accuracy_vs_compute.png")
+    # accuracy against compute per answer: a steps model writes many tokens, a direct one few, so
+    # compare them by what an answer costs (2 x params FLOPs per generated token, EOS included)
+    per_answer = [r for r in scored if (r.get("answer_tokens") or {}).get("fp32", {}).get("test")]
+    if per_answer:
+        against(answer_flops, per_answer, "FLOPs per answer (2 x params x tokens generated)",
+                "accuracy against compute per answer", "accuracy_vs_answer_compute.png")
 
     # groups side by side where a size has several (a study of levers at one size)
     # by size target: a lever that changes the shape (depth, untied) lands on another exact count

@@ -10,19 +10,19 @@ TRAIN_CFLAGS   ?= -std=c99 -O2 -Wall -Wextra -pedantic -Werror
 TRAIN_SANFLAGS ?= -std=c99 -O1 -g -Wall -Wextra -pedantic -fsanitize=address,undefined \
                   -fno-omit-frame-pointer -fno-sanitize-recover=all
 TRAIN_TSANFLAGS ?= -std=c99 -O1 -g -Wall -Wextra -pedantic -fsanitize=thread
-TRAIN_LIB := runc/train.c runc/train.h runc/train_kernels.c.inc runc/runc.h runc/runc_impl.h
+TRAIN_LIB := runc/train.c runc/train.h runc/train_kernels.c.inc runc/runc.c runc/runc.h runc/runc_impl.h
 TRAIN_TEST_BINS := runc/tests/test_train runc/tests/test_train_asan runc/tests/test_train_tsan
 
 .PHONY: train-c-test
 
 runc/tests/test_train: runc/tests/test_train.c $(TRAIN_LIB)
-	$(TRAIN_CC) $(TRAIN_CFLAGS) -Irunc -o $@ runc/tests/test_train.c runc/train.c -lm -pthread
+	$(TRAIN_CC) $(TRAIN_CFLAGS) -Irunc -o $@ runc/tests/test_train.c runc/train.c runc/runc.c -lm -pthread
 
 runc/tests/test_train_asan: runc/tests/test_train.c $(TRAIN_LIB)
-	$(TRAIN_CC) $(TRAIN_SANFLAGS) -Irunc -o $@ runc/tests/test_train.c runc/train.c -lm -pthread
+	$(TRAIN_CC) $(TRAIN_SANFLAGS) -Irunc -o $@ runc/tests/test_train.c runc/train.c runc/runc.c -lm -pthread
 
 runc/tests/test_train_tsan: runc/tests/test_train.c $(TRAIN_LIB)
-	$(TRAIN_CC) $(TRAIN_TSANFLAGS) -Irunc -o $@ runc/tests/test_train.c runc/train.c -lm -pthread
+	$(TRAIN_CC) $(TRAIN_TSANFLAGS) -Irunc -o $@ runc/tests/test_train.c runc/train.c runc/runc.c -lm -pthread
 
 train-c-test: $(TRAIN_TEST_BINS)
 	$(TRAIN_CC) $(TRAIN_CFLAGS) -DRUNC_NO_THREADS -fsyntax-only runc/train.c
