@@ -3,10 +3,11 @@
 #   make cross          everything below, two at a time
 #   make cross-aarch64  64-bit ARM (Raspberry Pi 3/4/5 on a 64-bit OS), and cross-armhf, 32-bit
 #                       ARM (armhf: 32-bit OSes, older Pis). Each cross-compiles runc/run,
-#                       runc/tests/test_runc and test_batch (static, -Werror) with Debian's cross
+#                       runc/tests/test_runc, test_batch and test_train (static, -Werror) with Debian's cross
 #                       gcc and runs under qemu-user: the C tests (mmap and -DRUNC_NO_MMAP
 #                       builds); the batch engine's C tests (CROSS_BATCH_N problems per shape,
-#                       with default threads, 1, 2 and 3 threads, and the shipped models);
+#                       with default threads, 1, 2 and 3 threads, and the shipped models); the
+#                       training engine's C tests (finite differences, threads, refusals);
 #                       `make run`'s examples; CROSS_N classic test problems (`tinymath gen
 #                       classic`, test split), fp32 and int8, with -j 1 and default threads,
 #                       whose answers must equal the x86 build's byte for byte.
@@ -118,6 +119,7 @@ $(CROSS_PROBLEMS): | $(CROSS_VENV)
 CROSS_RUN_SRCS := runc/run.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
 CROSS_TEST_SRCS := $(RUNC_TEST_INC) $(RUNC_TEST_DIR)/test_runc.c runc/runc.c -lm
 CROSS_BATCH_SRCS := $(RUNC_TEST_INC) $(RUNC_TEST_DIR)/test_batch.c runc/runc.c runc/batch.c -lm $(RUNC_THREADS)
+CROSS_TRAIN_SRCS := -Irunc $(RUNC_TEST_DIR)/test_train.c runc/train.c runc/runc.c -lm $(RUNC_THREADS)
 
 $(CROSS_DIR)/bin/%/run: runc/run.c $(RUNC_LIB) $(RUNC_BATCH)
 	@mkdir -p $(@D)
@@ -131,6 +133,9 @@ $(CROSS_DIR)/bin/%/test_runc_nommap: $(RUNC_TEST_DIR)/test_runc.c $(RUNC_TEST_UT
 $(CROSS_DIR)/bin/%/test_batch: $(RUNC_TEST_DIR)/test_batch.c $(RUNC_TEST_UTIL) $(RUNC_LIB) $(RUNC_BATCH)
 	@mkdir -p $(@D)
 	$(call cross_cc,$*) $(CROSS_CFLAGS) -o $@ $(CROSS_BATCH_SRCS)
+$(CROSS_DIR)/bin/%/test_train: $(RUNC_TEST_DIR)/test_train.c $(TRAIN_LIB)
+	@mkdir -p $(@D)
+	$(call cross_cc,$*) $(CROSS_CFLAGS) -o $@ $(CROSS_TRAIN_SRCS)
 $(CROSS_DIR)/bin/x86/run_nommap: runc/run.c $(RUNC_LIB) $(RUNC_BATCH)
 	@mkdir -p $(@D)
 	$(RUNC_CC) $(RUNC_CFLAGS) -Werror -DRUNC_NO_MMAP -o $@ $(CROSS_RUN_SRCS)
@@ -161,13 +166,15 @@ cross_ctest = out=$$($(2) 2>&1); rc=$$?; last=$$(printf '%s\n' "$$out" | tail -n
 	  echo "cross $(1): C tests FAILED: $$last" >&2; exit 1; fi
 
 $(addprefix cross-,$(CROSS_ARCHS)): cross-%: $(CROSS_DIR)/bin/%/run $(CROSS_DIR)/bin/%/test_runc \
-    $(CROSS_DIR)/bin/%/test_runc_nommap $(CROSS_DIR)/bin/%/test_batch $(CROSS_DIR)/x86-fp32-$(CROSS_N).txt \
+    $(CROSS_DIR)/bin/%/test_runc_nommap $(CROSS_DIR)/bin/%/test_batch $(CROSS_DIR)/bin/%/test_train \
+    $(CROSS_DIR)/x86-fp32-$(CROSS_N).txt \
     $(CROSS_DIR)/x86-int8-$(CROSS_N).txt $(CROSS_DIR)/x86-examples.txt
 	@start=$$(date +%s); bin=$(CROSS_DIR)/bin/$*; \
 	$(call cross_ctest,$*,$(call cross_run,$*) $$bin/test_runc); tests="$$last"; \
 	$(call cross_ctest,$* no-mmap,$(call cross_run,$*) $$bin/test_runc_nommap); tests_nm="$$last"; \
 	$(call cross_ctest,$* batch engine,$(call cross_run,$*) $$bin/test_batch $(CROSS_BATCH_N) \
 	  $(CROSS_FP32) $(CROSS_INT8) $(CROSS_TOK)); tests_b="$$last"; \
+	$(call cross_ctest,$* training engine,$(call cross_run,$*) $$bin/test_train); tests_t="$$last"; \
 	for p in $(RUNC_EXAMPLES); do \
 	  a=$$($(call cross_run,$*) $$bin/run $(CROSS_FP32) -z $(CROSS_TOK) -m calc -i "$$p") || exit 1; \
 	  echo "$$p $$a"; \
@@ -184,7 +191,7 @@ $(addprefix cross-,$(CROSS_ARCHS)): cross-%: $(CROSS_DIR)/bin/%/run $(CROSS_DIR)
 	    paste -d '|' $(CROSS_PROBLEMS) $(CROSS_DIR)/x86-$$f-$(CROSS_N).txt $$out \
 	      | awk -F'|' '$$2 != $$3' | head -n 20 >&2; exit 1; fi; \
 	done; done; \
-	echo "cross $*: C tests $$tests (no-mmap: $$tests_nm); batch engine tests $$tests_b; make run's" \
+	echo "cross $*: C tests $$tests (no-mmap: $$tests_nm); batch engine tests $$tests_b; $$tests_t; make run's" \
 	  "$$(wc -l < $(CROSS_DIR)/x86-examples.txt) examples and $(CROSS_N) classic problems (fp32 and int8; 1 and" \
 	  "default threads) answered as on x86 [$(CROSS_MODEL_NOTE); $$(( $$(date +%s) - start )) s]"
 
