@@ -47,8 +47,8 @@ def from_checkpoint_dict(ckpt: Any, source: str | os.PathLike | None = None) -> 
     if not isinstance(ckpt, dict):
         raise ExportError(f"{what}: expected a dict, got {type(ckpt).__name__}")
     if "model" not in ckpt or ("model_config" not in ckpt and "model_args" not in ckpt):
-        missing = "model" if "model" not in ckpt else "model_config (or llama2.c's model_args)"
-        raise ExportError(f"{what}: no {missing} entry (keys: {sorted(map(str, ckpt))})")
+        missing = "'model' entry" if "model" not in ckpt else "'model_config' entry (nor llama2.c's 'model_args')"
+        raise ExportError(f"{what}: no {missing} (keys: {sorted(map(str, ckpt))})")
     if "model_config" not in ckpt:
         ckpt = {**ckpt, **_from_model_args(ckpt, what)}
     mc = ckpt["model_config"]
