@@ -4,6 +4,8 @@
  * llama2.c's flags (-t -p -s -n -i -z -m generate|chat) plus two modes for
  * problems: -m calc (an interactive calculator: "36 / 3" -> "12.00") and
  * -m batch (one prompt per line from -f FILE or stdin, one answer per line).
+ * Both print the final answer (runc_final_answer: what follows the last '#'
+ * of a model that shows its work); -v prints the whole answer, steps included.
  *
  * Every bad input ends in one line on stderr naming the problem and a
  * non-zero exit status. The library never prints or exits; this file does.
@@ -56,7 +58,10 @@ static void usage(FILE *f)
             "  -y <string> system prompt in chat mode\n"
             "  -f <string> batch mode: file of prompts, one per line (default stdin)\n"
             "  -j <int>    batch mode: worker threads, default 0 = one per CPU core\n"
-            "calc and batch answer greedily, stopping at EOS: prompt \"36 / 3 =\" -> \"12.00\".\n");
+            "  -v          calc and batch: print the whole answer, the steps of a model that shows its work\n"
+            "              included (default: the final answer, what follows the last '#')\n"
+            "calc and batch answer greedily, stopping at EOS: prompt \"36 / 3 =\" -> \"12.00\";\n"
+            "a steps model's \"76 * 56 =\" -> \"4256.00\" (with -v: \"6*6=36 ... 3+1=4#4256.00\").\n");
 }
 
 /* ---- argument parsing ------------------------------------------------------ */
@@ -187,7 +192,14 @@ typedef struct {
     int vocab_size;
     int context;
     int steps;
+    int verbose;   /* calc and batch: the whole answer (steps), not only the final answer */
 } runner;
+
+/* What calc and batch print of an answer: all of it (-v), or its final answer. */
+static const char *shown(const runner *r, const char *answer)
+{
+    return r->verbose ? answer : answer + runc_final_answer(answer);
+}
 
 static void generate(runner *r, const char *prompt)
 {
@@ -299,7 +311,7 @@ static int answer_one(runner *r, const char *prompt, char *answer, size_t cap, c
         fprintf(stderr, "run: %s%s\n", where, err.message);
         return 0;
     }
-    printf("%s\n", answer);
+    printf("%s\n", shown(r, answer));
     fflush(stdout);
     return 1;
 }
@@ -383,7 +395,7 @@ static int batch_one_by_one(runner *r, FILE *f)
 
 /* Answer lines[0..n) (blank lines stay blank); first_lineno numbers lines[0].
  * A line that fails gets an empty line and its own error (errors[k]) on stderr. */
-static int batch_chunk(runc_batch *b, char **lines, int n, int first_lineno, char *answers, size_t cap,
+static int batch_chunk(const runner *r, runc_batch *b, char **lines, int n, int first_lineno, char *answers, size_t cap,
                        const char **prompts, runc_error *errors)
 {
     int i, m = 0, ok = 1;
@@ -404,7 +416,7 @@ static int batch_chunk(runc_batch *b, char **lines, int n, int first_lineno, cha
             printf("\n");
             ok = 0;
         } else {
-            printf("%s\n", answers + (size_t)m * cap);
+            printf("%s\n", shown(r, answers + (size_t)m * cap));
         }
         m++;
     }
@@ -449,7 +461,7 @@ static int batch(runner *r, const char *path, int threads)
                 lineno++;
             }
             if (n == BATCH_CHUNK || (!more && n > 0)) {
-                if (!batch_chunk(b, lines, n, lineno - n + 1, answers, cap, prompts, errors)) ok = 0;
+                if (!batch_chunk(r, b, lines, n, lineno - n + 1, answers, cap, prompts, errors)) ok = 0;
                 n = 0;
             }
             if (!more) break;
@@ -490,6 +502,7 @@ int main(int argc, char **argv)
         return EXIT_SUCCESS;
     }
     if (argc >= 2 && argv[1][0] != '-') model_path = argv[i++];
+    r.verbose = 0;
     for (; i < argc; i += 2) {
         const char *flag = argv[i];
         if (strcmp(flag, "-h") == 0 || strcmp(flag, "--help") == 0) {
@@ -497,6 +510,11 @@ int main(int argc, char **argv)
             return EXIT_SUCCESS;
         }
         if (flag[0] != '-') die("unexpected argument '%s' (the model path goes first; run -h for usage)", flag);
+        if (strcmp(flag, "-v") == 0) { /* the one flag without a value */
+            r.verbose = 1;
+            i--;
+            continue;
+        }
         if (strlen(flag) != 2 || !strchr("tpsnizmyfj", flag[1]))
             die("unknown flag '%s' (run -h for usage)", flag);
         if (i + 1 >= argc) die("flag %s needs a value", flag);
@@ -520,6 +538,7 @@ int main(int argc, char **argv)
     if (topp < 0.0f || topp > 1.0f) die("top-p %g must be in [0, 1]", (double)topp);
     if (steps < 0) die("-n %ld must be >= 0", steps);
     if (batch_file && strcmp(mode, "batch") != 0) die("-f is for -m batch");
+    if (r.verbose && strcmp(mode, "calc") != 0 && strcmp(mode, "batch") != 0) die("-v is for -m calc and -m batch");
     if (threads < 0 || threads > RUNC_BATCH_MAX_THREADS)
         die("-j %ld must be in 0..%d (0 = one thread per CPU core)", threads, (int)RUNC_BATCH_MAX_THREADS);
     if (!seed_given) seed = (unsigned long long)time(NULL);

@@ -1872,6 +1872,12 @@ int runc_problem_answer(const runc_tokenizer *t, const int *ids, int n_prompt, i
     return runc_set_ok(err);
 }
 
+size_t runc_final_answer(const char *answer)
+{
+    const char *mark = answer ? strrchr(answer, RUNC_STEPS_MARK) : NULL;
+    return mark ? (size_t)(mark - answer) + 1 : 0;
+}
+
 int runc_solve(runc_state *s, const runc_tokenizer *t, const char *prompt, char *answer, size_t cap,
                int *n_generated, runc_error *err)
 {

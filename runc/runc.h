@@ -254,6 +254,16 @@ size_t runc_answer_cap(const runc_state *state, const runc_tokenizer *tok);
 int runc_solve(runc_state *state, const runc_tokenizer *tok, const char *prompt,
                char *answer, size_t cap, int *n_generated, runc_error *err);
 
+/* Answers that show their work (a steps format) write their steps, then the
+ * mark '#' (RUNC_STEPS_MARK), then the final answer as a direct answer would
+ * write it: "6*6=36 ... 3+1=4#4256.00". The mark never occurs in the steps. */
+enum { RUNC_STEPS_MARK = 35 };   /* '#' */
+
+/* The final answer of an answer: the offset in `answer` of the text after its
+ * last '#', or 0 when it has none (a direct answer is its own final answer).
+ * answer + runc_final_answer(answer) is the final answer; NULL gives 0. */
+size_t runc_final_answer(const char *answer);
+
 /* ---- the batch engine ----------------------------------------------------- */
 
 /* Many problems at once: each of `threads` workers keeps `slots` sequences in

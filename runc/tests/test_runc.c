@@ -2042,6 +2042,29 @@ static void test_big_endian_host(void)
     free_weights(&w);
 }
 
+/* runc_final_answer: the text after the last '#', or all of a direct answer. */
+static void test_final_answer(void)
+{
+    static const struct {
+        const char *answer;
+        size_t offset;
+    } cases[] = {
+        {"4256.00", 0},
+        {"", 0},
+        {"6*6=36 7*6=42 3+1=4#4256.00", 20},
+        {"a#b#c", 4},
+        {"#", 1},
+        {"12#", 3},
+        {"#-8.00", 1},
+    };
+    size_t i;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK(runc_final_answer(cases[i].answer) == cases[i].offset, "final answer of \"%s\": offset %zu, want %zu",
+              cases[i].answer, runc_final_answer(cases[i].answer), cases[i].offset);
+    CHECK(runc_final_answer(NULL) == 0, "final answer of NULL");
+    CHECK(RUNC_STEPS_MARK == '#', "the steps mark is '#'");
+}
+
 int main(void)
 {
     if (!host_little_endian()) { /* the formats are little-endian: check the refusal only */
@@ -2061,6 +2084,7 @@ int main(void)
     test_tokenizer_pieces();
     test_null_arguments();
     test_sizes_beyond_4gib();
+    test_final_answer();
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail == 0 ? 0 : 1;
 }
