@@ -56,12 +56,13 @@ class Generation:
 class Answer(NamedTuple):
     """One answer of `Model.solve(prompts, confidence=True)`.
 
-    text: the answer (as solve returns it); mean_logprob and min_logprob: the
+    text: the answer (as solve returns it: the final answer, or with steps=True the whole answer of a
+    model that shows its work); mean_logprob and min_logprob: the
     mean and the minimum log-probability of the generated tokens, the closing
     EOS included (absent when the answer ran to the end of the context) -- the
     model's confidence: exp(mean_logprob) is the geometric mean of the tokens'
     probabilities, exp(min_logprob) the least likely token's; n_tokens: tokens
-    generated, EOS not counted.
+    generated for the whole answer (steps included), EOS not counted.
     """
 
     text: str
@@ -463,8 +464,13 @@ class Model:
         return self.generate_tokens(prompt, max_new, temperature, topp, seed).logprobs
 
     def solve(self, prompts: Sequence[str], confidence: bool = False, *,
-              batch: bool = True) -> list[str] | list[Answer]:
+              batch: bool = True, steps: bool = False) -> list[str] | list[Answer]:
         """Answers to problems, greedily: [BOS] + encode("24 + 82 =") -> " 106.00" EOS -> "106.00".
+
+        A model that shows its work writes steps, then '#', then the final answer ("76 * 56 =" ->
+        "6*6=36 ... 3+1=4#4256.00"): solve returns the final answer ("4256.00"; the C library's
+        runc_final_answer: the text after the last '#', or the whole of a direct answer), and with
+        steps=True the whole answer. A direct model's answers are the same either way.
 
         Runs the batch engine (`threads` worker threads, many problems in flight); its answers
         are identical to those of runc_solve one problem at a time, which batch=False runs (the
@@ -483,6 +489,8 @@ class Model:
             raise TypeError(f"solve takes a list of prompt strings, got {type(prompts).__name__}") from None
         if not prompts:
             raise ValueError("solve: empty list of prompts")
+        if not isinstance(steps, bool):
+            raise TypeError(f"solve: steps must be a bool, got {type(steps).__name__}")
         encoded = []
         for i, p in enumerate(prompts):
             if not isinstance(p, str):
@@ -492,18 +500,19 @@ class Model:
         if not batch:
             if confidence:
                 raise ValueError("solve: confidence needs the batch engine (batch=True)")
-            return self._solve_single(prompts, encoded)
+            return self._solve_single(prompts, encoded, steps)
         out: list = []
         with self._lock:
             self._live()
             b = self._open_batch()
             self._last_tokens = 0
             for start in range(0, len(encoded), _SOLVE_CHUNK):
-                out += self._solve_chunk(b, prompts, encoded, start, confidence)
+                out += self._solve_chunk(b, prompts, encoded, start, confidence, steps)
                 self._last_tokens += int(self._lib.runc_batch_tokens(b))
         return out
 
-    def _solve_chunk(self, b, prompts: list[str], encoded: list[bytes], start: int, confidence: bool) -> list:
+    def _solve_chunk(self, b, prompts: list[str], encoded: list[bytes], start: int, confidence: bool,
+                     steps: bool) -> list:
         ffi, lib = self._ffi, self._lib
         chunk = encoded[start:start + _SOLVE_CHUNK]
         n = len(chunk)
@@ -533,12 +542,13 @@ class Model:
         texts = []
         for i in range(n):
             off = i * cap
-            texts.append(raw[off:raw.index(b"\0", off)].decode("utf-8", errors="replace"))
+            first = off if steps else off + int(lib.runc_final_answer(answers + off))
+            texts.append(raw[first:raw.index(b"\0", off)].decode("utf-8", errors="replace"))
         if not confidence:
             return texts
         return [Answer(t, float(mean[i]), float(low[i]), int(n_gen[i])) for i, t in enumerate(texts)]
 
-    def _solve_single(self, prompts: list[str], encoded: list[bytes]) -> list[str]:
+    def _solve_single(self, prompts: list[str], encoded: list[bytes], steps: bool) -> list[str]:
         ffi, lib = self._ffi, self._lib
         answers = []
         with self._lock:
@@ -552,5 +562,6 @@ class Model:
                         self._check(rc, err)
                     except RuncError as e:
                         raise RuncError(f"prompt {i} ({prompts[i]!r}): {e}", code=e.code, status=e.status) from None
-                answers.append(ffi.string(buf).decode("utf-8", errors="replace"))
+                first = 0 if steps else int(lib.runc_final_answer(buf))
+                answers.append(ffi.string(buf + first).decode("utf-8", errors="replace"))
         return answers
