@@ -1020,10 +1020,18 @@ static void rb_worker_run(rb_worker *w)
             int best = 0, v, np, ng;
             r = w->lrow[j];
             s = w->row_slot[r];
-            for (v = 1; v < b->V; v++)
-                if (lg[v] > lg[best]) best = v;
             np = w->slot_np[s];
             ng = w->slot_ngen[s];
+            if (!runc_step_finite(lg, b->V, w->x + (size_t)j * (size_t)b->sD, b->D)) { /* the forward pass overflowed: as runc_solve, it names the layer */
+                runc_error e;
+                runc_nonfinite_error(b->model, w->ids + (size_t)s * (size_t)context, np + ng, &e);
+                rb_fail(w, w->slot_prob[s], e.code, e.message);
+                w->slot_prob[s] = -1;
+                active--;
+                continue;
+            }
+            for (v = 1; v < b->V; v++)
+                if (lg[v] > lg[best]) best = v;
             if (w->want_lp) {
                 float lp = w->lp[j];
                 w->slot_lpsum[s] += lp;

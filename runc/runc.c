@@ -121,7 +121,8 @@ const char *runc_status_name(int code)
         "RUNC_E_TRUNCATED", "RUNC_E_TRAILING", "RUNC_E_MAGIC", "RUNC_E_VERSION",
         "RUNC_E_FIELD", "RUNC_E_SHAPE", "RUNC_E_GROUP", "RUNC_E_FLAG", "RUNC_E_EXTENSION",
         "RUNC_E_OVERFLOW", "RUNC_E_TOKENIZER", "RUNC_E_VOCAB", "RUNC_E_ENCODE",
-        "RUNC_E_CONTEXT", "RUNC_E_BUFFER", "RUNC_E_UNSUPPORTED", "RUNC_E_WEIGHT"};
+        "RUNC_E_CONTEXT", "RUNC_E_BUFFER", "RUNC_E_UNSUPPORTED", "RUNC_E_WEIGHT",
+        "RUNC_E_NONFINITE"};
     if (code < 0 || code >= (int)(sizeof names / sizeof names[0])) return "RUNC_E_UNKNOWN";
     return names[code];
 }
@@ -1523,7 +1524,16 @@ static void rope(float *vec, int n_heads, int head_size, const float *cosv, cons
     }
 }
 
+/* runc_forward; with bad_layer non-NULL (runc_nonfinite_error) also the
+ * first layer whose output is not finite, or -1 (left as is when none). */
+static int forward(runc_state *s, int token, int pos, const float **logits, int *bad_layer, runc_error *err);
+
 int runc_forward(runc_state *s, int token, int pos, const float **logits, runc_error *err)
+{
+    return forward(s, token, pos, logits, NULL, err);
+}
+
+static int forward(runc_state *s, int token, int pos, const float **logits, int *bad_layer, runc_error *err)
 {
     const runc_model *m;
     const runc_config *c;
@@ -1614,6 +1624,7 @@ int runc_forward(runc_state *s, int token, int pos, const float **logits, runc_e
         matmul_input(s, s->hb, H);
         matmul(s, s->xb, s->hb, &m->w2[l], H, D);
         for (i = 0; i < D; i++) x[i] += s->xb[i];
+        if (bad_layer && *bad_layer < 0 && !runc_norm_finite(x, D)) *bad_layer = l;
     }
 
     if (logits) {
@@ -1822,7 +1833,47 @@ int runc_sample(runc_sampler *s, const float *logits, int *token, float *logprob
 /* 6. generation and the TinyMath problem convention                           */
 /* ========================================================================== */
 
-/* The shared loop of runc_generate and runc_solve; sampler NULL = greedy. */
+int runc_nonfinite_error(const runc_model *m, const int *tokens, int n, runc_error *err)
+{
+    runc_state *s = NULL;
+    int pos, layer = -1, rc = RUNC_OK;
+    if (n >= 1 && n <= m->cfg.max_seq_len && runc_state_open(&s, m, n, NULL) == RUNC_OK) {
+        for (pos = 0; pos < n && layer < 0 && rc == RUNC_OK; pos++) {
+            const float *logits;
+            rc = forward(s, tokens[pos], pos, &logits, &layer, NULL);
+        }
+        runc_state_close(s);
+        if (layer >= 0)
+            return runc_set_error(err, RUNC_E_NONFINITE,
+                                  "the forward pass overflowed: the output of layer %d (of %d) overflows float32 at "
+                                  "position %d (weights too large?)",
+                                  layer, m->cfg.n_layers, pos - 1);
+        if (rc == RUNC_OK)
+            return runc_set_error(err, RUNC_E_NONFINITE,
+                                  "the forward pass overflowed: the classifier gave a non-finite logit at position %d "
+                                  "(weights too large?)",
+                                  n - 1);
+    }
+    return runc_set_error(err, RUNC_E_NONFINITE, "the forward pass overflowed: a non-finite logit at position %d", n - 1);
+}
+
+/* The error of a non-finite logit after prompt[0..n_prompt) and out[0..n_out). */
+static int nonfinite_error(const runc_model *m, const int *prompt, int n_prompt, const int *out, int n_out,
+                           runc_error *err)
+{
+    int *all = (int *)malloc(((size_t)n_prompt + (size_t)n_out) * sizeof *all), rc;
+    if (!all)
+        return runc_set_error(err, RUNC_E_NONFINITE, "the forward pass overflowed: a non-finite logit at position %d",
+                              n_prompt + n_out - 1);
+    memcpy(all, prompt, (size_t)n_prompt * sizeof *all);
+    if (n_out) memcpy(all + n_prompt, out, (size_t)n_out * sizeof *all);
+    rc = runc_nonfinite_error(m, all, n_prompt + n_out, err);
+    free(all);
+    return rc;
+}
+
+/* The shared loop of runc_generate and runc_solve; sampler NULL = greedy (and
+ * the problem convention: every step's logits must be finite). */
 static int generate_loop(runc_state *s, runc_sampler *smp, const int *prompt, int n_prompt, int max_new,
                          int stop_token, int *out, float *out_logprobs, int *n_out, runc_error *err)
 {
@@ -1845,6 +1896,8 @@ static int generate_loop(runc_state *s, runc_sampler *smp, const int *prompt, in
     while (n < max_new && n_prompt + n < s->context) {
         int tok;
         float lp = 0.0f;
+        if (!smp && !runc_step_finite(logits, V, s->x, s->model->cfg.dim))
+            return nonfinite_error(s->model, prompt, n_prompt, out, n, err);
         if (smp) runc_sample(smp, logits, &tok, out_logprobs ? &lp : NULL);
         else {
             tok = argmax(logits, V);

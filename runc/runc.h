@@ -66,7 +66,9 @@ typedef enum runc_status {
     RUNC_E_CONTEXT = 18,     /* prompt or position does not fit in the context */
     RUNC_E_BUFFER = 19,      /* caller's output buffer too small */
     RUNC_E_UNSUPPORTED = 20, /* e.g. a big-endian host */
-    RUNC_E_WEIGHT = 21       /* a weight is NaN or infinite, or a Q8_0 scale negative, NaN or infinite */
+    RUNC_E_WEIGHT = 21,      /* a weight is NaN or infinite, or a Q8_0 scale negative, NaN or infinite */
+    RUNC_E_NONFINITE = 22    /* solving: the forward pass overflowed (finite weights too large for float32
+                                gave a non-finite logit); the message names the layer */
 } runc_status;
 
 typedef struct runc_error {
@@ -267,7 +269,10 @@ size_t runc_answer_cap(const runc_state *state, const runc_tokenizer *tok);
 /* The TinyMath problem convention: input [BOS] + encode(prompt) (with the
  * dummy prefix; an empty or all-whitespace prompt is refused, RUNC_E_ARG),
  * greedy decoding until EOS, the end of the context or max_answer tokens,
- * answer = decoded generated text without leading/trailing whitespace. answer gets a
+ * answer = decoded generated text without leading/trailing whitespace.
+ * Every step's logits are checked: a non-finite one (weights that pass the
+ * open's check but overflow float32 in the forward pass) stops with
+ * RUNC_E_NONFINITE naming the first layer whose output is not finite. answer gets a
  * NUL-terminated string; cap = runc_answer_cap() always suffices. When
  * n_generated is non-NULL it gets the number of generated tokens (EOS not
  * counted). */

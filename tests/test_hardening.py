@@ -216,3 +216,57 @@ def test_errors_quote_a_short_prefix(files):
             with pytest.raises(RuncError) as e:
                 model.solve(["x" * 100 + " =", "1 ="], batch=batch)
             assert len(str(e.value)) < 300 and str(e.value).startswith("prompt 0 ('xxxx"), str(e.value)[:300]
+
+
+# ---- 5. finite weights that overflow ---------------------------------------------------------------------
+
+def _big_norm(sd) -> None:
+    sd["layers.1.ffn_norm.weight"][:] = 1e30
+
+
+def _big_matrix(sd) -> None:
+    sd["layers.0.attention.wo.weight"][:] = 3e38 * np.sign(sd["layers.0.attention.wo.weight"])
+
+
+def _big_classifier(sd) -> None:
+    sd["output.weight"][:] = 3e38
+
+
+@pytest.mark.parametrize("fmt", ["v1", "v2"])
+@pytest.mark.parametrize("edit, where", [(_big_norm, "layer 1 (of 2)"), (_big_matrix, "layer 0 (of 2)"),
+                                         (_big_classifier, "classifier")])
+def test_overflowing_weights_stop_with_an_error(run_bin, files, fmt, edit, where):
+    m = files(model_bytes(fmt, edit=edit))
+    prompts = ["1 + 1 =", "24 + 82 =", "7 * 8 ="]
+    with Model(m) as model:
+        for batch in (True, False):
+            with pytest.raises(RuncError, match="the forward pass overflowed") as e:
+                model.solve(prompts, batch=batch)
+            assert e.value.status == "RUNC_E_NONFINITE" and where in str(e.value), str(e.value)
+            assert str(e.value).startswith("prompt 0 ")
+        ffi, lib = _load_engine()
+        status = ffi.new("runc_error[]", 3)
+        b = model._open_batch()
+        answers = ffi.new("char[]", 3 * lib.runc_batch_answer_cap(b))
+        keep = [ffi.new("char[]", p.encode()) for p in prompts]
+        rc = lib.runc_batch_solve(b, ffi.new("char *[]", keep), 3, answers, lib.runc_batch_answer_cap(b), ffi.NULL,
+                                  ffi.NULL, ffi.NULL, status, ffi.NULL)
+        assert rc == lib.RUNC_E_NONFINITE and all(s.code == rc for s in status)
+        single = []
+        for p in prompts:  # the same message, prompt by prompt, from runc_solve
+            with pytest.raises(RuncError) as e:
+                model.solve([p], batch=False)
+            single.append(str(e.value).split(": ", 1)[1])
+        assert [ffi.string(s.message).decode() for s in status] == single
+    r = run(run_bin, m, "-m", "calc", "-i", "1 + 1")
+    one_line_error(r, "the forward pass overflowed", where)
+    r = run(run_bin, m, "-m", "batch", stdin="1 + 1 =\n2 + 2 =\n")
+    assert r.returncode == 1 and r.stdout == "\n\n" and r.stderr.count("overflowed") == 2
+
+
+def test_finite_weights_still_answer(files):
+    """The check costs nothing to a sane model: answers as before, every one."""
+    m = files(model_bytes("v2"))
+    with Model(m) as model:
+        prompts = [f"{a} + {b} =" for a in range(0, 99, 7) for b in range(0, 99, 11)]
+        assert model.solve(prompts) == model.solve(prompts, batch=False)
