@@ -19,6 +19,11 @@ is problems/s against the problems/s the ceiling allows), the tokens each engine
 problem (runc takes a prompt's cached prefix from an earlier problem instead of running it, and runs
 a prompt token's last layer only up to its keys and values), and the peak resident memory of the
 process that ran it (each engine runs in its own).
+A second table, answers that show their work (issue 20): a random model of the classic 25K shape
+(d32 L2 h4 f84) whose context holds the prompt and 70 generated tokens (a steps answer of `*` is
+about that long: steps, '#', the final answer), every answer running to the end of the context (EOS
+zeroed): problems/s and tokens/s of the batch engine (best slots) and of runc_solve one at a time,
+with the tokens generated per answer. --no-steps leaves it out.
 Rates are medians of --repeats timed runs of at least --seconds each. The machine is shared: every
 figure is relative to the load of the moment, which is why they are all measured in one run.
 """
@@ -47,6 +52,8 @@ TOKENS_PER_PROBLEM = PROMPT_TOKENS + N_NEW - 1  # a problem's work: its prompt a
 EOS = 2
 VOCAB, SEQ = 20, 24
 N_PROMPTS = 4096   # distinct prompts (each timed run solves them over and over)
+STEPS_PARAMS = 25_000   # the steps row: the classic 25K shape ...
+STEPS_NEW = 70          # ... generating this many tokens per answer (a `*` steps answer's length)
 
 
 # ---- setup ----------------------------------------------------------------------------------------------
@@ -79,6 +86,25 @@ def build_models(tmp: Path) -> dict:
             paths["v2"].write_bytes(encode_bin(from_module(model), "v2"))
         out[name] = {"cfg": cfg, "params": cfg.n_params(), "paths": paths}
     return out
+
+
+def build_steps_model(tmp: Path) -> dict:
+    """The steps row's random model: the classic 25K shape, a context of prompt + STEPS_NEW, EOS zeroed."""
+    import torch
+
+    from tinymath.export import encode_bin, from_module
+    from tinymath.train.model import ModelConfig, Transformer
+
+    cfg = ModelConfig.for_params(STEPS_PARAMS, vocab_size=VOCAB, max_seq_len=PROMPT_TOKENS + STEPS_NEW)
+    torch.manual_seed(STEPS_PARAMS)
+    model = Transformer(cfg).eval()
+    with torch.no_grad():
+        model.tok_embeddings.weight[EOS].zero_()
+    path = tmp / "steps25K.bin"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path.write_bytes(encode_bin(from_module(model), "v1"))
+    return {"cfg": cfg, "params": cfg.n_params(), "path": path}
 
 
 def write_prompts(path: Path) -> list[str]:
@@ -204,6 +230,8 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (the median is reported)")
     p.add_argument("--sizes", default=",".join(SIZES), help="comma-separated subset of " + ",".join(SIZES))
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--no-steps", dest="steps", action="store_false",
+                   help="leave out the steps row (long answers: 70 generated tokens)")
     # internal: the PyTorch worker
     p.add_argument("--worker", choices=["kv", "nokv"], help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
@@ -257,6 +285,15 @@ def main() -> int:
             for label, r in res.items():
                 r.setdefault("tokens_per_s", r["problems_per_s"] * r["tokens_per_problem"])
             rows.append((name, info, res))
+        steps = None
+        if args.steps:  # long answers: every answer generates STEPS_NEW tokens
+            steps = build_steps_model(tmp)
+            context = PROMPT_TOKENS + STEPS_NEW
+            steps["engines"] = {
+                "runc batch fp32": best_runc(args.runc, steps["path"], tok, prompts_path, context, [16, 32, 64],
+                                             args.seconds, args.repeats),
+                "runc one at a time": runc(args.runc, steps["path"], tok, prompts_path, "single", 0, context,
+                                           args.seconds, args.repeats)}
         ceiling.append(matmul_ceiling())
     peak = max(ceiling)
     if load:
@@ -294,11 +331,29 @@ def main() -> int:
     for name, info, res in rows:
         tried = "; ".join(f"{e}: {r['tried']}" for e, r in res.items() if "tried" in r)
         print(f"  {name} tried (problems/s): {tried}")
+    if steps is not None:
+        cfg = steps["cfg"]
+        print(f"\nAnswers that show their work: {STEPS_NEW} generated tokens per answer (a `*` steps answer's "
+              f"length), prompt {PROMPT_TOKENS} tokens, context {cfg.max_seq_len}; same run, same prompts\n")
+        head = (f"{'model':<34} {'engine':<20} {'batch':>9} {'problems/s':>11} {'tokens/s':>10} {'gen/answer':>10} "
+                f"{'run/prob':>8} {'peak MB':>8}")
+        print(head)
+        print("-" * len(head))
+        label = (f"steps 25K ({steps['params']:,}: d{cfg.dim} L{cfg.n_layers} h{cfg.n_heads} f{cfg.hidden_dim})")
+        for engine, r in steps["engines"].items():
+            batch = f"{r['threads']}x{r['slots']}" if engine.startswith("runc batch") else "1"
+            print(f"{label:<34} {engine:<20} {batch:>9} {r['problems_per_s']:>11,.0f} {r['tokens_per_s']:>10,.0f} "
+                  f"{STEPS_NEW:>10} {r['tokens_per_problem']:>8.1f} {r['maxrss_kb'] / 1024:>8.0f}")
+            label = ""
+        print(f"  steps 25K tried (problems/s): runc batch fp32: {steps['engines']['runc batch fp32']['tried']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"ceiling_gflops": peak, "ceilings": ceiling, "cores": cores,
                        "sizes": {name: {"params": info["params"], "config": info["cfg"].to_dict(), "engines": res}
-                                 for name, info, res in rows}}, f, indent=1, default=str)
+                                 for name, info, res in rows},
+                       "steps": None if steps is None else {
+                           "params": steps["params"], "config": steps["cfg"].to_dict(), "generated": STEPS_NEW,
+                           "engines": steps["engines"]}}, f, indent=1, default=str)
     return 0
 
 

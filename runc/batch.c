@@ -145,6 +145,7 @@ struct runc_batch {
     const runc_model *model;
     const runc_tokenizer *tok;
     int threads, slots, context, q8, gs;
+    int max_answer;      /* tokens an answer may generate */
     int vnni;            /* int8 products by VNNI (vpdpbusd): AVX-512 kernels, group size a multiple of 4 */
     int z16;             /* fp32 with the AVX-512 kernels: gemm_f32's 16-float tile (weights also in wz) */
     int D, H, KV, hs, nh, nkv, V, L;
@@ -625,6 +626,7 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
     b->threads = 1; /* no threads on this platform: one worker, the caller */
 #endif
     b->context = context;
+    b->max_answer = RUNC_DEFAULT_MAX_ANSWER;
     b->q8 = c->version == 2;
     b->gs = c->group_size;
     b->D = c->dim;
@@ -772,13 +774,30 @@ long long runc_batch_tokens(const runc_batch *b)
     return b ? b->tokens : 0;
 }
 
+int runc_batch_set_max_answer(runc_batch *b, int max_answer, runc_error *err)
+{
+    if (!b) return runc_set_error(err, RUNC_E_ARG, "runc_batch_set_max_answer: NULL batch");
+    if (max_answer < 0 || max_answer > RUNC_MAX_SEQ_LEN)
+        return runc_set_error(err, RUNC_E_ARG, "max_answer = %d must be in 1..%d, or 0 for the default (%d)",
+                              max_answer, RUNC_MAX_SEQ_LEN, RUNC_DEFAULT_MAX_ANSWER);
+    b->max_answer = max_answer ? max_answer : RUNC_DEFAULT_MAX_ANSWER;
+    return runc_set_ok(err);
+}
+
+int runc_batch_max_answer(const runc_batch *b)
+{
+    return b ? b->max_answer : 0;
+}
+
 size_t runc_batch_answer_cap(const runc_batch *b)
 {
-    size_t n;
+    size_t n, tokens;
     if (!b) return 0;
+    /* the answer's tokens: at most max_answer, and fewer than the context */
+    tokens = (size_t)(b->max_answer < b->context ? b->max_answer : b->context);
     n = (size_t)runc_tokenizer_max_token_length(b->tok);
-    if (n != 0 && (size_t)b->context > (SIZE_MAX - 1) / n) return SIZE_MAX;
-    return (size_t)b->context * n + 1;
+    if (n != 0 && tokens > (SIZE_MAX - 1) / n) return SIZE_MAX;
+    return tokens * n + 1;
 }
 
 /* ========================================================================== */
@@ -1001,10 +1020,18 @@ static void rb_worker_run(rb_worker *w)
             int best = 0, v, np, ng;
             r = w->lrow[j];
             s = w->row_slot[r];
-            for (v = 1; v < b->V; v++)
-                if (lg[v] > lg[best]) best = v;
             np = w->slot_np[s];
             ng = w->slot_ngen[s];
+            if (!runc_step_finite(lg, b->V, w->x + (size_t)j * (size_t)b->sD, b->D)) { /* the forward pass overflowed: as runc_solve, it names the layer */
+                runc_error e;
+                runc_nonfinite_error(b->model, w->ids + (size_t)s * (size_t)context, np + ng, &e);
+                rb_fail(w, w->slot_prob[s], e.code, e.message);
+                w->slot_prob[s] = -1;
+                active--;
+                continue;
+            }
+            for (v = 1; v < b->V; v++)
+                if (lg[v] > lg[best]) best = v;
             if (w->want_lp) {
                 float lp = w->lp[j];
                 w->slot_lpsum[s] += lp;
@@ -1017,7 +1044,7 @@ static void rb_worker_run(rb_worker *w)
             }
             w->ids[(size_t)s * (size_t)context + (size_t)(np + ng)] = best;
             w->slot_ngen[s] = ++ng;
-            if (np + ng >= context) { /* the context is full: no EOS */
+            if (np + ng >= context || ng >= b->max_answer) { /* the context is full, or the answer: no EOS */
                 rb_finish(w, s, ng);
                 active--;
                 continue;

@@ -56,12 +56,13 @@ class Generation:
 class Answer(NamedTuple):
     """One answer of `Model.solve(prompts, confidence=True)`.
 
-    text: the answer (as solve returns it); mean_logprob and min_logprob: the
+    text: the answer (as solve returns it: the final answer, or with steps=True the whole answer of a
+    model that shows its work); mean_logprob and min_logprob: the
     mean and the minimum log-probability of the generated tokens, the closing
     EOS included (absent when the answer ran to the end of the context) -- the
     model's confidence: exp(mean_logprob) is the geometric mean of the tokens'
     probabilities, exp(min_logprob) the least likely token's; n_tokens: tokens
-    generated, EOS not counted.
+    generated for the whole answer (steps included), EOS not counted.
     """
 
     text: str
@@ -70,7 +71,16 @@ class Answer(NamedTuple):
     n_tokens: int
 
 
-_SOLVE_CHUNK = 16384  # prompts per call into the batch engine (bounds the answer buffers)
+_SOLVE_CHUNK = 16384  # prompts per call into the batch engine (bounds the answer buffers) ...
+_SOLVE_CHUNK_BYTES = 64 << 20  # ... as does this size of the answer buffers of one call
+_QUOTE = 40  # an error message quotes at most this many characters of a prompt
+
+
+def _quote(prompt: str) -> str:
+    """A prompt as an error message shows it: repr of its first _QUOTE characters."""
+    if len(prompt) <= _QUOTE:
+        return repr(prompt)
+    return f"{prompt[:_QUOTE]!r}... ({len(prompt):,} characters)"
 
 
 def _load_engine():
@@ -463,8 +473,17 @@ class Model:
         return self.generate_tokens(prompt, max_new, temperature, topp, seed).logprobs
 
     def solve(self, prompts: Sequence[str], confidence: bool = False, *,
-              batch: bool = True) -> list[str] | list[Answer]:
+              batch: bool = True, steps: bool = False, max_answer: int | None = None) -> list[str] | list[Answer]:
         """Answers to problems, greedily: [BOS] + encode("24 + 82 =") -> " 106.00" EOS -> "106.00".
+
+        A model that shows its work writes steps, then '#', then the final answer ("76 * 56 =" ->
+        "6*6=36 ... 3+1=4#4256.00"): solve returns the final answer ("4256.00"; the C library's
+        runc_final_answer: the text after the last '#', or the whole of a direct answer), and with
+        steps=True the whole answer. A direct model's answers are the same either way.
+
+        max_answer: the most tokens an answer may generate (None: the C library's default,
+        RUNC_DEFAULT_MAX_ANSWER = 512, far above any real task's answer; steps included); an
+        answer that reaches it ends there, as one that reaches the end of the context.
 
         Runs the batch engine (`threads` worker threads, many problems in flight); its answers
         are identical to those of runc_solve one problem at a time, which batch=False runs (the
@@ -483,6 +502,12 @@ class Model:
             raise TypeError(f"solve takes a list of prompt strings, got {type(prompts).__name__}") from None
         if not prompts:
             raise ValueError("solve: empty list of prompts")
+        if not isinstance(steps, bool):
+            raise TypeError(f"solve: steps must be a bool, got {type(steps).__name__}")
+        if max_answer is not None and (isinstance(max_answer, bool) or not isinstance(max_answer, int)):
+            raise TypeError(f"solve: max_answer must be an int or None, got {type(max_answer).__name__}")
+        if max_answer is not None and not 1 <= max_answer <= self._lib.RUNC_MAX_SEQ_LEN:
+            raise ValueError(f"solve: max_answer must be in 1..{self._lib.RUNC_MAX_SEQ_LEN}, got {max_answer}")
         encoded = []
         for i, p in enumerate(prompts):
             if not isinstance(p, str):
@@ -492,20 +517,25 @@ class Model:
         if not batch:
             if confidence:
                 raise ValueError("solve: confidence needs the batch engine (batch=True)")
-            return self._solve_single(prompts, encoded)
+            return self._solve_single(prompts, encoded, steps, max_answer or 0)
         out: list = []
         with self._lock:
             self._live()
             b = self._open_batch()
+            err = self._ffi.new("runc_error *")
+            self._check(self._lib.runc_batch_set_max_answer(b, max_answer or 0, err), err)
             self._last_tokens = 0
-            for start in range(0, len(encoded), _SOLVE_CHUNK):
-                out += self._solve_chunk(b, prompts, encoded, start, confidence)
+            cap = int(self._lib.runc_batch_answer_cap(b))
+            chunk = max(1, min(_SOLVE_CHUNK, _SOLVE_CHUNK_BYTES // cap))
+            for start in range(0, len(encoded), chunk):
+                out += self._solve_chunk(b, prompts, encoded, start, chunk, confidence, steps)
                 self._last_tokens += int(self._lib.runc_batch_tokens(b))
         return out
 
-    def _solve_chunk(self, b, prompts: list[str], encoded: list[bytes], start: int, confidence: bool) -> list:
+    def _solve_chunk(self, b, prompts: list[str], encoded: list[bytes], start: int, size: int, confidence: bool,
+                     steps: bool) -> list:
         ffi, lib = self._ffi, self._lib
-        chunk = encoded[start:start + _SOLVE_CHUNK]
+        chunk = encoded[start:start + size]
         n = len(chunk)
         keep = [ffi.new("char[]", p) for p in chunk]
         ptrs = ffi.new("char *[]", keep)
@@ -527,23 +557,28 @@ class Model:
                 self._check(rc, err)
             i = start + k
             message = ffi.string(status[k].message).decode("utf-8", errors="replace")
-            raise RuncError(f"prompt {i} ({prompts[i]!r}): {message}", code=status[k].code,
+            raise RuncError(f"prompt {i} ({_quote(prompts[i])}): {message}", code=status[k].code,
                             status=ffi.string(lib.runc_status_name(status[k].code)).decode())
         raw = ffi.buffer(answers)[:]
         texts = []
         for i in range(n):
             off = i * cap
-            texts.append(raw[off:raw.index(b"\0", off)].decode("utf-8", errors="replace"))
+            first = off if steps else off + int(lib.runc_final_answer(answers + off))
+            texts.append(raw[first:raw.index(b"\0", off)].decode("utf-8", errors="replace"))
         if not confidence:
             return texts
         return [Answer(t, float(mean[i]), float(low[i]), int(n_gen[i])) for i, t in enumerate(texts)]
 
-    def _solve_single(self, prompts: list[str], encoded: list[bytes]) -> list[str]:
+    def _solve_single(self, prompts: list[str], encoded: list[bytes], steps: bool, max_answer: int) -> list[str]:
         ffi, lib = self._ffi, self._lib
         answers = []
         with self._lock:
             self._live()
             err = ffi.new("runc_error *")
+            self._check(lib.runc_state_set_max_answer(self._state, max_answer, err), err)
+            cap = int(lib.runc_answer_cap(self._state, self._tok))
+            if self._answer is None or len(self._answer) < cap:
+                self._answer = ffi.new("char[]", cap)
             buf, cap = self._answer, len(self._answer)
             for i, p in enumerate(encoded):
                 rc = lib.runc_solve(self._state, self._tok, p, buf, cap, ffi.NULL, err)
@@ -551,6 +586,8 @@ class Model:
                     try:
                         self._check(rc, err)
                     except RuncError as e:
-                        raise RuncError(f"prompt {i} ({prompts[i]!r}): {e}", code=e.code, status=e.status) from None
-                answers.append(ffi.string(buf).decode("utf-8", errors="replace"))
+                        raise RuncError(f"prompt {i} ({_quote(prompts[i])}): {e}", code=e.code,
+                                        status=e.status) from None
+                first = 0 if steps else int(lib.runc_final_answer(buf))
+                answers.append(ffi.string(buf + first).decode("utf-8", errors="replace"))
         return answers

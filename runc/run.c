@@ -4,6 +4,8 @@
  * llama2.c's flags (-t -p -s -n -i -z -m generate|chat) plus two modes for
  * problems: -m calc (an interactive calculator: "36 / 3" -> "12.00") and
  * -m batch (one prompt per line from -f FILE or stdin, one answer per line).
+ * Both print the final answer (runc_final_answer: what follows the last '#'
+ * of a model that shows its work); -v prints the whole answer, steps included.
  *
  * Every bad input ends in one line on stderr naming the problem and a
  * non-zero exit status. The library never prints or exits; this file does.
@@ -28,6 +30,11 @@
 #include <time.h>
 
 #define DEFAULT_MODEL "models/tinymath.bin"
+
+/* An input line holds at most this many bytes (a prompt is far shorter): a
+ * longer one ends the input with an error, so that /dev/zero or a file with
+ * no newlines cannot grow memory without bound. */
+#define MAX_LINE ((size_t)1 << 20)
 
 static void die(const char *fmt, ...)
 {
@@ -56,7 +63,13 @@ static void usage(FILE *f)
             "  -y <string> system prompt in chat mode\n"
             "  -f <string> batch mode: file of prompts, one per line (default stdin)\n"
             "  -j <int>    batch mode: worker threads, default 0 = one per CPU core\n"
-            "calc and batch answer greedily, stopping at EOS: prompt \"36 / 3 =\" -> \"12.00\".\n");
+            "  -l <int>    calc and batch: at most this many tokens per answer, default %d\n"
+            "  -v          calc and batch: print the whole answer, the steps of a model that shows its work\n"
+            "              included (default: the final answer, what follows the last '#')\n"
+            "calc and batch answer greedily, stopping at EOS: prompt \"36 / 3 =\" -> \"12.00\";\n"
+            "a steps model's \"76 * 56 =\" -> \"4256.00\" (with -v: \"6*6=36 ... 3+1=4#4256.00\").\n"
+            "Input lines are at most %lu bytes; a line holding a NUL byte is refused.\n",
+            (int)RUNC_DEFAULT_MAX_ANSWER, (unsigned long)MAX_LINE);
 }
 
 /* ---- argument parsing ------------------------------------------------------ */
@@ -139,12 +152,34 @@ static void print_piece(const char *piece, size_t len)
     fwrite(piece, 1, len, stdout);
 }
 
-/* One line of any length, without its newline (and \r); NULL at end of input. */
-static char *read_line(FILE *f, char **buf, size_t *cap)
+/* The input being read: the last line, whether it held a NUL byte (a prompt
+ * cannot: it would be cut there), and whether reading stopped at an over-long
+ * line. */
+typedef struct {
+    char *buf;
+    size_t cap;
+    long nul;        /* offset of the line's first NUL byte, or -1 */
+    int too_long;    /* reading stopped: a line over MAX_LINE bytes */
+    int lineno;      /* lines read */
+} line_reader;
+
+/* One line of at most MAX_LINE bytes, without its newline (and \r); NULL at
+ * end of input, or at a line over MAX_LINE bytes (in->too_long set). */
+static char *read_line(FILE *f, line_reader *in)
 {
+    char **buf = &in->buf;
+    size_t *cap = &in->cap;
     size_t n = 0;
     int ch;
+    in->nul = -1;
+    if (in->too_long) return NULL;
     while ((ch = fgetc(f)) != EOF) {
+        if (ch == '\n') break;
+        if (n >= MAX_LINE) {
+            in->too_long = 1;
+            return NULL;
+        }
+        if (ch == '\0' && in->nul < 0) in->nul = (long)n;
         if (n + 2 > *cap) {
             size_t ncap = *cap ? 2 * *cap : 256;
             char *grown = (char *)realloc(*buf, ncap);
@@ -152,7 +187,6 @@ static char *read_line(FILE *f, char **buf, size_t *cap)
             *buf = grown;
             *cap = ncap;
         }
-        if (ch == '\n') break;
         (*buf)[n++] = (char)ch;
     }
     if (ch == EOF && n == 0) return NULL;
@@ -163,7 +197,20 @@ static char *read_line(FILE *f, char **buf, size_t *cap)
     }
     if (n > 0 && (*buf)[n - 1] == '\r') n--;
     (*buf)[n] = '\0';
+    in->lineno++;
     return *buf;
+}
+
+/* The error of a line holding a NUL byte, or of the input stopped at an over-long line. */
+static void nul_error(const line_reader *in, const char *where)
+{
+    fprintf(stderr, "run: %sholds a NUL byte (at byte %ld): refused (a prompt would be cut there)\n", where, in->nul);
+}
+
+static void too_long_error(const line_reader *in, const char *what)
+{
+    die("%s: line %d is over %lu bytes without a newline (not a file of prompts?): stopped reading", what,
+        in->lineno + 1, (unsigned long)MAX_LINE);
 }
 
 /* Trim surrounding whitespace in place. */
@@ -187,7 +234,15 @@ typedef struct {
     int vocab_size;
     int context;
     int steps;
+    int verbose;   /* calc and batch: the whole answer (steps), not only the final answer */
+    int max_answer; /* calc and batch: the most tokens an answer may generate */
 } runner;
+
+/* What calc and batch print of an answer: all of it (-v), or its final answer. */
+static const char *shown(const runner *r, const char *answer)
+{
+    return r->verbose ? answer : answer + runc_final_answer(answer);
+}
 
 static void generate(runner *r, const char *prompt)
 {
@@ -231,11 +286,12 @@ static void chat(runner *r, const char *first_prompt, const char *system_prompt)
 {
     static const char sys_template[] = "[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]";
     static const char user_template[] = "[INST] %s [/INST]";
-    char *line = NULL, *text = NULL;
-    size_t line_cap = 0;
+    char *text = NULL;
+    line_reader in;
     int *ids = NULL, pos = 0, turn = 0;
     runc_error err;
 
+    memset(&in, 0, sizeof in);
     for (;;) {
         const char *user;
         size_t need;
@@ -246,8 +302,10 @@ static void chat(runner *r, const char *first_prompt, const char *system_prompt)
         } else {
             printf("User: ");
             fflush(stdout);
-            user = read_line(stdin, &line, &line_cap);
+            user = read_line(stdin, &in);
+            if (in.too_long) too_long_error(&in, "stdin");
             if (!user) break;
+            if (in.nul >= 0) die("chat: the line holds a NUL byte (at byte %ld)", in.nul);
         }
         need = strlen(user) + (system_prompt ? strlen(system_prompt) : 0) + sizeof sys_template;
         free(text);
@@ -286,7 +344,7 @@ static void chat(runner *r, const char *first_prompt, const char *system_prompt)
             break;
         }
     }
-    free(line);
+    free(in.buf);
     free(text);
     free(ids);
 }
@@ -299,7 +357,7 @@ static int answer_one(runner *r, const char *prompt, char *answer, size_t cap, c
         fprintf(stderr, "run: %s%s\n", where, err.message);
         return 0;
     }
-    printf("%s\n", answer);
+    printf("%s\n", shown(r, answer));
     fflush(stdout);
     return 1;
 }
@@ -317,17 +375,24 @@ static char *calc_prompt(const char *line)
 
 static int calc(runner *r, const char *single)
 {
-    size_t cap = runc_answer_cap(r->state, r->tok), line_cap = 0;
-    char *answer = (char *)malloc(cap), *line = NULL, *prompt;
+    size_t cap = runc_answer_cap(r->state, r->tok);
+    char *answer = (char *)malloc(cap), *prompt;
     int ok = 1, tty = interactive();
+    line_reader in;
+    memset(&in, 0, sizeof in);
     if (!answer) die("out of memory");
     if (single) {
         char *copy = (char *)malloc(strlen(single) + 1);
         if (!copy) die("out of memory");
         strcpy(copy, single);
-        prompt = calc_prompt(trim(copy));
-        ok = answer_one(r, prompt, answer, cap, "");
-        free(prompt);
+        if (*trim(copy) == '\0') { /* no problem to answer ("=" alone is not one) */
+            fprintf(stderr, "run: empty problem: give one like -i \"36 / 3\"\n");
+            ok = 0;
+        } else {
+            prompt = calc_prompt(trim(copy));
+            ok = answer_one(r, prompt, answer, cap, "");
+            free(prompt);
+        }
         free(copy);
         free(answer);
         return ok;
@@ -339,16 +404,22 @@ static int calc(runner *r, const char *single)
             printf("> ");
             fflush(stdout);
         }
-        if (!read_line(stdin, &line, &line_cap)) break;
-        text = trim(line);
+        if (!read_line(stdin, &in)) break;
+        if (in.nul >= 0) {
+            nul_error(&in, "the line ");
+            ok = 0;
+            continue;
+        }
+        text = trim(in.buf);
         if (*text == '\0') continue;
         prompt = calc_prompt(text);
         if (!answer_one(r, prompt, answer, cap, "")) ok = 0;
         free(prompt);
     }
     if (tty) printf("\n");
-    free(line);
+    free(in.buf);
     free(answer);
+    if (in.too_long) too_long_error(&in, "stdin");
     return ok;
 }
 
@@ -360,40 +431,56 @@ static int calc(runner *r, const char *single)
 
 static int batch_one_by_one(runner *r, FILE *f)
 {
-    size_t cap = runc_answer_cap(r->state, r->tok), line_cap = 0;
-    char *answer = (char *)malloc(cap), *line = NULL, where[64];
-    int ok = 1, lineno = 0;
+    size_t cap = runc_answer_cap(r->state, r->tok);
+    char *answer = (char *)malloc(cap), where[64];
+    int ok = 1;
+    line_reader in;
+    memset(&in, 0, sizeof in);
     if (!answer) die("out of memory");
-    while (read_line(f, &line, &line_cap)) {
-        lineno++;
-        snprintf(where, sizeof where, "line %d: ", lineno);
-        if (*trim(line) == '\0') { /* a blank line stays a blank line */
+    while (read_line(f, &in)) {
+        snprintf(where, sizeof where, "line %d: ", in.lineno);
+        if (in.nul >= 0) {
+            nul_error(&in, where);
+            printf("\n");
+            ok = 0;
+            continue;
+        }
+        if (*trim(in.buf) == '\0') { /* a blank line stays a blank line */
             printf("\n");
             continue;
         }
-        if (!answer_one(r, trim(line), answer, cap, where)) {
+        if (!answer_one(r, trim(in.buf), answer, cap, where)) {
             printf("\n");
             ok = 0;
         }
     }
-    free(line);
+    free(in.buf);
     free(answer);
+    if (in.too_long) too_long_error(&in, "stdin");
     return ok;
 }
 
 /* Answer lines[0..n) (blank lines stay blank); first_lineno numbers lines[0].
- * A line that fails gets an empty line and its own error (errors[k]) on stderr. */
-static int batch_chunk(runc_batch *b, char **lines, int n, int first_lineno, char *answers, size_t cap,
-                       const char **prompts, runc_error *errors)
+ * A line that fails gets an empty line and its own error (errors[k]) on stderr;
+ * so does a line holding a NUL byte (nuls[i] >= 0: its offset), not solved. */
+static int batch_chunk(const runner *r, runc_batch *b, char **lines, const long *nuls, int n, int first_lineno,
+                       char *answers, size_t cap, const char **prompts, runc_error *errors)
 {
     int i, m = 0, ok = 1;
     for (i = 0; i < n; i++)
-        if (*lines[i] != '\0') prompts[m++] = lines[i];
+        if (nuls[i] < 0 && *lines[i] != '\0') prompts[m++] = lines[i];
     /* every line's status is in errors (the call's own status is the lowest
      * failing line's: its arguments are always valid here) */
     if (m) runc_batch_solve(b, prompts, m, answers, cap, NULL, NULL, NULL, errors, NULL);
     for (i = 0, m = 0; i < n; i++) {
         const runc_error *e;
+        if (nuls[i] >= 0) {
+            fprintf(stderr, "run: line %d: holds a NUL byte (at byte %ld): refused (a prompt would be cut there)\n",
+                    first_lineno + i, nuls[i]);
+            printf("\n");
+            ok = 0;
+            continue;
+        }
         if (*lines[i] == '\0') {
             printf("\n");
             continue;
@@ -404,13 +491,16 @@ static int batch_chunk(runc_batch *b, char **lines, int n, int first_lineno, cha
             printf("\n");
             ok = 0;
         } else {
-            printf("%s\n", answers + (size_t)m * cap);
+            printf("%s\n", shown(r, answers + (size_t)m * cap));
         }
         m++;
     }
     fflush(stdout);
     return ok;
 }
+
+/* A chunk also ends once its lines hold this many bytes (lines are up to MAX_LINE). */
+#define BATCH_CHUNK_BYTES ((size_t)16 << 20)
 
 static int batch(runner *r, const char *path, int threads)
 {
@@ -424,20 +514,24 @@ static int batch(runner *r, const char *path, int threads)
         runc_batch *b = NULL;
         runc_batch_options opt;
         runc_error err, *errors = (runc_error *)calloc(BATCH_CHUNK, sizeof *errors);
-        char **lines = (char **)calloc(BATCH_CHUNK, sizeof *lines), *line = NULL, *answers;
+        char **lines = (char **)calloc(BATCH_CHUNK, sizeof *lines), *answers;
         const char **prompts = (const char **)calloc(BATCH_CHUNK, sizeof *prompts);
-        size_t cap, line_cap = 0, *caps = (size_t *)calloc(BATCH_CHUNK, sizeof *caps);
-        int n = 0, lineno = 0;
+        long *nuls = (long *)calloc(BATCH_CHUNK, sizeof *nuls);
+        size_t cap, chunk_bytes = 0, *caps = (size_t *)calloc(BATCH_CHUNK, sizeof *caps);
+        int n = 0;
+        line_reader in;
+        memset(&in, 0, sizeof in);
         memset(&opt, 0, sizeof opt);
         opt.threads = threads;
         if (runc_batch_open(&b, r->model, r->tok, &opt, &err) != RUNC_OK) die("%s", err.message);
+        if (runc_batch_set_max_answer(b, r->max_answer, &err) != RUNC_OK) die("%s", err.message);
         cap = runc_batch_answer_cap(b);
         answers = (char *)malloc(cap * BATCH_CHUNK);
-        if (!lines || !prompts || !caps || !answers || !errors) die("out of memory");
+        if (!lines || !prompts || !caps || !answers || !errors || !nuls) die("out of memory");
         for (;;) {
-            int more = read_line(f, &line, &line_cap) != NULL;
+            int more = read_line(f, &in) != NULL;
             if (more) {
-                const char *t = trim(line);
+                const char *t = trim(in.buf);
                 size_t len = strlen(t) + 1;
                 if (len > caps[n]) {
                     char *grown = (char *)realloc(lines[n], len);
@@ -445,23 +539,27 @@ static int batch(runner *r, const char *path, int threads)
                     lines[n] = grown;
                     caps[n] = len;
                 }
-                memcpy(lines[n++], t, len);
-                lineno++;
+                memcpy(lines[n], t, len);
+                nuls[n++] = in.nul;
+                chunk_bytes += len;
             }
-            if (n == BATCH_CHUNK || (!more && n > 0)) {
-                if (!batch_chunk(b, lines, n, lineno - n + 1, answers, cap, prompts, errors)) ok = 0;
+            if (n == BATCH_CHUNK || chunk_bytes >= BATCH_CHUNK_BYTES || (!more && n > 0)) {
+                if (!batch_chunk(r, b, lines, nuls, n, in.lineno - n + 1, answers, cap, prompts, errors)) ok = 0;
                 n = 0;
+                chunk_bytes = 0;
             }
             if (!more) break;
         }
         if (ferror(f)) die("error reading %s", path ? path : "stdin");
+        if (in.too_long) too_long_error(&in, path ? path : "stdin");
         for (n = 0; n < BATCH_CHUNK; n++) free(lines[n]);
         free(lines);
         free(caps);
+        free(nuls);
         free(prompts);
         free(answers);
         free(errors);
-        free(line);
+        free(in.buf);
         runc_batch_close(b);
     } else {
         ok = batch_one_by_one(r, f);
@@ -479,8 +577,8 @@ int main(int argc, char **argv)
     const char *system_prompt = NULL, *batch_file = NULL;
     float temperature = 1.0f, topp = 0.9f;
     unsigned long long seed = 0;
-    int seed_given = 0, steps_given = 0, i = 1, ok = 1;
-    long steps = 0, threads = 0;
+    int seed_given = 0, steps_given = 0, max_answer_given = 0, i = 1, ok = 1;
+    long steps = 0, threads = 0, max_answer = 0;
     char *tok_path;
     runner r;
     runc_error err;
@@ -490,6 +588,7 @@ int main(int argc, char **argv)
         return EXIT_SUCCESS;
     }
     if (argc >= 2 && argv[1][0] != '-') model_path = argv[i++];
+    r.verbose = 0;
     for (; i < argc; i += 2) {
         const char *flag = argv[i];
         if (strcmp(flag, "-h") == 0 || strcmp(flag, "--help") == 0) {
@@ -497,7 +596,12 @@ int main(int argc, char **argv)
             return EXIT_SUCCESS;
         }
         if (flag[0] != '-') die("unexpected argument '%s' (the model path goes first; run -h for usage)", flag);
-        if (strlen(flag) != 2 || !strchr("tpsnizmyfj", flag[1]))
+        if (strcmp(flag, "-v") == 0) { /* the one flag without a value */
+            r.verbose = 1;
+            i--;
+            continue;
+        }
+        if (strlen(flag) != 2 || !strchr("tpsnizmyfjl", flag[1]))
             die("unknown flag '%s' (run -h for usage)", flag);
         if (i + 1 >= argc) die("flag %s needs a value", flag);
         switch (flag[1]) {
@@ -511,6 +615,7 @@ int main(int argc, char **argv)
         case 'y': system_prompt = argv[i + 1]; break;
         case 'f': batch_file = argv[i + 1]; break;
         case 'j': threads = parse_long(flag, argv[i + 1]); break;
+        case 'l': max_answer = parse_long(flag, argv[i + 1]); max_answer_given = 1; break;
         default: break;
         }
     }
@@ -520,8 +625,14 @@ int main(int argc, char **argv)
     if (topp < 0.0f || topp > 1.0f) die("top-p %g must be in [0, 1]", (double)topp);
     if (steps < 0) die("-n %ld must be >= 0", steps);
     if (batch_file && strcmp(mode, "batch") != 0) die("-f is for -m batch");
+    if (r.verbose && strcmp(mode, "calc") != 0 && strcmp(mode, "batch") != 0) die("-v is for -m calc and -m batch");
     if (threads < 0 || threads > RUNC_BATCH_MAX_THREADS)
         die("-j %ld must be in 0..%d (0 = one thread per CPU core)", threads, (int)RUNC_BATCH_MAX_THREADS);
+    if (max_answer_given && (max_answer < 1 || max_answer > RUNC_MAX_SEQ_LEN))
+        die("-l %ld must be in 1..%d (tokens per answer)", max_answer, (int)RUNC_MAX_SEQ_LEN);
+    if (max_answer_given && strcmp(mode, "calc") != 0 && strcmp(mode, "batch") != 0)
+        die("-l is for -m calc and -m batch (-n bounds generate and chat)");
+    r.max_answer = (int)max_answer;
     if (!seed_given) seed = (unsigned long long)time(NULL);
 
     if (runc_model_open(&r.model, model_path, 0, &err) != RUNC_OK) die("%s", err.message);
@@ -540,6 +651,7 @@ int main(int argc, char **argv)
     if (runc_tokenizer_open(&r.tok, tok_arg ? tok_arg : tok_path, r.vocab_size, &err) != RUNC_OK)
         die("%s", err.message);
     if (runc_state_open(&r.state, r.model, 0, &err) != RUNC_OK) die("%s", err.message);
+    if (runc_state_set_max_answer(r.state, r.max_answer, &err) != RUNC_OK) die("%s", err.message);
     if (runc_sampler_open(&r.sampler, r.vocab_size, temperature, topp, seed, &err) != RUNC_OK)
         die("%s", err.message);
 

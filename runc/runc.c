@@ -121,7 +121,8 @@ const char *runc_status_name(int code)
         "RUNC_E_TRUNCATED", "RUNC_E_TRAILING", "RUNC_E_MAGIC", "RUNC_E_VERSION",
         "RUNC_E_FIELD", "RUNC_E_SHAPE", "RUNC_E_GROUP", "RUNC_E_FLAG", "RUNC_E_EXTENSION",
         "RUNC_E_OVERFLOW", "RUNC_E_TOKENIZER", "RUNC_E_VOCAB", "RUNC_E_ENCODE",
-        "RUNC_E_CONTEXT", "RUNC_E_BUFFER", "RUNC_E_UNSUPPORTED", "RUNC_E_WEIGHT"};
+        "RUNC_E_CONTEXT", "RUNC_E_BUFFER", "RUNC_E_UNSUPPORTED", "RUNC_E_WEIGHT",
+        "RUNC_E_NONFINITE"};
     if (code < 0 || code >= (int)(sizeof names / sizeof names[0])) return "RUNC_E_UNKNOWN";
     return names[code];
 }
@@ -904,6 +905,11 @@ int runc_tokenizer_open_buffer(runc_tokenizer **out, const void *data, size_t si
             return runc_set_error(err, RUNC_E_TRUNCATED, "tokenizer truncated inside token %d of %d", i, vocab_size);
         {
             size_t ok = utf8_valid_prefix(p + off, (size_t)len);
+            const unsigned char *nul = (const unsigned char *)memchr(p + off, 0, (size_t)len);
+            /* a NUL would end every C string holding the piece: an answer cut short */
+            if (nul)
+                return runc_set_error(err, RUNC_E_TOKENIZER, "tokenizer token %d holds a NUL byte (at offset %zu of the piece)",
+                                      i, (size_t)(nul - (p + off)));
             if (ok < (size_t)len)
                 return runc_set_error(err, RUNC_E_TOKENIZER,
                                  "tokenizer token %d is not valid UTF-8 (byte 0x%02X at offset %zu of the piece)", i,
@@ -991,17 +997,39 @@ int runc_tokenizer_open_buffer(runc_tokenizer **out, const void *data, size_t si
     return runc_set_ok(err);
 }
 
-/* Read a whole (small) file into memory. */
-static int slurp(const char *path, unsigned char **data, size_t *size, runc_error *err)
+/* Read a whole (small) tokenizer file into memory, refusing one longer than
+ * its first 4 bytes (max_token_length) and the vocabulary size allow: `limit`
+ * (at most) is computed from them, and reading stops one byte past it, so
+ * /dev/zero or an endless pipe cannot grow memory without bound. */
+static int slurp_tokenizer(const char *path, int vocab_size, unsigned char **data, size_t *size, runc_error *err)
 {
     FILE *f = fopen(path, "rb");
     unsigned char *buf = NULL;
-    size_t n = 0, cap = 0;
+    size_t n = 0, cap = 0, limit = RUNC_SIZE_LIMIT;
     *data = NULL;
     *size = 0;
     if (!f) return runc_set_error(err, RUNC_E_IO, "cannot open: %s", strerror(errno));
     for (;;) {
-        size_t got;
+        size_t got, want;
+        if (n >= 4 && limit == RUNC_SIZE_LIMIT) {
+            /* every entry is at most 8 + max_token_length bytes; an absurd header field is
+             * left for the parser to name (it gets only these 4 bytes then) */
+            int32_t max_len = rd_i32(buf);
+            size_t entry;
+            if (max_len <= 0 || max_len > RUNC_MAX_TOKEN_LENGTH) break;
+            if (mul_sz((size_t)vocab_size, 8 + (size_t)max_len, &entry) && add_sz(entry, 4, &limit)) {}
+            else limit = RUNC_SIZE_LIMIT - 1;
+            if (limit > RUNC_MAX_TOKENIZER_BYTES) limit = RUNC_MAX_TOKENIZER_BYTES;
+        }
+        if (n > limit) {
+            free(buf);
+            fclose(f);
+            return runc_set_error(err, RUNC_E_VOCAB,
+                                  "tokenizer is longer than %zu bytes, the most a %d-token vocabulary of pieces of at "
+                                  "most max_token_length bytes can take (a tokenizer of another model, or not a "
+                                  "tokenizer?)",
+                                  limit, vocab_size);
+        }
         if (n == cap) {
             unsigned char *grown;
             cap = cap ? 2 * cap : 65536;
@@ -1018,7 +1046,9 @@ static int slurp(const char *path, unsigned char **data, size_t *size, runc_erro
             }
             buf = grown;
         }
-        got = fread(buf + n, 1, cap - n, f);
+        /* the first 4 bytes alone, then up to one byte past the limit */
+        want = n < 4 ? 4 - n : (limit - n + 1 < cap - n ? limit - n + 1 : cap - n);
+        got = fread(buf + n, 1, want, f);
         n += got;
         if (got == 0) break;
     }
@@ -1042,7 +1072,9 @@ int runc_tokenizer_open(runc_tokenizer **out, const char *path, int vocab_size, 
     if (!out) return runc_set_error(err, RUNC_E_ARG, "runc_tokenizer_open: NULL output pointer");
     *out = NULL;
     if (!path) return runc_set_error(err, RUNC_E_ARG, "runc_tokenizer_open: NULL path");
-    rc = slurp(path, &data, &size, err);
+    if (vocab_size <= 0 || vocab_size > RUNC_MAX_VOCAB)
+        return prefix_path(err, runc_tokenizer_open_buffer(out, NULL, 0, vocab_size, err), path);
+    rc = slurp_tokenizer(path, vocab_size, &data, &size, err);
     if (rc == RUNC_OK) {
         rc = runc_tokenizer_open_buffer(out, data, size, vocab_size, err);
         free(data);
@@ -1259,6 +1291,7 @@ int runc_decode(const runc_tokenizer *t, int prev_token, const int *tokens, int 
 struct runc_state {
     const runc_model *model;
     int context;                 /* positions this state can hold (<= max_seq_len) */
+    int max_answer;              /* tokens runc_solve may generate (runc_state_set_max_answer) */
     float *x;                    /* residual stream (dim) */
     float *xb, *xb2;             /* branch buffers (dim) */
     float *hb, *hb2;             /* feed-forward buffers (hidden_dim) */
@@ -1322,6 +1355,7 @@ int runc_state_open(runc_state **out, const runc_model *m, int context, runc_err
     if (!s) return runc_set_error(err, RUNC_E_NOMEM, "out of memory");
     s->model = m;
     s->context = context;
+    s->max_answer = RUNC_DEFAULT_MAX_ANSWER;
     widest = (size_t)(c->dim > c->hidden_dim ? c->dim : c->hidden_dim);
     s->x = (float *)alloc_floats((size_t)c->dim);
     s->xb = (float *)alloc_floats((size_t)c->dim);
@@ -1345,6 +1379,21 @@ int runc_state_open(runc_state **out, const runc_model *m, int context, runc_err
     }
     *out = s;
     return runc_set_ok(err);
+}
+
+int runc_state_set_max_answer(runc_state *s, int max_answer, runc_error *err)
+{
+    if (!s) return runc_set_error(err, RUNC_E_ARG, "runc_state_set_max_answer: NULL state");
+    if (max_answer < 0 || max_answer > RUNC_MAX_SEQ_LEN)
+        return runc_set_error(err, RUNC_E_ARG, "max_answer = %d must be in 1..%d, or 0 for the default (%d)",
+                              max_answer, RUNC_MAX_SEQ_LEN, RUNC_DEFAULT_MAX_ANSWER);
+    s->max_answer = max_answer ? max_answer : RUNC_DEFAULT_MAX_ANSWER;
+    return runc_set_ok(err);
+}
+
+int runc_state_max_answer(const runc_state *s)
+{
+    return s ? s->max_answer : 0;
 }
 
 int runc_state_context(const runc_state *s)
@@ -1475,7 +1524,16 @@ static void rope(float *vec, int n_heads, int head_size, const float *cosv, cons
     }
 }
 
+/* runc_forward; with bad_layer non-NULL (runc_nonfinite_error) also the
+ * first layer whose output is not finite, or -1 (left as is when none). */
+static int forward(runc_state *s, int token, int pos, const float **logits, int *bad_layer, runc_error *err);
+
 int runc_forward(runc_state *s, int token, int pos, const float **logits, runc_error *err)
+{
+    return forward(s, token, pos, logits, NULL, err);
+}
+
+static int forward(runc_state *s, int token, int pos, const float **logits, int *bad_layer, runc_error *err)
 {
     const runc_model *m;
     const runc_config *c;
@@ -1566,6 +1624,7 @@ int runc_forward(runc_state *s, int token, int pos, const float **logits, runc_e
         matmul_input(s, s->hb, H);
         matmul(s, s->xb, s->hb, &m->w2[l], H, D);
         for (i = 0; i < D; i++) x[i] += s->xb[i];
+        if (bad_layer && *bad_layer < 0 && !runc_norm_finite(x, D)) *bad_layer = l;
     }
 
     if (logits) {
@@ -1774,7 +1833,47 @@ int runc_sample(runc_sampler *s, const float *logits, int *token, float *logprob
 /* 6. generation and the TinyMath problem convention                           */
 /* ========================================================================== */
 
-/* The shared loop of runc_generate and runc_solve; sampler NULL = greedy. */
+int runc_nonfinite_error(const runc_model *m, const int *tokens, int n, runc_error *err)
+{
+    runc_state *s = NULL;
+    int pos, layer = -1, rc = RUNC_OK;
+    if (n >= 1 && n <= m->cfg.max_seq_len && runc_state_open(&s, m, n, NULL) == RUNC_OK) {
+        for (pos = 0; pos < n && layer < 0 && rc == RUNC_OK; pos++) {
+            const float *logits;
+            rc = forward(s, tokens[pos], pos, &logits, &layer, NULL);
+        }
+        runc_state_close(s);
+        if (layer >= 0)
+            return runc_set_error(err, RUNC_E_NONFINITE,
+                                  "the forward pass overflowed: the output of layer %d (of %d) overflows float32 at "
+                                  "position %d (weights too large?)",
+                                  layer, m->cfg.n_layers, pos - 1);
+        if (rc == RUNC_OK)
+            return runc_set_error(err, RUNC_E_NONFINITE,
+                                  "the forward pass overflowed: the classifier gave a non-finite logit at position %d "
+                                  "(weights too large?)",
+                                  n - 1);
+    }
+    return runc_set_error(err, RUNC_E_NONFINITE, "the forward pass overflowed: a non-finite logit at position %d", n - 1);
+}
+
+/* The error of a non-finite logit after prompt[0..n_prompt) and out[0..n_out). */
+static int nonfinite_error(const runc_model *m, const int *prompt, int n_prompt, const int *out, int n_out,
+                           runc_error *err)
+{
+    int *all = (int *)malloc(((size_t)n_prompt + (size_t)n_out) * sizeof *all), rc;
+    if (!all)
+        return runc_set_error(err, RUNC_E_NONFINITE, "the forward pass overflowed: a non-finite logit at position %d",
+                              n_prompt + n_out - 1);
+    memcpy(all, prompt, (size_t)n_prompt * sizeof *all);
+    if (n_out) memcpy(all + n_prompt, out, (size_t)n_out * sizeof *all);
+    rc = runc_nonfinite_error(m, all, n_prompt + n_out, err);
+    free(all);
+    return rc;
+}
+
+/* The shared loop of runc_generate and runc_solve; sampler NULL = greedy (and
+ * the problem convention: every step's logits must be finite). */
 static int generate_loop(runc_state *s, runc_sampler *smp, const int *prompt, int n_prompt, int max_new,
                          int stop_token, int *out, float *out_logprobs, int *n_out, runc_error *err)
 {
@@ -1797,6 +1896,8 @@ static int generate_loop(runc_state *s, runc_sampler *smp, const int *prompt, in
     while (n < max_new && n_prompt + n < s->context) {
         int tok;
         float lp = 0.0f;
+        if (!smp && !runc_step_finite(logits, V, s->x, s->model->cfg.dim))
+            return nonfinite_error(s->model, prompt, n_prompt, out, n, err);
         if (smp) runc_sample(smp, logits, &tok, out_logprobs ? &lp : NULL);
         else {
             tok = argmax(logits, V);
@@ -1830,18 +1931,31 @@ size_t runc_answer_cap(const runc_state *s, const runc_tokenizer *t)
 {
     size_t cap;
     if (!s || !t) return 0;
-    /* saturated where the product does not fit (32-bit hosts): a buffer too
+    /* the answer's tokens are at most max_answer (and fewer than the context);
+     * saturated where the product does not fit (32-bit hosts): a buffer too
      * large to allocate fails cleanly, a wrapped size would be too small */
-    if (!mul_sz((size_t)s->context, (size_t)t->max_token_length, &cap) || !add_sz(cap, 1, &cap)) return SIZE_MAX;
+    if (!mul_sz((size_t)(s->max_answer < s->context ? s->max_answer : s->context), (size_t)t->max_token_length, &cap) ||
+        !add_sz(cap, 1, &cap))
+        return SIZE_MAX;
     return cap;
+}
+
+static int is_space(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f';
 }
 
 int runc_problem_encode(const runc_tokenizer *t, const char *prompt, int context, int *ids, int cap, int *n_ids,
                         runc_error *err)
 {
     const size_t len = strlen(prompt);
+    size_t i;
     int rc;
     *n_ids = 0;
+    for (i = 0; i < len && is_space(prompt[i]); i++) {}
+    if (i == len)
+        return runc_set_error(err, RUNC_E_ARG, "empty prompt%s (a problem is like \"24 + 82 =\")",
+                              len ? " (only whitespace)" : "");
     if (cap < 3 || len > (size_t)cap - 3)
         return runc_set_error(err, RUNC_E_CONTEXT, "prompt of %zu bytes does not fit in the context of %d positions",
                               len, context);
@@ -1851,11 +1965,6 @@ int runc_problem_encode(const runc_tokenizer *t, const char *prompt, int context
                             "prompt is %d tokens (with BOS); the context holds %d, leaving no room for an answer",
                             *n_ids, context);
     return rc;
-}
-
-static int is_space(char ch)
-{
-    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f';
 }
 
 int runc_problem_answer(const runc_tokenizer *t, const int *ids, int n_prompt, int n_gen, char *answer, size_t cap,
@@ -1872,11 +1981,17 @@ int runc_problem_answer(const runc_tokenizer *t, const int *ids, int n_prompt, i
     return runc_set_ok(err);
 }
 
+size_t runc_final_answer(const char *answer)
+{
+    const char *mark = answer ? strrchr(answer, RUNC_STEPS_MARK) : NULL;
+    return mark ? (size_t)(mark - answer) + 1 : 0;
+}
+
 int runc_solve(runc_state *s, const runc_tokenizer *t, const char *prompt, char *answer, size_t cap,
                int *n_generated, runc_error *err)
 {
-    size_t len;
-    int *ids = NULL, n_ids = 0, n_gen = 0, rc, cap_ids;
+    size_t len, cap_ids, bytes;
+    int *ids = NULL, n_ids = 0, n_gen = 0, rc, max_new;
 
     if (n_generated) *n_generated = 0;
     if (!s || !t || !prompt || !answer || cap == 0)
@@ -1890,15 +2005,19 @@ int runc_solve(runc_state *s, const runc_tokenizer *t, const char *prompt, char 
     len = strlen(prompt);
     if (len > (size_t)INT_MAX - 8)
         return runc_set_error(err, RUNC_E_CONTEXT, "prompt of %zu bytes is too long", len);
-    cap_ids = (int)len + 3;
-    if (cap_ids < s->context) cap_ids = s->context;
-    ids = (int *)malloc((size_t)cap_ids * sizeof *ids);
+    /* the prompt's tokens (at most len + 2), then the answer's (at most
+     * max_answer): the buffer follows the answer cap, not the context */
+    max_new = s->max_answer < s->context ? s->max_answer : s->context;
+    if (!add_sz(len + 3, (size_t)max_new, &cap_ids) || !mul_sz(cap_ids, sizeof *ids, &bytes))
+        return runc_set_error(err, RUNC_E_NOMEM, "out of memory");
+    ids = (int *)malloc(bytes);
     if (!ids) return runc_set_error(err, RUNC_E_NOMEM, "out of memory");
     rc = runc_problem_encode(t, prompt, s->context, ids, (int)len + 3, &n_ids, err);
     /* the generated tokens go after the prompt in the same buffer */
-    if (rc == RUNC_OK)
-        rc = generate_loop(s, NULL, ids, n_ids, s->context - n_ids, RUNC_TOKEN_EOS, ids + n_ids, NULL, &n_gen,
-                           err);
+    if (rc == RUNC_OK) {
+        if (max_new > s->context - n_ids) max_new = s->context - n_ids;
+        rc = generate_loop(s, NULL, ids, n_ids, max_new, RUNC_TOKEN_EOS, ids + n_ids, NULL, &n_gen, err);
+    }
     if (rc == RUNC_OK) rc = runc_problem_answer(t, ids, n_ids, n_gen, answer, cap, err);
     free(ids);
     if (rc != RUNC_OK) return rc;

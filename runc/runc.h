@@ -60,13 +60,15 @@ typedef enum runc_status {
     RUNC_E_EXTENSION = 13,   /* bad or unknown header extension (rope_theta, norm_eps) */
     RUNC_E_OVERFLOW = 14,    /* tensor sizes overflow the addressable size */
     RUNC_E_TOKENIZER = 15,   /* malformed tokenizer entry (negative/oversized length, empty or duplicate
-                                piece, piece not valid UTF-8, NaN score) */
+                                piece, piece not valid UTF-8 or holding a NUL byte, NaN score) */
     RUNC_E_VOCAB = 16,       /* tokenizer does not match the model's vocabulary */
     RUNC_E_ENCODE = 17,      /* text holds a character the vocabulary cannot encode */
     RUNC_E_CONTEXT = 18,     /* prompt or position does not fit in the context */
     RUNC_E_BUFFER = 19,      /* caller's output buffer too small */
     RUNC_E_UNSUPPORTED = 20, /* e.g. a big-endian host */
-    RUNC_E_WEIGHT = 21       /* a weight is NaN or infinite, or a Q8_0 scale negative, NaN or infinite */
+    RUNC_E_WEIGHT = 21,      /* a weight is NaN or infinite, or a Q8_0 scale negative, NaN or infinite */
+    RUNC_E_NONFINITE = 22    /* solving: the forward pass overflowed (finite weights too large for float32
+                                gave a non-finite logit); the message names the layer */
 } runc_status;
 
 typedef struct runc_error {
@@ -82,7 +84,9 @@ enum {
     RUNC_MAX_HEADS = 4096,
     RUNC_MAX_VOCAB = 4194304,
     RUNC_MAX_SEQ_LEN = 1048576,
-    RUNC_MAX_TOKEN_LENGTH = 65536
+    RUNC_MAX_TOKEN_LENGTH = 65536,
+    RUNC_MAX_TOKENIZER_BYTES = 1073741824  /* a tokenizer file: 1 GiB (and what its header and the vocabulary
+                                              size allow: see runc_tokenizer_open) */
 };
 
 /* Token ids fixed by llama2.c / SentencePiece. */
@@ -152,9 +156,13 @@ const runc_config *runc_model_config(const runc_model *model);
 /* ---- tokenizer ----------------------------------------------------------- */
 
 /* tokenizer.bin: int32 max_token_length, then vocab_size x (float32 score,
- * int32 length, bytes). The vocabulary size comes from the model. Every piece
- * must be non-empty, at most max_token_length bytes, valid UTF-8 and unlike
- * every other piece; scores must not be NaN (infinite ones are allowed). */
+ * int32 length, bytes). The vocabulary size comes from the model. A file is
+ * read only up to the most such a vocabulary can take (4 + vocab_size x (8 +
+ * max_token_length) bytes, at most RUNC_MAX_TOKENIZER_BYTES): a longer one
+ * (/dev/zero, an endless pipe) is refused while reading, RUNC_E_VOCAB. Every piece
+ * must be non-empty, at most max_token_length bytes, valid UTF-8 without a NUL
+ * byte and unlike every other piece; scores must not be NaN (infinite ones are
+ * allowed). */
 int runc_tokenizer_open(runc_tokenizer **tok, const char *path, int vocab_size, runc_error *err);
 int runc_tokenizer_open_buffer(runc_tokenizer **tok, const void *data, size_t size, int vocab_size,
                                runc_error *err);
@@ -241,18 +249,45 @@ int runc_generate(runc_state *state, runc_sampler *sampler, const int *prompt, i
                   int max_new, int stop_token, int *out, float *out_logprobs, int *n_out,
                   runc_error *err);
 
-/* A buffer size that always holds runc_solve's answer (SIZE_MAX where that
- * size does not fit in a size_t, as on 32-bit hosts with absurd settings). */
+/* The most tokens an answer may generate, by default: far above every real
+ * task's longest answer (the classic task's longest, a steps answer of `*`
+ * with operands up to 99, is 81 tokens), yet bounded where a model's context is
+ * huge and it never writes EOS. */
+enum { RUNC_DEFAULT_MAX_ANSWER = 512 };
+
+/* The most tokens runc_solve generates on this state (1..RUNC_MAX_SEQ_LEN;
+ * 0 = RUNC_DEFAULT_MAX_ANSWER, what a new state has). An answer that reaches
+ * it ends there, as one that reaches the end of the context. */
+int runc_state_set_max_answer(runc_state *state, int max_answer, runc_error *err);
+int runc_state_max_answer(const runc_state *state);
+
+/* A buffer size that always holds runc_solve's answer: min(max_answer,
+ * context) x the longest piece + 1 (SIZE_MAX where that size does not fit in
+ * a size_t, as on 32-bit hosts with absurd settings). */
 size_t runc_answer_cap(const runc_state *state, const runc_tokenizer *tok);
 
 /* The TinyMath problem convention: input [BOS] + encode(prompt) (with the
- * dummy prefix), greedy decoding until EOS or the end of the context, answer =
- * decoded generated text without leading/trailing whitespace. answer gets a
+ * dummy prefix; an empty or all-whitespace prompt is refused, RUNC_E_ARG),
+ * greedy decoding until EOS, the end of the context or max_answer tokens,
+ * answer = decoded generated text without leading/trailing whitespace.
+ * Every step's logits are checked: a non-finite one (weights that pass the
+ * open's check but overflow float32 in the forward pass) stops with
+ * RUNC_E_NONFINITE naming the first layer whose output is not finite. answer gets a
  * NUL-terminated string; cap = runc_answer_cap() always suffices. When
  * n_generated is non-NULL it gets the number of generated tokens (EOS not
  * counted). */
 int runc_solve(runc_state *state, const runc_tokenizer *tok, const char *prompt,
                char *answer, size_t cap, int *n_generated, runc_error *err);
+
+/* Answers that show their work (a steps format) write their steps, then the
+ * mark '#' (RUNC_STEPS_MARK), then the final answer as a direct answer would
+ * write it: "6*6=36 ... 3+1=4#4256.00". The mark never occurs in the steps. */
+enum { RUNC_STEPS_MARK = 35 };   /* '#' */
+
+/* The final answer of an answer: the offset in `answer` of the text after its
+ * last '#', or 0 when it has none (a direct answer is its own final answer).
+ * answer + runc_final_answer(answer) is the final answer; NULL gives 0. */
+size_t runc_final_answer(const char *answer);
 
 /* ---- the batch engine ----------------------------------------------------- */
 
@@ -300,16 +335,22 @@ const char *runc_batch_kernels(const runc_batch *batch);   /* e.g. "avx2", "port
 long long runc_batch_tokens(const runc_batch *batch); /* tokens run by the last solve (prompt + answer,
                                                         * less the prompt positions taken from a cache) */
 
+/* The most tokens an answer may generate (as runc_state_set_max_answer:
+ * 0 = RUNC_DEFAULT_MAX_ANSWER, what a new engine has). */
+int runc_batch_set_max_answer(runc_batch *batch, int max_answer, runc_error *err);
+int runc_batch_max_answer(const runc_batch *batch);
+
 /* A per-answer buffer size that always suffices (as runc_answer_cap). */
 size_t runc_batch_answer_cap(const runc_batch *batch);
 
-/* Solve prompts[0..n) with runc_solve's convention (greedy until EOS or the
- * end of the context; the answer stripped of surrounding whitespace). Answer
+/* Solve prompts[0..n) with runc_solve's convention (greedy until EOS, the
+ * end of the context or max_answer tokens; the answer stripped of
+ * surrounding whitespace). Answer
  * i is a NUL-terminated string at answers + i * answer_cap. Optional outputs,
  * NULL or n entries each: n_generated (tokens generated, EOS not counted),
  * mean_logprob and min_logprob: the mean and the minimum log-probability of
  * the generated tokens and of the closing EOS (absent when the answer ran to
- * the end of the context) -- the model's confidence in its answer; and
+ * the end of the context or to max_answer) -- the model's confidence in its answer; and
  * prompt_errors: each prompt's status as data, prompt_errors[i].code its
  * runc_status (RUNC_OK when answered) and .message why it failed ("" when
  * answered), written for every prompt once the arguments are accepted.

@@ -3,6 +3,8 @@
 #   make run                   answer a few example problems with the default model
 #   make run PROMPT="36 / 3 =" answer one problem
 #   make calc                  interactive calculator (type "36 / 3", EOF ends)
+#   make run V=1, make calc V=1  the whole answer: a model that shows its work prints its steps,
+#                              then '#', then the final answer (default: the final answer only)
 #   make run-native            runc/run-native: the runner built with -march=native (optional; this CPU only)
 #
 # Only the system C compiler, libm and pthreads are needed: no Python. The C tests, the
@@ -14,6 +16,9 @@ RUNC_MODEL     ?= models/tinymath.bin
 RUNC_TOKENIZER ?= models/tokenizer.bin
 RUNC_EXAMPLES  ?= "24 + 82 =" "36 / 3 =" "7 * 8 =" "91 - 45 ="
 PROMPT ?=
+V ?=
+# V=1: run's -v (the whole answer, steps included)
+RUNC_VERBOSE = $(if $(filter-out 0,$(V)),-v)
 
 RUNC_LIB := runc/runc.c runc/runc.h runc/runc_impl.h
 # the batch engine (threads): the runner and its tests link it too
@@ -39,10 +44,10 @@ run: runc/run
 	@test -f "$(RUNC_TOKENIZER)" || { echo "make run: no tokenizer at $(RUNC_TOKENIZER) (pass RUNC_TOKENIZER=path/to/tokenizer.bin)" >&2; exit 1; }
 	@if [ -n "$(PROMPT)" ]; then set -- "$(PROMPT)"; else set -- $(RUNC_EXAMPLES); fi; \
 	for p in "$$@"; do \
-	  a=$$(./runc/run "$(RUNC_MODEL)" -z "$(RUNC_TOKENIZER)" -m calc -i "$$p") || exit 1; \
+	  a=$$(./runc/run "$(RUNC_MODEL)" -z "$(RUNC_TOKENIZER)" -m calc $(RUNC_VERBOSE) -i "$$p") || exit 1; \
 	  echo "$$p $$a"; \
 	done
 
 calc: runc/run
 	@test -f "$(RUNC_MODEL)" || { echo "make calc: no model at $(RUNC_MODEL) (train and export one, or pass RUNC_MODEL=path/to/model.bin)" >&2; exit 1; }
-	@./runc/run "$(RUNC_MODEL)" -z "$(RUNC_TOKENIZER)" -m calc
+	@./runc/run "$(RUNC_MODEL)" -z "$(RUNC_TOKENIZER)" -m calc $(RUNC_VERBOSE)

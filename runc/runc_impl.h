@@ -120,6 +120,41 @@ int runc_problem_encode(const runc_tokenizer *t, const char *prompt, int context
 int runc_problem_answer(const runc_tokenizer *t, const int *ids, int n_prompt, int n_gen, char *answer, size_t cap,
                         runc_error *err);
 
+/* 1 when x[0..n) are all finite: one pass, no branch per value (x - x is 0
+ * for a finite x and NaN for an infinite or NaN one; the sum keeps a NaN). */
+static inline int runc_all_finite(const float *x, int n)
+{
+    float z = 0.0f;
+    int i;
+    for (i = 0; i < n; i++) z += x[i] - x[i];
+    return z == z;
+}
+
+/* 1 when the residual x[0..n) can be normalised: its sum of squares, in
+ * RMSNorm's order, is finite (so every value is). A larger x is finite but
+ * normalises to 0: the logits are all 0, the answer <unk><unk>... */
+static inline int runc_norm_finite(const float *x, int n)
+{
+    float ss = 0.0f;
+    int i;
+    for (i = 0; i < n; i++) ss += x[i] * x[i];
+    return ss - ss == 0.0f;
+}
+
+/* Both engines check each step with it (issue 25: overflowing weights gave
+ * <unk><unk>... silently): the logits and the residual the classifier read. */
+static inline int runc_step_finite(const float *logits, int V, const float *x, int D)
+{
+    return runc_all_finite(logits, V) && runc_norm_finite(x, D);
+}
+
+/* The error of a forward pass whose logits at the last of tokens[0..n) were
+ * not finite: RUNC_E_NONFINITE, the message naming the first position and
+ * layer whose output is not finite (found by running the tokens again on a
+ * fresh state: the same arithmetic, only on this error path), the same for
+ * both engines. Defined in runc.c. */
+int runc_nonfinite_error(const runc_model *m, const int *tokens, int n, runc_error *err);
+
 /* Prefix reuse, the rule runc_generate and the batch engine share: how many
  * of a prompt's first positions a cache that holds cached[0..n_cached) may
  * give it (their keys and values depend only on the tokens up to them). The

@@ -48,13 +48,14 @@ def find_spec(files: ModelFiles, data: str | None) -> TaskSpec:
 def solve_all(model, prompts: list[str], progress: bool = True, desc: str = "solving",
               confidence: bool = True) -> list:
     """model.solve over `prompts` in chunks, with a progress bar: Answer records (text, confidences,
-    n_tokens), or strings with confidence=False."""
+    n_tokens), or strings with confidence=False. Whole answers (steps=True): a model that shows its
+    work is scored on its steps too."""
     from tqdm import tqdm
 
     out: list = []
     with tqdm(total=len(prompts), desc=desc, unit="problem", disable=not progress, leave=False) as bar:
         for i in range(0, len(prompts), CHUNK):
-            out += model.solve(prompts[i:i + CHUNK], confidence=confidence)
+            out += model.solve(prompts[i:i + CHUNK], confidence=confidence, steps=True)
             bar.update(min(CHUNK, len(prompts) - i))
     return out
 

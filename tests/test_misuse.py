@@ -101,8 +101,12 @@ def test_empty_and_too_long_prompts(model):
         model.generate_tokens([BOS] * ctx, seed=1)
     with pytest.raises(RuncError, match="context"):
         model.solve(["1" * (2 * ctx)])
-    # the empty string is BOS alone: a valid prompt
-    assert isinstance(model.solve([""])[0], str)
+    # an empty prompt is no problem: refused by both engines, not answered (issue 25)
+    for batch in (True, False):
+        for empty in ("", "  "):
+            with pytest.raises(RuncError, match="empty prompt") as e:
+                model.solve(["1 + 1 =", empty], batch=batch)
+            assert e.value.status == "RUNC_E_ARG" and "prompt 1" in str(e.value)
     assert model.logits("").shape == (1, model.vocab_size)
     with pytest.raises(ValueError, match="empty list"):
         model.solve([])
@@ -282,7 +286,7 @@ def test_batch_settings_and_batches():
             model.solve([], batch=False)
         with pytest.raises(ValueError, match="confidence"):
             model.solve(["1 ="], confidence=True, batch=False)
-        prompts = ["1 + 1 =", "2 * 3 =", "9 - 4 =", "", "7 / 7 ="] * 7
+        prompts = ["1 + 1 =", "2 * 3 =", "9 - 4 =", "8 + 0 =", "7 / 7 ="] * 7
         assert model.solve(prompts) == model.solve(prompts, batch=False)
         # one bad prompt among many: the error names it; the model stays usable
         with pytest.raises(RuncError, match="prompt 12") as e:

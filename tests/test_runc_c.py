@@ -242,3 +242,39 @@ def test_make_run_and_calc(run_bin, model_dir):
     for target in ("run", "calc"):
         r = subprocess.run(["make", "-s", target], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
         assert r.returncode != 0 and "no model at" in r.stderr and "missing.bin" in r.stderr
+
+
+def test_final_answer_and_v(run_bin, model_dir, tmp_path):
+    """calc and batch print the final answer (after the last '#'); -v the whole answer. A direct
+    model (no '#' in its vocabulary) prints the same either way."""
+    m = model_dir / "model.bin"
+    lines = "".join(f"{a} {op} {b} =\n" for a in range(0, 40, 3) for op in "+-*/" for b in (7, 58))
+    direct, verbose = run(run_bin, m, "-m", "batch", stdin=lines), run(run_bin, m, "-m", "batch", "-v", stdin=lines)
+    assert direct.returncode == verbose.returncode == 0 and direct.stdout == verbose.stdout
+    assert run(run_bin, m, "-m", "calc", "-v", "-i", "36 / 3").stdout == run(run_bin, m, "-m", "calc", "-i", "36 / 3").stdout
+    # a vocabulary with the mark: a random model that writes '#' now and then
+    pieces, scores = PIECES + ["#"], SCORES + [-1.0]
+    d = tmp_path / "mark"
+    d.mkdir()
+    (d / "model.bin").write_bytes(model_bytes(vocab=len(pieces), seq=24, seed=11))
+    (d / "tokenizer.bin").write_bytes(tokenizer_bytes(pieces, scores))
+    whole = run(run_bin, d / "model.bin", "-m", "batch", "-v", stdin=lines).stdout.split("\n")
+    final = run(run_bin, d / "model.bin", "-m", "batch", stdin=lines).stdout.split("\n")
+    assert len(whole) == len(final) == lines.count("\n") + 1
+    assert sum("#" in w for w in whole) >= 3, whole  # the rule is exercised
+    assert final == [w.rsplit("#", 1)[-1] for w in whole]
+    for w, f, p in list(zip(whole, final, lines.splitlines()))[:12]:  # calc: one at a time, the same answers
+        assert run(run_bin, d / "model.bin", "-m", "calc", "-v", "-i", p).stdout == w + "\n"
+        assert run(run_bin, d / "model.bin", "-m", "calc", "-i", p).stdout == f + "\n"
+    env = dict(os.environ, RUNC_MODEL=str(d / "model.bin"), RUNC_TOKENIZER=str(d / "tokenizer.bin"))
+    p = next(p for w, p in zip(whole, lines.splitlines()) if "#" in w)
+    w = whole[lines.splitlines().index(p)]
+    for v, want in (("V=1", w), ("V=0", w.rsplit("#", 1)[-1])):
+        r = subprocess.run(["make", "-s", "run", f"PROMPT={p}", v], cwd=ROOT, capture_output=True, text=True, env=env,
+                           timeout=120)
+        assert r.returncode == 0 and r.stdout == f"{p} {want}\n", (v, r.stdout, r.stderr)
+        r = subprocess.run(["make", "-s", "calc", v], cwd=ROOT, input=p, capture_output=True, text=True, env=env,
+                           timeout=120)
+        assert r.returncode == 0 and r.stdout == f"{want}\n", (v, r.stdout, r.stderr)
+    one_line_error(run(run_bin, m, "-v", "-i", "1 + 1"), "-v is for -m calc and -m batch")
+    assert "-v" in run(run_bin, "-h").stdout

@@ -63,8 +63,8 @@ def test_c_engines_answer_as_pytorch(steps_model):
     splits = build_splits(TaskSpec.from_dict(TASK))
     prompts = [p.prompt for p in splits["val"] + splits["test"]]
     with Model(steps_model) as m:
-        batch = m.solve(prompts)
-        single = m.solve(prompts, batch=False)
+        batch = m.solve(prompts, steps=True)
+        single = m.solve(prompts, batch=False, steps=True)
     assert batch == single
     assert batch == torch_answers(steps_model, prompts)
     assert sum(MARK in a for a in batch) > len(batch) // 2  # it writes steps, then a final answer
@@ -80,7 +80,7 @@ def test_eval_scores_final_answer_and_steps(steps_model):
     # exact counts final answers: the same count the trainer's evaluation gives on the same answers
     problems = build_splits(TaskSpec.from_dict(TASK))["test"]
     with Model(steps_model) as m:
-        answers = m.solve([p.prompt for p in problems])
+        answers = m.solve([p.prompt for p in problems], steps=True)
     right = same_answer(TaskSpec.from_dict(TASK).answer_format())
     assert groups["all"]["exact"] == sum(right(p.answer, a) for p, a in zip(problems, answers)) / len(problems)
     card = json.loads(steps_model.with_suffix(".json").read_text())

@@ -64,7 +64,9 @@ static void solve_with_tokenizer(runc_state *st, int vocab, const uint8_t *data,
     if (!answer) abort();
     rc = runc_solve(st, tok, prompt, answer, runc_answer_cap(st, tok), &gen, &e);
     check_status(rc, &e);
-    if (rc != RUNC_OK && rc != RUNC_E_ENCODE && rc != RUNC_E_CONTEXT && rc != RUNC_E_VOCAB)
+    /* an empty prompt is refused; weights that overflow (or NaN ones, unchecked) stop the solve */
+    if (rc != RUNC_OK && rc != RUNC_E_ENCODE && rc != RUNC_E_CONTEXT && rc != RUNC_E_VOCAB && rc != RUNC_E_NONFINITE &&
+        !(rc == RUNC_E_ARG && k == 0))
         fail("runc_solve", &e);
     if (rc == RUNC_OK && (gen < 0 || gen >= runc_state_context(st))) fail("runc_solve generated count", &e);
     free(answer);

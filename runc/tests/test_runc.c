@@ -1627,7 +1627,8 @@ static void test_tokenizer_pieces(void)
         {"U+FFFF", "\xef\xbf\xbf", 0, RUNC_OK, ""},
         {"U+10FFFF", "\xf4\x8f\xbf\xbf", 0, RUNC_OK, ""},
         {"emoji", "\xf0\x9f\x98\x80", 0, RUNC_OK, ""},
-        {"a NUL byte", "", 0, RUNC_OK, ""}, /* written by hand below */
+        /* a NUL would cut every answer holding the piece ("106" for "106.00"): refused (issue 25) */
+        {"a NUL byte", "", 0, RUNC_E_TOKENIZER, "token 5 holds a NUL byte (at offset 0 of the piece)"}, /* written by hand below */
     };
     int k, n = (int)(sizeof cases / sizeof cases[0]);
     for (k = 0; k < n; k++) {
@@ -1839,7 +1840,12 @@ static void test_null_arguments(void)
     CHECK(runc_solve(st, t, NULL, out, sizeof out, &gen, &e) == RUNC_E_ARG, "solve(prompt NULL)");
     CHECK(runc_solve(st, t, "1 =", NULL, sizeof out, &gen, &e) == RUNC_E_ARG, "solve(answer NULL)");
     CHECK(runc_solve(st, t, "1 =", out, 0, &gen, &e) == RUNC_E_ARG, "solve(cap 0)");
-    CHECK(runc_solve(st, t, "", out, sizeof out, &gen, &e) == RUNC_OK, "solve('') (BOS only): %s", e.message);
+    /* an empty prompt is no problem: refused, not answered "0.00" (issue 25) */
+    CHECK(runc_solve(st, t, "", out, sizeof out, &gen, &e) == RUNC_E_ARG && strstr(e.message, "empty prompt") &&
+              out[0] == '\0' && gen == 0,
+          "solve(''): %s", e.message);
+    CHECK(runc_solve(st, t, " \t ", out, sizeof out, &gen, &e) == RUNC_E_ARG && strstr(e.message, "only whitespace"),
+          "solve(whitespace): %s", e.message);
     CHECK(runc_solve(st, t, "1111111111", out, sizeof out, &gen, &e) == RUNC_E_CONTEXT, "solve(too long)");
     /* a NULL runc_error is fine everywhere */
     CHECK(runc_solve(st, t, "1 =", out, sizeof out, NULL, NULL) == RUNC_OK, "solve with NULL err");
@@ -1987,6 +1993,11 @@ static void test_sizes_beyond_4gib(void)
         CHECK(rc == RUNC_OK, "context 2^20, max_token_length 2^16: %s", e.message);
         if (rc == RUNC_OK) {
             size_t cap = runc_answer_cap(st, t);
+            /* the default answer cap bounds the buffer (issue 25): 512 tokens of the longest piece */
+            CHECK(cap == (size_t)RUNC_DEFAULT_MAX_ANSWER * RUNC_MAX_TOKEN_LENGTH + 1, "default answer cap %zu", cap);
+            /* answers as long as the context: 2^20 tokens of 2^16 bytes */
+            CHECK(runc_state_set_max_answer(st, RUNC_MAX_SEQ_LEN, &e) == RUNC_OK, "max_answer 2^20: %s", e.message);
+            cap = runc_answer_cap(st, t);
 #if SIZE_MAX > 0xFFFFFFFFu
             CHECK(cap == ((size_t)1 << 36) + 1, "answer cap %zu, want 2^36 + 1", cap);
 #else
@@ -2042,6 +2053,29 @@ static void test_big_endian_host(void)
     free_weights(&w);
 }
 
+/* runc_final_answer: the text after the last '#', or all of a direct answer. */
+static void test_final_answer(void)
+{
+    static const struct {
+        const char *answer;
+        size_t offset;
+    } cases[] = {
+        {"4256.00", 0},
+        {"", 0},
+        {"6*6=36 7*6=42 3+1=4#4256.00", 20},
+        {"a#b#c", 4},
+        {"#", 1},
+        {"12#", 3},
+        {"#-8.00", 1},
+    };
+    size_t i;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK(runc_final_answer(cases[i].answer) == cases[i].offset, "final answer of \"%s\": offset %zu, want %zu",
+              cases[i].answer, runc_final_answer(cases[i].answer), cases[i].offset);
+    CHECK(runc_final_answer(NULL) == 0, "final answer of NULL");
+    CHECK(RUNC_STEPS_MARK == '#', "the steps mark is '#'");
+}
+
 int main(void)
 {
     if (!host_little_endian()) { /* the formats are little-endian: check the refusal only */
@@ -2061,6 +2095,7 @@ int main(void)
     test_tokenizer_pieces();
     test_null_arguments();
     test_sizes_beyond_4gib();
+    test_final_answer();
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail == 0 ? 0 : 1;
 }

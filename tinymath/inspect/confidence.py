@@ -48,8 +48,17 @@ def mean_logprob(model, prompt: str) -> float:
     return float(np.mean(lps)) if lps else float("-inf")
 
 
-def solve_with_confidence(model, prompts: Sequence[str]) -> tuple[list[str], list[float]]:
-    """(answers, confidences in (0, 1]) for prompts, greedily, as `solve` answers them.
+def _solve_kwargs(model, steps: bool) -> dict:
+    """steps=... for a solve that takes it (the bindings: whole answers or final answers)."""
+    try:
+        return {"steps": steps} if "steps" in _pyinspect.signature(model.solve).parameters else {}
+    except (TypeError, ValueError):
+        return {}
+
+
+def solve_with_confidence(model, prompts: Sequence[str], steps: bool = True) -> tuple[list[str], list[float]]:
+    """(answers, confidences in (0, 1]) for prompts, greedily, as `solve` answers them: whole answers
+    (a model that shows its work: its steps, '#', the final answer), or with steps=False final answers.
 
     Uses the batch engine's solve(prompts, confidence=True) where the bindings have it (its
     Answer records carry mean_logprob); otherwise solve() for the answers and one prompt at a
@@ -59,9 +68,9 @@ def solve_with_confidence(model, prompts: Sequence[str]) -> tuple[list[str], lis
     if not prompts:
         return [], []
     if _batch_confidence(model):
-        out = model.solve(prompts, confidence=True)
+        out = model.solve(prompts, confidence=True, **_solve_kwargs(model, steps))
         return [a.text for a in out], [math.exp(a.mean_logprob) for a in out]
-    answers = model.solve(prompts)
+    answers = model.solve(prompts, **_solve_kwargs(model, steps))
     return answers, [math.exp(mean_logprob(model, p)) for p in prompts]
 
 
@@ -281,7 +290,7 @@ def load_threshold(path: str | Path, model_path: str | Path, target: float = 0.9
 
 def calc_line(model, line: str, threshold: float) -> tuple[str, str, float]:
     """(printed text, answer, confidence): the answer, or 'not sure (...)' below the threshold."""
-    answers, confs = solve_with_confidence(model, [typed_prompt(line)])
+    answers, confs = solve_with_confidence(model, [typed_prompt(line)], steps=False)
     a, c = answers[0], confs[0]
     if c < threshold:
         return f"not sure (maybe {a or '<empty>'}, confidence {c:.4f} < {threshold:.4f})", a, c

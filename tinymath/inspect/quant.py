@@ -111,8 +111,8 @@ def study(fp32: str | Path, int8: str | Path, tokenizer: str | None = None, task
                 prompts = [p.prompt for p in problems]
                 a32, gaps = smallest_gaps(m32, prompts)
                 result[split] = {"ops": [p.op for p in problems], "expected": [p.answer for p in problems],
-                                 "prompts": prompts, "fp32": a32, "int8": m8.solve(prompts),
-                                 "weights": mw.solve(prompts), "gap": gaps.tolist()}
+                                 "prompts": prompts, "fp32": a32, "int8": m8.solve(prompts, steps=True),
+                                 "weights": mw.solve(prompts, steps=True), "gap": gaps.tolist()}
     return QuantStudy(str(fp32), str(int8), head8.group_size, spec.to_dict(), result)
 
 

@@ -1,0 +1,102 @@
+"""A model that shows its work, through the C runner and the bindings (issue 20, point 4): `run` in
+calc and batch mode and `Model.solve` give the final answer by default and the whole answer (steps,
+'#', final answer) with `-v` / `steps=True`, and both are PyTorch's greedy decoding token for token.
+A direct model's output does not depend on the flag (tests/test_runc_c.py checks that for the CLI).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tinymath.export import export_checkpoint, read_bin  # noqa: E402
+from tinymath.runc import Model  # noqa: E402
+from tinymath.tasks import TaskSpec, build_splits  # noqa: E402
+from tinymath.tasks.steps import MARK  # noqa: E402
+from tinymath.tokenizer import Tokenizer  # noqa: E402
+from tinymath.train.model import ModelConfig, Transformer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = {"task": "arith", "ops": "+*", "lo": 0, "hi": 19, "holdout": None, "format": "steps"}
+
+
+@pytest.fixture(scope="module")
+def steps_model(tmp_path_factory) -> Path:
+    from tinymath.train.config import TrainConfig
+    from tinymath.train.train import train
+
+    out = tmp_path_factory.mktemp("steps")
+    cfg = TrainConfig.from_dict({"out_dir": str(out), "task": TASK, "progress": False,
+                                 "model": {"dim": 32, "n_layers": 2, "n_heads": 4}, "max_steps": 300,
+                                 "eval_every": 300, "batch_size": 64, "lr": 1e-2, "warmup_steps": 20})
+    train(cfg)
+    export_checkpoint(out / "ckpt.pt", "v1", out / "model.bin")
+    return out / "model.bin"
+
+
+@pytest.fixture(scope="module")
+def prompts() -> list[str]:
+    splits = build_splits(TaskSpec.from_dict(TASK))
+    return [p.prompt for p in splits["val"] + splits["test"]][:300]
+
+
+@pytest.fixture(scope="module")
+def torch_greedy(steps_model, prompts) -> tuple[list[str], list[int]]:
+    """PyTorch's greedy whole answers (steps, '#', final answer) and their tokens (EOS not counted)."""
+    bm = read_bin(steps_model)
+    model = Transformer(ModelConfig.from_dict(bm.config.model_config())).eval()
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in bm.state_dict().items()})
+    tok = Tokenizer.load(steps_model.parent / "tokenizer.bin")
+    ids = [tok.encode_prompt(p) for p in prompts]
+    out = model.generate_greedy(ids, max_new=model.cfg.max_seq_len - max(len(x) for x in ids), stop=tok.eos_id)
+    whole = [tok.decode_answer(o) for o in out]
+    assert sum(MARK in a for a in whole) > len(whole) // 2  # it writes steps, then a final answer
+    return whole, [len([t for t in o if t != tok.eos_id]) for o in out]
+
+
+@pytest.fixture(scope="module")
+def torch_whole(torch_greedy) -> list[str]:
+    return torch_greedy[0]
+
+
+def final(answer: str) -> str:
+    return answer.rpartition(MARK)[2]
+
+
+def test_solve_final_by_default_steps_on_request(steps_model, prompts, torch_whole, torch_greedy):
+    with Model(steps_model) as m:
+        assert m.solve(prompts, steps=True) == torch_whole
+        assert m.solve(prompts, batch=False, steps=True) == torch_whole
+        finals = [final(a) for a in torch_whole]
+        assert m.solve(prompts) == finals
+        assert m.solve(prompts, batch=False) == finals
+        conf, conf_steps = m.solve(prompts, confidence=True), m.solve(prompts, confidence=True, steps=True)
+        assert [a.text for a in conf] == finals and [a.text for a in conf_steps] == torch_whole
+        # the tokens generated are the whole answer's, whichever text is returned
+        assert [a.n_tokens for a in conf] == [a.n_tokens for a in conf_steps] == torch_greedy[1]
+        assert conf == [a._replace(text=final(a.text)) for a in conf_steps]
+        with pytest.raises(TypeError, match="steps"):
+            m.solve(prompts[:1], steps="yes")
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("cc") is None, reason="needs make and a C compiler")
+def test_run_final_by_default_steps_with_v(steps_model, prompts, torch_whole):
+    r = subprocess.run(["make", "runc/run"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    run = [str(ROOT / "runc" / "run"), str(steps_model)]
+    stdin = "\n".join(prompts) + "\n"
+    for extra, want in (([], [final(a) for a in torch_whole]), (["-v"], torch_whole)):
+        b = subprocess.run(run + ["-m", "batch", *extra], input=stdin, capture_output=True, text=True, timeout=300)
+        assert b.returncode == 0 and b.stdout.split("\n")[:-1] == want, b.stderr
+        c = subprocess.run(run + ["-m", "calc", *extra], input=stdin.replace(" =\n", "\n"), capture_output=True,
+                           text=True, timeout=300)
+        assert c.returncode == 0 and c.stdout.split("\n")[:-1] == want, c.stderr
+        i = max(range(len(prompts)), key=lambda k: len(torch_whole[k]))  # the longest answer, alone
+        one = subprocess.run(run + ["-m", "calc", "-i", prompts[i], *extra], capture_output=True, text=True,
+                             timeout=60)
+        assert one.returncode == 0 and one.stdout == want[i] + "\n"
