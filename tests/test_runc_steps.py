@@ -14,29 +14,17 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tinymath.export import export_checkpoint, read_bin  # noqa: E402
+from tinymath.export import read_bin  # noqa: E402
 from tinymath.runc import Model  # noqa: E402
 from tinymath.tasks import TaskSpec, build_splits  # noqa: E402
 from tinymath.tasks.steps import MARK  # noqa: E402
 from tinymath.tokenizer import Tokenizer  # noqa: E402
 from tinymath.train.model import ModelConfig, Transformer  # noqa: E402
 
+from conftest import STEPS_TASK  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-TASK = {"task": "arith", "ops": "+*", "lo": 0, "hi": 19, "holdout": None, "format": "steps"}
-
-
-@pytest.fixture(scope="module")
-def steps_model(tmp_path_factory) -> Path:
-    from tinymath.train.config import TrainConfig
-    from tinymath.train.train import train
-
-    out = tmp_path_factory.mktemp("steps")
-    cfg = TrainConfig.from_dict({"out_dir": str(out), "task": TASK, "progress": False,
-                                 "model": {"dim": 32, "n_layers": 2, "n_heads": 4}, "max_steps": 300,
-                                 "eval_every": 300, "batch_size": 64, "lr": 1e-2, "warmup_steps": 20})
-    train(cfg)
-    export_checkpoint(out / "ckpt.pt", "v1", out / "model.bin")
-    return out / "model.bin"
+TASK = STEPS_TASK  # the conftest's steps_model was trained on it
 
 
 @pytest.fixture(scope="module")
