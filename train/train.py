@@ -37,28 +37,22 @@ Speed on a small CPU (what `make bench-train` measures; 2 cores shared with othe
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import signal
-import threading
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from tinymath import fileio
-
-from .checkpoint import FORMAT_VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import ModelSection, TrainConfig
-from .data import IGNORE, Batches, answer_format, encode, load_splits
-from .device import Dist, auto_threads, autocast, resolve_device
-from .greedy_eval import evaluate, subset
-from .model import ModelConfig, Transformer
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .data import IGNORE, Batches
+from .device import Dist, autocast, resolve_device
+from .greedy_eval import evaluate
+from .loop import Interrupt, auto_threads, checkpoint_fields, eval_sets, log_record, open_run, pct, start_files
+from .model import Transformer
 from .optim import AdamW, clip_grad_norm, lr_at, make_optimizer
-from .run_files import ckpt_tokenizer, copy_tokenizer, read_metrics
-from .shape import check_shape_fields, resolve_model_config
+from .shape import check_shape_fields
 
 
 # ---- one step ---------------------------------------------------------------------------------
@@ -92,33 +86,6 @@ def train_step(train_model: torch.nn.Module, model: Transformer, opt: AdamW, bat
 
 # ---- the run ------------------------------------------------------------------------------------
 
-class _Interrupt:
-    """SIGINT sets a flag the loop checks after each step; a second SIGINT raises at once."""
-
-    def __init__(self) -> None:
-        self.flag = False
-        self._old = None
-
-    def __enter__(self) -> "_Interrupt":
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.flag:
-            raise KeyboardInterrupt
-        self.flag = True
-
-    def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
-
-
 def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None, *, overwrite: bool = False,
           on_eval: Callable[[dict, Transformer], bool | None] | None = None,
           interrupt_at: int | None = None) -> dict:
@@ -129,11 +96,17 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None, *, o
     on_eval(metrics, model): called after each periodic evaluation; returning True stops
         training (benchmarks use it); its time is not counted in `elapsed`.
     interrupt_at: act as if SIGINT arrived right after this step (tests).
+
+    engine c runs train_c.train_c (the C engine's loop, which needs no torch).
     """
     cfg.validate()
     check_shape_fields(cfg.model)
+    if cfg.engine == "c":
+        from .train_c import train_c
+
+        return train_c(cfg, resume, overwrite=overwrite, on_eval=on_eval, interrupt_at=interrupt_at)
     dist = Dist()
-    device = resolve_device("cpu" if cfg.engine == "c" else cfg.device, dist.local_rank)
+    device = resolve_device(cfg.device, dist.local_rank)
     dist.init(device)
     try:
         summary = _train(cfg, resume, overwrite, on_eval, interrupt_at, dist, device)
@@ -148,69 +121,10 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None, *, o
 
 def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: torch.device) -> dict:
     t_start = time.perf_counter()
-    out = Path(cfg.out_dir)
-    ckpt_path, best_path, metrics_path = out / "ckpt.pt", out / "best.pt", out / "metrics.jsonl"
-
-    # ---- checkpoints we start from (read first: a bad one stops everything early) ----------
-    resume_ckpt, resume_path = None, None
-    if resume:
-        resume_path = ckpt_path if resume is True or str(resume) == "auto" else Path(resume)
-        resume_ckpt = load_checkpoint(resume_path)
-    elif ckpt_path.exists() and not overwrite:
-        raise ValueError(f"{out} already holds a run (ckpt.pt): resume it (--resume), pick another out_dir, "
-                         f"or overwrite it (--force)")
-    init_ckpt = None
-    if cfg.init_from and not resume:
-        init_ckpt = load_checkpoint(cfg.init_from)
-
-    # ---- problems and tokenizer -------------------------------------------------------------------
-    splits, task_record = load_splits(cfg.task, cfg.data, cfg.seed)
-    fmt = answer_format(task_record)
-    if not splits["train"]:
-        raise ValueError("the task has no training problems")
-    if dist.main:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume_ckpt is not None:
-            src = ckpt_tokenizer(resume_ckpt, resume_path)
-            if src.resolve() != (out / "tokenizer.bin").resolve():
-                copy_tokenizer(src, out)
-        elif cfg.tokenizer:
-            copy_tokenizer(Path(cfg.tokenizer), out)
-        elif init_ckpt is not None:
-            copy_tokenizer(ckpt_tokenizer(init_ckpt, Path(cfg.init_from)), out)
-        else:
-            from tinymath.tokenizer import train_tokenizer
-
-            train_tokenizer([p.line for p in splits["train"]], out, preset=cfg.tokenizer_preset,
-                            vocab_size=cfg.tokenizer_vocab_size)
-    dist.barrier()
-    from tinymath.tokenizer import Tokenizer
-
-    tok_path = (out / "tokenizer.bin").resolve()
-    tok = Tokenizer.load(tok_path)
-    tok_model = tok_path.with_suffix(".model")
-
-    enc = {name: encode(probs, tok) for name, probs in splits.items()}
-    longest = max(e.max_len for e in enc.values() if len(e))
-
-    # ---- model ------------------------------------------------------------------------------------------
-    if init_ckpt is not None:
-        src_cfg = ModelConfig.from_dict(init_ckpt["model_config"])
-        section = ModelSection(**{**cfg.model.__dict__, **{k: getattr(src_cfg, k) for k in (
-            "dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "norm_eps", "rope_theta", "tied")},
-            "params": None, "max_seq_len": cfg.model.max_seq_len or max(src_cfg.max_seq_len, longest)})
-        mcfg = resolve_model_config(section, tok.vocab_size, longest)
-        if src_cfg.vocab_size != tok.vocab_size:
-            raise ValueError(f"--init-from: {cfg.init_from} has vocab_size {src_cfg.vocab_size}, "
-                             f"its tokenizer has {tok.vocab_size}")
-    else:
-        mcfg = resolve_model_config(cfg.model, tok.vocab_size, longest)
-    if resume_ckpt is not None:
-        old = resume_ckpt["model_config"]
-        for k, v in mcfg.to_dict().items():
-            if old.get(k) != v:
-                raise ValueError(f"--resume: {resume_path} holds a model with {k}={old.get(k)!r}, but the config "
-                                 f"asks for {k}={v!r} (same model shape needed to resume)")
+    run = open_run(cfg, resume, overwrite, main=dist.main, barrier=dist.barrier)
+    out, mcfg, tok, enc, fmt = run.out, run.mcfg, run.tok, run.enc, run.fmt
+    resume_ckpt, init_ckpt = run.resume_ckpt, run.init_ckpt
+    ckpt_path, best_path = run.ckpt_path, run.best_path
 
     threads = cfg.threads or auto_threads(mcfg.n_params(), dist.world)
     if device.type == "cpu":
@@ -247,56 +161,21 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
     if cfg.compile:
         train_model = torch.compile(train_model, dynamic=True)
     amp = autocast(device, cfg.dtype)
-    c_engine = None  # engine c: runc/train.c takes the steps; model and opt mirror it (engine_c.TorchBridge)
-    if cfg.engine == "c":
-        if dist.enabled:
-            raise ValueError("train config: engine c runs in one process (its threads split the batch), not "
-                             "under torchrun")
-        from .engine_c import TorchBridge
-
-        c_engine = TorchBridge(model, opt, cfg, threads)
 
     batches = Batches(enc["train"], cfg.batch_size, cfg.seed, cfg.bucket, dist.rank, dist.world)
-    rng = torch.Generator().manual_seed(cfg.seed + 17)
-    val_enc, hold_enc = enc["val"], enc["holdout"]
-    if cfg.eval_max:
-        if len(val_enc) > cfg.eval_max:
-            val_enc = subset(val_enc, sorted(torch.randperm(len(val_enc), generator=rng)[:cfg.eval_max].tolist()))
-        if len(hold_enc) > cfg.eval_max:
-            hold_enc = subset(hold_enc, sorted(torch.randperm(len(hold_enc), generator=rng)[:cfg.eval_max].tolist()))
-
-    saved_config = cfg.to_dict()
-    saved_config["task"] = task_record
+    val_enc, hold_enc = eval_sets(run, cfg)
 
     def checkpoint(m: dict) -> dict:
-        return {
-            "version": FORMAT_VERSION,
-            "model_config": mcfg.to_dict(),
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "step": step,
-            "tokens_seen": tokens_seen,
-            "train_config": saved_config,
-            "task": task_record,
-            "tokenizer": str(tok_path),
-            "tokenizer_model": str(tok_model) if tok_model.is_file() else None,
-            "metrics": m,
-            "best_val_acc": best_acc,
-            "elapsed": elapsed,
-            "loss_acc": loss_sum.tolist(),
-            "rng": rng_state(),
-        }
+        return checkpoint_fields(run, model=model.state_dict(), optimizer=opt.state_dict(), step=step,
+                                 tokens_seen=tokens_seen, metrics=m, best_acc=best_acc, elapsed=elapsed,
+                                 loss_acc=loss_sum.tolist(), rng=rng_state())
 
     if dist.main:
-        lines = read_metrics(metrics_path, step) if resume_ckpt is not None else []
-        # atomically: a kill here must not lose the history (metrics) or leave half a config
-        fileio.write_text(metrics_path, "".join(line + "\n" for line in lines))
-        fileio.write_text(out / "config.json", json.dumps(saved_config, indent=2, sort_keys=True) + "\n")
+        start_files(run, step)
 
     def log(record: dict) -> None:
         if dist.main:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record, sort_keys=True) + "\n")
+            log_record(run, record)
 
     bar = None
     if cfg.progress and dist.main:
@@ -322,18 +201,15 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
     excluded = 0.0  # time spent in on_eval callbacks
     last_eval_step = step if resume_ckpt is not None else -1
     train_model.train()
-    with _Interrupt() as intr:
+    with Interrupt() as intr:
         while True:
             done = step >= cfg.max_steps
             if not done:
                 lr = lr_at(step, cfg)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                if c_engine is not None:
-                    loss_total, n_local, n_tok = c_engine.step(batches, step, lr)
-                else:
-                    loss_total, n_local, n_tok = train_step(train_model, model, opt, batches, step, cfg.grad_clip,
-                                                            device, amp, dist.world)
+                loss_total, n_local, n_tok = train_step(train_model, model, opt, batches, step, cfg.grad_clip,
+                                                        device, amp, dist.world)
                 step += 1
                 tokens_seen += n_tok
                 loss_sum[0] += loss_total.to(acc_dtype)  # stays on the device: no sync per step
@@ -342,8 +218,8 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
                     bar.update(1)
                     if step % 10 == 0:
                         bar.set_postfix(loss=f"{loss_sum[0].item() / max(1, loss_sum[1].item()):.4f}",
-                                        lr=f"{lr:.2e}", val=_pct(metrics.get("val_acc")),
-                                        hold=_pct(metrics.get("holdout_acc")), refresh=False)
+                                        lr=f"{lr:.2e}", val=pct(metrics.get("val_acc")),
+                                        hold=pct(metrics.get("holdout_acc")), refresh=False)
             now_elapsed = elapsed + (time.perf_counter() - t0) - excluded
             want_stop = intr.flag or (interrupt_at is not None and step >= interrupt_at)
             if cfg.max_time is not None and now_elapsed >= cfg.max_time:
@@ -359,8 +235,6 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
                 stop_reason = "max_steps"
             if step != last_eval_step and (step % cfg.eval_every == 0 or stop_reason is not None):
                 last_eval_step = step
-                if c_engine is not None:
-                    c_engine.sync()
                 dist.sum_(loss_sum)
                 ev = run_eval()
                 elapsed_now = elapsed + (time.perf_counter() - t0) - excluded
@@ -383,7 +257,7 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
                     save_checkpoint(ckpt_path, ck)
                 if bar is not None:
                     bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
-                                    val=_pct(metrics["val_acc"]), hold=_pct(metrics["holdout_acc"]), refresh=True)
+                                    val=pct(metrics["val_acc"]), hold=pct(metrics["holdout_acc"]), refresh=True)
                 if cfg.target_acc is not None and (metrics["val_acc"] or 0) >= cfg.target_acc and stop_reason is None:
                     stop_reason = "target_acc"
                 if on_eval is not None:
@@ -403,9 +277,6 @@ def _train(cfg, resume, overwrite, on_eval, interrupt_at, dist: Dist, device: to
                "ckpt": str(ckpt_path), "best": str(best_path), "n_params": mcfg.n_params(),
                "model_config": mcfg.to_dict(), "threads": threads, "device": str(device),
                "engine": cfg.engine}
-    if c_engine is not None:
-        c_engine.sync()
-        c_engine.close()
     if interrupted:
         if dist.main:  # the state after the last completed step; resuming continues from exactly here
             ck = checkpoint(metrics)
