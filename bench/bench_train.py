@@ -44,7 +44,8 @@ from tinymath.train.device import auto_threads
 from tinymath.train.greedy_eval import evaluate
 from tinymath.train.model import ModelConfig, Transformer
 from tinymath.train.optim import make_optimizer
-from tinymath.train.train import train, train_step
+from tinymath.train.train import train
+from tinymath.train.train_torch import train_step
 
 TASK = {"task": "arith", "ops": "+"}  # classic: operands 0-89, 90-99 held out, answers like 106.00
 DEFAULT_THREADS = torch.get_num_threads()
@@ -211,7 +212,7 @@ def initial_state(mcfg: ModelConfig, seed: int = 0) -> dict:
 
 
 class OursStepper:
-    """This trainer's step (train.train_step) on a model, for throughput measurements."""
+    """This trainer's step (train_torch.train_step) on a model, for throughput measurements."""
 
     def __init__(self, mcfg: ModelConfig, enc, batch_size: int = 256):
         self.model = Transformer(mcfg)

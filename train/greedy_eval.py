@@ -19,7 +19,7 @@ import torch
 
 from tinymath.tasks.formats import AnswerFormat
 
-from .data import IGNORE, Encoded, same_answer, subset  # noqa: F401  (subset: the loop's import)
+from .data import IGNORE, Encoded, same_answer
 from .device import Dist
 from .model import Transformer
 

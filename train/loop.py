@@ -1,7 +1,7 @@
 """What both engines' training loops share, none of it needing torch: the run's start (the
 checkpoints it continues or starts from, the problems, the tokenizer, the model's shape), the
 evaluation subsets, the checkpoint's fields, the run folder's files, SIGINT handling, and the
-thread rule. train.py (the PyTorch engine) and train_c.py (the C engine) build on it.
+thread rule. train_torch.py (the PyTorch engine) and train_c.py (the C engine) build on it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tinymath import fileio
 
 from .checkpoint import FORMAT_VERSION, load_checkpoint
 from .config import ModelSection, TrainConfig
-from .data import Encoded, answer_format, encode, load_splits
+from .data import Encoded, answer_format, encode, load_splits, subset
 from .model_config import ModelConfig
 from .run_files import ckpt_tokenizer, copy_tokenizer, read_metrics
 from .shape import resolve_model_config
@@ -171,8 +171,6 @@ def _model_config(cfg: TrainConfig, vocab_size: int, longest: int, init_ckpt: di
 
 def eval_sets(run: RunStart, cfg: TrainConfig) -> tuple[Encoded, Encoded]:
     """(val, holdout), each cut to a seeded eval_max problems (torch's randperm, either engine)."""
-    from .greedy_eval import subset
-
     g = TorchGenerator(cfg.seed + 17)
     picked = []
     for enc in (run.enc["val"], run.enc["holdout"]):

@@ -147,7 +147,7 @@ class _Loop:
     def loss(self) -> float:
         return self.loss_acc[0] / max(1, self.loss_acc[1])
 
-    # ---- the loop (train.py's, step for step) --------------------------------------------------
+    # ---- the loop (train_torch.py's, step for step) --------------------------------------------------
     def run(self, on_eval, interrupt_at) -> dict:
         cfg, run = self.cfg, self.run_start
         start_files(run, self.step)
@@ -219,7 +219,7 @@ class _Loop:
         improved = self.metrics["val_acc"] is not None and self.metrics["val_acc"] > self.best_acc
         if improved:
             self.best_acc = self.metrics["val_acc"]
-        # the record first, then the checkpoints (best.pt first): train.py says why
+        # the record first, then the checkpoints (best.pt first): train_torch.py says why
         log_record(run, self.metrics)
         ck = self.checkpoint(self.metrics, weights)
         ck["elapsed"] = elapsed_now
