@@ -175,3 +175,36 @@ def test_ctrl_c_without_torch_then_resume_bit_for_bit_and_export(tmp_path):
     assert r.returncode == 0, r.stderr
     export_checkpoint(part / "best.pt", "v1", tmp_path / "t.bin")
     assert (tmp_path / "nt.bin").read_bytes() == (tmp_path / "t.bin").read_bytes()
+
+
+# ---- sweep: the engine from the study file or the command line -----------------------------------------
+
+SWEEP = """
+name = "eng"
+seeds = [0]
+sizes = [600]
+[train]
+max_steps = 40
+eval_every = 20
+batch_size = 32
+{engine}
+[[variants]]
+name = "digits"
+task = {{ task = "arith", ops = "+", lo = 0, hi = 9, holdout = [8, 9] }}
+"""
+
+
+def test_sweep_takes_the_engine_from_the_study_or_the_command_line(tmp_path):
+    from tinymath.study.sweep import sweep
+
+    toml = tmp_path / "eng.toml"
+    toml.write_text(SWEEP.format(engine=""))
+    rows = sweep(toml, tmp_path / "cli", engine="c", log=lambda *a: None)
+    assert [r["train"]["engine"] for r in rows] == ["c"]
+    assert "engine" not in rows[0]["config"]  # how it ran, not what it asked for
+    lines = []
+    again = sweep(toml, tmp_path / "cli", log=lines.append)  # the study's default engine now: still finished
+    assert again == rows and any("finished earlier, skipped" in x for x in lines)
+    toml.write_text(SWEEP.format(engine='engine = "c"'))
+    rows = sweep(toml, tmp_path / "file", log=lambda *a: None)
+    assert rows[0]["train"]["engine"] == "c" and rows[0]["config"]["engine"] == "c"
