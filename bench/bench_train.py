@@ -7,8 +7,11 @@ Prints, in one run:
    F.scaled_dot_product_attention(is_causal=True)), fp32 eager, batches of 256
    padded to the longest problem, torch.optim.AdamW(lr=3e-3), loss on the answer
    tokens only (ignore_index), at 1 thread and at torch's default count (the faster counts);
-   and the C engine (runc/train.c, `--engine c`) against this trainer's PyTorch eager step at
-   ~10K, ~25K and ~100K parameters, 1 thread, batch 256 (`--c-only` runs just that table);
+   and (table 1b) the C engine (runc/train.c, `--engine c`) at 1 and 2 threads against this
+   trainer's PyTorch step, eager and torch.compile'd (skipped with the reason when it fails or
+   takes longer than --compile-limit), 1 thread, at ~10K, ~25K and ~100K parameters on `+` and
+   ~25K on the steps format's `*` (~80-token problems), batch 256, each with its share of the
+   core's fp32 peak measured in the same run (`--c-only` runs just that table);
 2. time to 99% exact-match on the classic `+` test split (dim 48, 2 layers, ~56K
    params) for both. The clock counts training only: the test split is scored
    every `--check-every` steps with the clock stopped (greedy exact-match), the
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -44,9 +48,11 @@ from tinymath.train.device import auto_threads
 from tinymath.train.greedy_eval import evaluate
 from tinymath.train.model import ModelConfig, Transformer
 from tinymath.train.optim import make_optimizer
-from tinymath.train.train import train, train_step
+from tinymath.train.train import train
+from tinymath.train.train_torch import train_step
 
 TASK = {"task": "arith", "ops": "+"}  # classic: operands 0-89, 90-99 held out, answers like 106.00
+STEPS_TASK = {"task": "arith", "ops": "*", "format": "steps"}  # shows its work: ~80-token problems
 DEFAULT_THREADS = torch.get_num_threads()
 
 
@@ -211,7 +217,7 @@ def initial_state(mcfg: ModelConfig, seed: int = 0) -> dict:
 
 
 class OursStepper:
-    """This trainer's step (train.train_step) on a model, for throughput measurements."""
+    """This trainer's step (train_torch.train_step) on a model, for throughput measurements."""
 
     def __init__(self, mcfg: ModelConfig, enc, batch_size: int = 256):
         self.model = Transformer(mcfg)
@@ -245,22 +251,87 @@ class CStepper:
         return n_tok
 
 
-def c_engine_table(enc, tok, longest, seconds: float, sizes=(10_000, 25_000, 100_000), rounds: int = 5) -> list:
-    """Tokens/s of the C engine and of this trainer's PyTorch eager step, 1 thread, interleaved rounds."""
-    print("\n1b. the C engine (runc/train.c) against this trainer's PyTorch eager step: tokens/s, 1 thread, "
-          "batch 256;\n    interleaved rounds, range over rounds (best .. worst) and the ratio of the bests")
-    print(f"   {'params':>9}  {'shape':<14} {'torch eager':>22} {'C engine':>22} {'C / torch':>9}")
+def fp32_peak(threads: int = 1, n: int = 512, seconds: float = 1.0) -> float:
+    """The core's measured fp32 peak (FLOP/s): the best of repeated n x n matmuls at `threads` threads."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
+    return best
+
+
+class CompiledStepper(OursStepper):
+    """This trainer's step through torch.compile (dynamic shapes), compiled within `limit` seconds or refused."""
+
+    def __init__(self, mcfg: ModelConfig, enc, limit: float, batch_size: int = 256):
+        super().__init__(mcfg, enc, batch_size)
+        self.compiled = torch.compile(self.model, dynamic=True)
+        old = signal.signal(signal.SIGALRM, self._timeout)
+        signal.alarm(max(1, int(limit)))
+        try:
+            for _ in range(3):  # the compile, and a recompile for a second batch width
+                self.step()
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+
+    @staticmethod
+    def _timeout(signum, frame):
+        raise TimeoutError("torch.compile took longer than its limit")
+
+    def step(self) -> int:
+        self.s += 1
+        return train_step(self.compiled, self.model, self.opt, self.batches, self.s, 1.0, torch.device("cpu"))[2]
+
+
+def c_engine_table(enc, tok, longest, seconds: float, sizes=(10_000, 25_000, 100_000), rounds: int = 5,
+                   steps: tuple[dict, int] | None = None, compile_limit: float = 120.0) -> list:
+    """Tokens/s of the C engine (1 and 2 threads) and of this trainer's PyTorch step (eager and compiled,
+    1 thread), interleaved rounds, with each one's share of the core's measured fp32 peak."""
+    peak = fp32_peak()
+    print(f"\n1b. the C engine (runc/train.c) against this trainer's PyTorch step: tokens/s (best round of {rounds} "
+          f"interleaved), batch 256;\n    % = share of the core's fp32 peak (6 x params FLOPs per token; the "
+          f"peak, a 512^2 matmul on 1 thread, measured now: {peak / 1e9:.1f} GFLOP/s)")
+    print(f"   {'params':>9}  {'shape':<14} {'format':<7} {'eager 1t':>14} {'compile 1t':>14} {'C 1t':>14} "
+          f"{'C 2t':>14} {'C1/eager':>8} {'C1/comp':>8}")
+    cases = [(target, enc, tok.vocab_size, longest, "direct") for target in sizes]
+    if steps is not None:
+        s_enc, s_vocab = steps
+        cases.append((25_000, s_enc, s_vocab, max(x.max_len for x in s_enc.values()), "steps"))
     rows = []
-    for target in sizes:
-        mcfg = ModelConfig.for_params(target, tok.vocab_size, longest)
-        steppers = {"torch": (OursStepper(mcfg, enc), 1), "c": (CStepper(mcfg, enc), 1)}
-        seen = round_rates(steppers, seconds, rounds)
-        t, c = seen["torch"], seen["c"]
+    for target, e, vocab, seq, fmt in cases:
+        mcfg = ModelConfig.for_params(target, vocab, seq)
+        steppers = {"eager": (OursStepper(mcfg, e), 1), "c1": (CStepper(mcfg, e), 1),
+                    "c2": (CStepper(mcfg, e, threads=2), 2)}
+        torch.set_num_threads(1)
+        try:
+            steppers["compile"] = (CompiledStepper(mcfg, e, compile_limit), 1)
+        except Exception as err:  # a compiler missing, or slower than the limit
+            print(f"   (torch.compile skipped at {mcfg.n_params():,} params: {type(err).__name__}: "
+                  f"{str(err).splitlines()[0] if str(err) else ''})")
+        best = {k: max(v) for k, v in round_rates(steppers, seconds * len(steppers) / 2, rounds).items()}
+        flops = 6 * mcfg.n_params()
+
+        def cell(k: str) -> str:
+            return f"{best[k]:>8,.0f} {100 * best[k] * flops / peak:>4.0f}%" if k in best else f"{'-':>14}"
+
         shape = f"d{mcfg.dim} L{mcfg.n_layers} h{mcfg.n_heads}"
-        print(f"   {mcfg.n_params():>9,}  {shape:<14} {max(t):>10,.0f} .. {min(t):>8,.0f} {max(c):>10,.0f} .. "
-              f"{min(c):>8,.0f} {max(c) / max(t):>8.2f}x", flush=True)
-        rows.append({"params": mcfg.n_params(), "torch": t, "c": c})
+        comp = f"{best['c1'] / best['compile']:>7.2f}x" if "compile" in best else f"{'-':>8}"
+        print(f"   {mcfg.n_params():>9,}  {shape:<14} {fmt:<7} {cell('eager')} {cell('compile')} {cell('c1')} "
+              f"{cell('c2')} {best['c1'] / best['eager']:>7.2f}x {comp}", flush=True)
+        rows.append({"params": mcfg.n_params(), "format": fmt, "tokens_per_s": best, "peak_flops": peak,
+                     "peak_share": {k: v * flops / peak for k, v in best.items()}})
     return rows
+
+
+def steps_setup(workdir: Path) -> tuple[dict, int]:
+    """The steps format's long problems (`*`, about 80 tokens each) for table 1b: (splits, vocabulary size)."""
+    splits = build_splits(TaskSpec.from_dict(STEPS_TASK))
+    stok = Tokenizer.load(train_tokenizer([p.line for p in splits["train"]], workdir / "tok_steps"))
+    return {k: encode(v, stok) for k, v in splits.items()}, stok.vocab_size
 
 
 class PlainStepper:
@@ -377,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=float, default=240.0, help="give up on a time-to-accuracy run after this")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--c-only", action="store_true", help="only the C engine's table (1b)")
+    ap.add_argument("--compile-limit", type=float, default=120.0,
+                    help="seconds torch.compile may take per model in table 1b (skipped beyond)")
     args = ap.parse_args(argv)
     if args.quick:
         args.seconds, args.limit = 1.0, 5.0
@@ -393,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
               f"longest {longest} tokens, mean {enc['train'].lengths.float().mean():.1f}\n")
 
         if args.c_only:
-            results["c_engine"] = c_engine_table(enc, tok, longest, args.seconds * 2)
+            results["c_engine"] = c_engine_table(enc, tok, longest, args.seconds * 2, steps=steps_setup(workdir),
+                                                 compile_limit=args.compile_limit)
             if args.json:
                 Path(args.json).write_text(json.dumps(results, indent=2))
             return 0
@@ -414,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
             results["throughput"].append({"params": mcfg.n_params(), "plain_1": p1, "plain_default": p2,
                                           "ours": ours, "ours_threads": ours_threads})
 
-        results["c_engine"] = c_engine_table(enc, tok, longest, args.seconds * 2)
+        results["c_engine"] = c_engine_table(enc, tok, longest, args.seconds * 2, steps=steps_setup(workdir),
+                                             compile_limit=args.compile_limit)
 
         mcfg = ModelConfig(dim=48, n_layers=2, n_heads=6, n_kv_heads=6, hidden_dim=128,
                            vocab_size=tok.vocab_size, max_seq_len=longest)

@@ -1,6 +1,8 @@
-"""Load a TinyMath training checkpoint (torch) into an ExportModel (numpy).
+"""Load a TinyMath training checkpoint into an ExportModel (numpy).
 
-The only export module that imports torch. A checkpoint is a torch.save dict
+A checkpoint is in one of train/checkpoint.py's two formats: the C engine's arrays
+format (a zip of .npy arrays and JSON, read with numpy: no torch needed) or the
+PyTorch engine's torch.save dict (the only export path that imports torch). Either holds a dict
 with "model_config" (ModelConfig fields), "model" (the state_dict), and for the
 model card "step", "tokens_seen", "train_config" (with "task" and "seed"), and
 optionally "tokenizer" (a path: tokenizer.bin, or a SentencePiece .model),
@@ -20,6 +22,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .card import sha256_file
 from .layout import ExportError
 from .source import ExportModel, from_state_dict
@@ -27,22 +31,30 @@ from .source import ExportModel, from_state_dict
 
 def read_checkpoint(path: str | os.PathLike) -> ExportModel:
     """Read and check a checkpoint; raise ExportError saying what is wrong with it."""
-    import torch
+    from tinymath.train.checkpoint import read_checkpoint_file
 
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"no such checkpoint: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # not a torch file, truncated, or holding objects weights_only refuses
-        raise ExportError(f"{path}: not a loadable torch checkpoint ({type(e).__name__}: {e})") from None
+        ckpt = read_checkpoint_file(path)
+    except (ValueError, ModuleNotFoundError) as e:  # damaged, not a checkpoint, or torch's format without torch
+        raise ExportError(f"{path}: not a loadable torch checkpoint or arrays checkpoint ({e})") from None
     return from_checkpoint_dict(ckpt, source=path)
 
 
-def from_checkpoint_dict(ckpt: Any, source: str | os.PathLike | None = None) -> ExportModel:
-    """An ExportModel from a checkpoint dict already in memory (as torch.load returns it)."""
-    import torch
+def _as_array(t: Any) -> np.ndarray | None:
+    """A torch tensor or numpy array as numpy (float32 if floating), None for anything else."""
+    if hasattr(t, "detach"):
+        t = t.detach().cpu()
+        return t.float().numpy() if t.is_floating_point() else t.numpy()
+    if isinstance(t, np.ndarray):
+        return t.astype(np.float32) if np.issubdtype(t.dtype, np.floating) else t
+    return None
 
+
+def from_checkpoint_dict(ckpt: Any, source: str | os.PathLike | None = None) -> ExportModel:
+    """An ExportModel from a checkpoint dict already in memory (torch tensors or numpy arrays)."""
     what = f"checkpoint {source}" if source else "checkpoint"
     if not isinstance(ckpt, dict):
         raise ExportError(f"{what}: expected a dict, got {type(ckpt).__name__}")
@@ -55,7 +67,7 @@ def from_checkpoint_dict(ckpt: Any, source: str | os.PathLike | None = None) -> 
     if not isinstance(mc, dict):
         raise ExportError(f"{what}: model_config is a {type(mc).__name__}, expected a dict")
     # the training stage's own reading of the config: defaults and validation as it trains
-    from tinymath.train.model import ModelConfig
+    from tinymath.train.model_config import ModelConfig
 
     try:
         cfg = ModelConfig.from_dict(dict(mc))
@@ -67,10 +79,10 @@ def from_checkpoint_dict(ckpt: Any, source: str | os.PathLike | None = None) -> 
         raise ExportError(f"{what}: 'model' is a {type(sd).__name__}, expected a state_dict")
     arrays = {}
     for name, t in sd.items():
-        if not isinstance(t, torch.Tensor):
+        a = _as_array(t)
+        if a is None:
             raise ExportError(f"{what}: entry {name!r} of 'model' is a {type(t).__name__}, not a tensor")
-        t = t.detach().cpu()
-        arrays[name] = t.float().numpy() if t.is_floating_point() else t.numpy()
+        arrays[name] = a
     meta: dict[str, Any] = {}
     for key in ("step", "tokens_seen", "train_config", "task", "tokenizer", "tokenizer_model", "metrics",
                 "best_val_acc"):

@@ -35,7 +35,7 @@ def train_stages(run_dir: Path, cfg: dict) -> tuple[dict, int]:
         scfg = {**cfg, **st.get("train", {}), "task": task, "out_dir": str(sdir), "tokenizer": str(tok),
                 "init_from": prev}
         ckpt = sdir / "ckpt.pt"
-        saved = load_checkpoint(ckpt) if ckpt.is_file() else None
+        saved = load_checkpoint(ckpt, arrays="numpy") if ckpt.is_file() else None
         if saved is not None and saved["metrics"].get("stop_reason") is not None:
             summary = saved  # this stage finished earlier
         else:

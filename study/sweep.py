@@ -26,7 +26,10 @@ Shapes follow ModelConfig.for_params' stated rule unless a variant fixes fields.
 Each run lives in STUDY_DIR/runs/NAME/: the trainer's checkpoints and metrics,
 model.bin (fp32, v1), model.q8.bin (int8, v2) with their cards, and result.json,
 written last and atomically: a run with result.json is finished and skipped; a
-run with a checkpoint but no result resumes from it. results.jsonl is rebuilt
+run with a checkpoint but no result resumes from it. The training engine comes
+from the study's [train] (engine = "c") or from `--engine`, which wins and, like
+the progress bar, is how runs are computed, not part of the configuration they
+record (a finished run stays finished); result.json's train.engine says which ran. results.jsonl is rebuilt
 from the result files after every run, so several processes (`--shard K/N`)
 can share one study folder.
 """
@@ -140,9 +143,10 @@ def _summary(report) -> dict:
     return report.to_dict()["groups"]
 
 
-def run_one(run: Run, study_dir: Path, base: dict, progress: bool = False) -> dict:
+def run_one(run: Run, study_dir: Path, base: dict, progress: bool = False, engine: str | None = None) -> dict:
     """Train (or resume), export fp32 and int8, evaluate both; write and return the result row.
-    progress: the trainer's bar (not part of the run's recorded configuration)."""
+    progress, engine (None: the study's): the trainer's bar and engine (not part of the run's
+    recorded configuration)."""
     from tinymath.export import export_checkpoint
     from tinymath.train.config import load_config
     from tinymath.train.train import train
@@ -153,7 +157,7 @@ def run_one(run: Run, study_dir: Path, base: dict, progress: bool = False) -> di
     run_dir = study_dir / "runs" / run.name
     run_dir.mkdir(parents=True, exist_ok=True)
     wanted = run_config(run, run_dir, base)
-    shown = {**wanted, "progress": progress}
+    shown = {**wanted, "progress": progress, **({"engine": engine} if engine else {})}
     final, stage_tokens = train_stages(run_dir, shown) if run.variant.stages else (shown, 0)
     summary = train(load_config(base=final), resume=(run_dir / "ckpt.pt").is_file() or None)
     if summary.get("interrupted"):
@@ -173,6 +177,7 @@ def run_one(run: Run, study_dir: Path, base: dict, progress: bool = False) -> di
         "params": int(card["n_params"]), "model": card["config"], "task": card.get("task") or run.variant.task,
         "train": {"steps": int(summary.get("step") or 0), "tokens": tokens,
                   "wall_s": float(summary.get("elapsed") or 0.0), "device": str(summary.get("device", "cpu")),
+                  "engine": summary.get("engine", "torch"),
                   "flops": 6.0 * int(card["n_params"]) * tokens, "checkpoint": ckpt.name},
         "fp32": scores["fp32"], "int8": scores["int8"], "answer_tokens": answer_tokens,
         "files": {"fp32": fp32.path.name if hasattr(fp32, "path") else "model.bin",
@@ -206,7 +211,8 @@ def collect(study: Study, study_dir: Path) -> list[dict]:
 
 
 def sweep(study_path: str | Path, out: str | Path | None = None, shard: tuple[int, int] = (1, 1),
-          max_runs: int | None = None, log=partial(print, flush=True), progress: bool = False) -> list[dict]:
+          max_runs: int | None = None, log=partial(print, flush=True), progress: bool = False,
+          engine: str | None = None) -> list[dict]:
     study = load_study(study_path)
     study_dir = Path(out) if out else Path(study_path).with_suffix("")
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -223,7 +229,7 @@ def sweep(study_path: str | Path, out: str | Path | None = None, shard: tuple[in
         if max_runs is not None and done >= max_runs:
             break
         log(f"[{i}/{len(mine)}] {run.name}: training")
-        row = run_one(run, study_dir, study.train, progress)
+        row = run_one(run, study_dir, study.train, progress, engine)
         done += 1
         test = row["fp32"].get("test", {}).get("all", {})
         log(f"[{i}/{len(mine)}] {run.name}: {row['params']:,} params, test exact "
@@ -245,6 +251,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="study folder (default: the TOML's path without .toml)")
     p.add_argument("--shard", type=_shard, default=(1, 1), help="run the K-th of N disjoint slices (K/N)")
     p.add_argument("--max-runs", type=int, help="stop after this many new runs")
+    p.add_argument("--engine", choices=("torch", "c"),
+                   help="training engine for every run (default: the study's [train] engine, else torch)")
     p.add_argument("--report", action="store_true", help="write report.md and plots at the end")
     p.add_argument("--no-progress", action="store_true",
                    help="no training progress bar (default: a bar per run when stderr is a terminal)")
@@ -252,7 +260,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     rows = sweep(args.study, args.out, args.shard, args.max_runs,
-                 progress=not args.no_progress and sys.stderr.isatty())
+                 progress=not args.no_progress and sys.stderr.isatty(), engine=args.engine)
     out = Path(args.out) if args.out else Path(args.study).with_suffix("")
     print(f"{len(rows)} finished runs in {out / 'results.jsonl'}")
     if args.report and rows:

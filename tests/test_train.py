@@ -141,7 +141,7 @@ class Killed(BaseException):
 def test_killed_between_writes_resumes_as_one_run(tmp_path, monkeypatch, kill_at_write):
     """A kill just before the Nth checkpoint write of a run (after that step's metrics record went out):
     resuming gives the same metrics log, best.pt and ckpt.pt as a run never killed."""
-    import tinymath.train.train as trainer
+    import tinymath.train.train_torch as trainer
 
     cfg = dict(max_steps=60, eval_every=20)
     ref = train(tiny(tmp_path, "ref", **cfg))

@@ -22,7 +22,7 @@ from tinymath.train.config import TrainConfig
 from tinymath.train.data import IGNORE, Batches, encode
 from tinymath.train.model import ModelConfig, Transformer
 from tinymath.train.optim import lr_at, make_optimizer
-from tinymath.train.train import train_step
+from tinymath.train.train_torch import train_step
 
 engine_c = pytest.importorskip("tinymath.train.engine_c")
 CEngine, CEngineError = engine_c.CEngine, engine_c.CEngineError

@@ -101,7 +101,7 @@ def resolve(args: argparse.Namespace):
             path = Path(out) / "ckpt.pt"
         resume = path
         if not args.config:  # the run's own config
-            d = dict(load_checkpoint(path)["train_config"])
+            d = dict(load_checkpoint(path, arrays="numpy")["train_config"])
             task = d.get("task") or {}
             if task.get("task") == "folder":
                 d["data"], d["task"] = task["path"], {}

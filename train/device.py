@@ -9,6 +9,8 @@ from typing import Callable
 
 import torch
 
+from .loop import auto_threads  # noqa: F401  (the thread rule, torch-free; imported from here too)
+
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if name == "auto":
@@ -27,19 +29,6 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("train config: device is mps but MPS is not available")
     return dev
-
-
-def auto_threads(n_params: int, world: int = 1) -> int:
-    """Intra-op threads for a CPU run (when the config leaves `threads` unset).
-
-    One thread up to 5M parameters. The ops of a small model are short, and a second
-    thread costs more in hand-offs than it gains; on a machine where other work runs,
-    every parallel op waits for a descheduled thread, and two threads measured 5-50x
-    slower than one here. Run two trainings side by side to use two cores.
-    """
-    cores = os.cpu_count() or 1
-    per_rank = max(1, cores // max(1, world))
-    return 1 if n_params < 5_000_000 else per_rank
 
 
 class Dist:

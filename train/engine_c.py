@@ -8,7 +8,8 @@
     eng.optimizer_state_dict()                     # train/optim.py's AdamW.state_dict() layout
 
 numpy only: no torch is imported here. The engine is part of `tinymath.runc._engine`
-(runc/build_engine.py), the one build of runc's C, inference and training.
+(runc/build_engine.py), the one build of runc's C, inference and training. train_c.py's
+loop drives it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import ModelConfig
+from .model_config import ModelConfig
 
 IGNORE = -100
 
@@ -206,64 +207,3 @@ class CEngine:
         self._check(self.lib.runc_train_step(self._t, px, py, x.shape[0], x.shape[1], float(lr), self._stats,
                                              self._err))
         return self._stats.loss_sum, self._stats.n_answer
-
-
-# ---- the C engine inside train/train.py's loop ----------------------------------------------------------------
-
-class TorchBridge:
-    """The C engine as train.py's step, with the torch model and optimizer as its mirror.
-
-    The loop keeps its torch Transformer and AdamW for everything but the step:
-    evaluation, checkpoints (the same format as the PyTorch engine's, so either
-    engine resumes, exports or fine-tunes from them), on_eval callbacks. `sync()`
-    copies the engine's parameters and AdamW state into them (before each
-    evaluation and checkpoint); the engine never reads them back after start-up,
-    so a resumed run continues from the checkpoint's exact bits.
-    """
-
-    def __init__(self, model, opt, cfg, threads: int):
-        self.model, self.opt = model, opt
-        self.engine = CEngine(model.cfg, max_batch=cfg.batch_size, threads=threads, beta1=cfg.beta1,
-                              beta2=cfg.beta2, adam_eps=cfg.adam_eps, weight_decay=cfg.weight_decay,
-                              grad_clip=cfg.grad_clip)
-        self.grad_clip = cfg.grad_clip
-        self.engine.load_state_dict(model.state_dict())
-        names = {id(p): n for n, p in model.named_parameters()}
-        self._names = [[names[id(p)] for p in g["params"]] for g in opt.param_groups]
-        decay, no_decay = self.engine._groups()
-        if self._names != [decay, no_decay]:
-            raise ValueError("C engine: the optimizer's parameter groups are not the engine's "
-                             "(matrices but the embedding decayed, in named_parameters order)")
-        self.engine.load_optimizer_state_dict(opt.state_dict())
-
-    def step(self, batches, step: int, lr: float):
-        """train_step's result for global batch `step`: (summed answer loss, answer tokens, problem tokens)."""
-        import torch
-
-        x, y, n_tok, _ = batches.get(step)
-        try:
-            loss_sum, n_ans = self.engine.step(x, y, lr)
-        except CEngineError as e:
-            if e.code == 21:  # RUNC_E_WEIGHT: NaN or infinite loss or gradients; nothing was updated
-                raise FloatingPointError(f"step {step}: {e} (training stopped; the last checkpoint is the last "
-                                         f"good state)") from None
-            raise
-        return torch.tensor(loss_sum, dtype=torch.float64), n_ans, n_tok
-
-    def sync(self) -> None:
-        """The engine's parameters and AdamW state into the torch model and optimizer."""
-        import torch
-
-        eng = self.engine
-        params = eng._views(eng.params)
-        m, v = eng._views(eng._bufs[2]), eng._views(eng._bufs[3])
-        with torch.no_grad():
-            for g, names, gm, gv in zip(self.opt.param_groups, self._names, self.opt.exp_avg, self.opt.exp_avg_sq):
-                for p, n, a, b in zip(g["params"], names, gm, gv):
-                    p.copy_(torch.from_numpy(params[n]))
-                    a.copy_(torch.from_numpy(m[n]))
-                    b.copy_(torch.from_numpy(v[n]))
-        self.opt.steps = eng.adam_steps
-
-    def close(self) -> None:
-        self.engine.close()

@@ -19,23 +19,9 @@ import torch
 
 from tinymath.tasks.formats import AnswerFormat
 
-from .data import IGNORE, Encoded
+from .data import IGNORE, Encoded, same_answer
 from .device import Dist
 from .model import Transformer
-
-
-def subset(enc: Encoded, idx: list[int]) -> Encoded:
-    t = torch.tensor(idx, dtype=torch.long)
-    return Encoded([enc.problems[i] for i in idx], enc.inputs[t], enc.targets[t], enc.lengths[t],
-                   enc.n_prompt[t], [enc.prompts[i] for i in idx])
-
-
-def same_answer(fmt: AnswerFormat | None) -> Callable[[str, str], bool]:
-    """(expected, decoded) -> right? The task format's rule (a format that shows its work is scored
-    on its final answer, as `tinymath eval` scores it); the whole answer for a folder of lines."""
-    if fmt is None:
-        return lambda expected, got: got == expected.strip()
-    return fmt.is_right
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
-"""The optimizer and its schedule: AdamW (weight decay on matrices only), global-norm gradient
-clipping, and the learning rate of every step (linear warm-up, then cosine, linear or constant)."""
+"""The optimizer: AdamW (weight decay on matrices only) and global-norm gradient clipping.
+The learning rate of every step is schedule.lr_at (torch-free, shared with the C engine)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import torch
 
 from .config import TrainConfig
+from .schedule import lr_at  # noqa: F401  (the loop's and the tests' import)
 
 
 class AdamW:
@@ -96,14 +97,3 @@ def clip_grad_norm(model: torch.nn.Module, max_norm: float) -> None:
         return
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of update number `step` (0-based): linear warm-up, then cosine/linear/constant."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "constant":
-        return cfg.lr
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-    shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
-    return cfg.lr * (cfg.min_lr + (1 - cfg.min_lr) * shape)

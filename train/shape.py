@@ -4,7 +4,7 @@ resolved once the tokenizer's vocabulary and the longest problem are known)."""
 from __future__ import annotations
 
 from .config import ModelSection
-from .model import ModelConfig
+from .model_config import ModelConfig
 
 
 def _hidden_for(dim: int) -> int:
