@@ -44,7 +44,7 @@ from tinymath.tasks import TaskSpec, build_splits
 from tinymath.tokenizer import Tokenizer, train_tokenizer
 from tinymath.train.config import TrainConfig
 from tinymath.train.data import IGNORE, Batches, encode
-from tinymath.train.device import auto_threads
+from tinymath.train.loop import auto_threads
 from tinymath.train.greedy_eval import evaluate
 from tinymath.train.model import ModelConfig, Transformer
 from tinymath.train.optim import make_optimizer

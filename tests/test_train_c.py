@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from tinymath.train.config import TrainConfig
 from tinymath.train.data import IGNORE, Batches, encode
 from tinymath.train.model import ModelConfig, Transformer
-from tinymath.train.optim import lr_at, make_optimizer
+from tinymath.train.optim import make_optimizer
+from tinymath.train.schedule import lr_at
 from tinymath.train.train_torch import train_step
 
 engine_c = pytest.importorskip("tinymath.train.engine_c")

@@ -9,7 +9,6 @@ from typing import Callable
 
 import torch
 
-from .loop import auto_threads  # noqa: F401  (the thread rule, torch-free; imported from here too)
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:

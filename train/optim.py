@@ -8,7 +8,6 @@ import math
 import torch
 
 from .config import TrainConfig
-from .schedule import lr_at  # noqa: F401  (the loop's and the tests' import)
 
 
 class AdamW:

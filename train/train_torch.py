@@ -51,7 +51,8 @@ from .device import Dist, autocast, resolve_device
 from .greedy_eval import evaluate
 from .loop import Interrupt, auto_threads, checkpoint_fields, eval_sets, log_record, open_run, pct, start_files
 from .model import Transformer
-from .optim import AdamW, clip_grad_norm, lr_at, make_optimizer
+from .optim import AdamW, clip_grad_norm, make_optimizer
+from .schedule import lr_at
 
 
 # ---- one step ---------------------------------------------------------------------------------
