@@ -101,6 +101,16 @@ def _is_bin(path: Path) -> bool:
     return True
 
 
+def check_finite(tensors: dict, what: str) -> None:
+    """ExportError naming the first tensor (or int8 scale) with a NaN or inf: no report on such a file."""
+    for name, t in tensors.items():
+        values = t.s if isinstance(t, QTensor) else np.asarray(t)
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            kind = "scales" if isinstance(t, QTensor) else "values"
+            raise ExportError(f"{what}: tensor {name} has {bad} non-finite {kind} (NaN or inf)")
+
+
 def load_fp32(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str, object]:
     """(float32 tensors by name, description, config) from a v0/v1 .bin or a checkpoint."""
     path = Path(path)
@@ -111,6 +121,7 @@ def load_fp32(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str, obje
         if bm.version == 2:
             raise ExportError(f"{path} is version 2 (int8): not a float32 reference")
         t = {n: a for n, a in bm.tensors.items() if not n.startswith("freq_cis_")}
+        check_finite(t, str(path))
         return t, f"{path} (v{bm.version}, fp32)", bm.config
     from .checkpoint import read_checkpoint  # torch
 
@@ -144,6 +155,7 @@ def compare_v2(v2_path: str | os.PathLike, reference: str | os.PathLike) -> Quan
     bm = read_bin(v2_path)
     if bm.version != 2:
         raise ExportError(f"{v2_path} is version {bm.version}, not 2 (int8)")
+    check_finite(bm.tensors, str(v2_path))
     ref, ref_desc, ref_cfg = load_fp32(reference)
     q = {n: t for n, t in bm.tensors.items() if isinstance(t, QTensor)}
     f = {n: t for n, t in bm.tensors.items() if not isinstance(t, QTensor)}

@@ -134,5 +134,9 @@ def from_bin_model(bm, path: str | None = None) -> ExportModel:
                           "export from the checkpoint or the fp32 .bin instead")
     cfg = bm.config.with_(version=1, group_size=None, extension=False)
     tensors = {n: t for n, t in bm.tensors.items() if not n.startswith("freq_cis_")}
-    model = ExportModel(config=cfg, tensors=tensors, meta={"source": {"bin": path, "version": bm.config.version}})
-    return model
+    what = f"model file {path}" if path else "model file"
+    for name, t in tensors.items():  # the checks every export path makes (from_state_dict's)
+        bad = int(t.size - np.count_nonzero(np.isfinite(t)))
+        if bad:
+            raise ExportError(f"{what}: tensor {name} has {bad} non-finite values (NaN or inf)")
+    return ExportModel(config=cfg, tensors=tensors, meta={"source": {"bin": path, "version": bm.config.version}})

@@ -791,3 +791,21 @@ def test_reexport_of_the_shipped_bin_keeps_its_card_and_hf_folder_is_readable(tm
     assert r.returncode == 0, r.stderr
     q8 = json.loads((tmp_path / "m.q8.json").read_text())
     assert q8["task"] == src["task"] and q8["tokenizer"]["bin"]["sha256"] == src["tokenizer"]["bin"]["sha256"]
+
+
+def test_reexport_and_report_refuse_non_finite_weights(tmp_path, capsys):
+    """A .bin with a NaN or inf weight is refused by every export path and by --report, naming the tensor
+    (it used to pass v1, write a NaN scale for v2 and then raise a TypeError, and --report said yes)."""
+    from tinymath.cli import main
+
+    models = Path(__file__).resolve().parent.parent / "models"
+    data = bytearray((models / "tinymath.bin").read_bytes())
+    struct.pack_into("<f", data, 256 + 4 * 3, float("nan"))  # a weight just past the 256-byte v1 header
+    bad = tmp_path / "nan.bin"
+    bad.write_bytes(bytes(data))
+    for args in (["--format", "v1", "--out", str(tmp_path / "a.bin")],
+                 ["--format", "v2", "--out", str(tmp_path / "b.bin")], ["--report"]):
+        assert main(["export", str(bad), *args]) == 2, args
+        err = capsys.readouterr().err
+        assert "non-finite" in err and "Traceback" not in err, err
+    assert not (tmp_path / "a.bin").exists() and not (tmp_path / "b.bin").exists()
