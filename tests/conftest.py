@@ -31,8 +31,8 @@ def steps_model(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("steps")
     cfg = TrainConfig.from_dict({"out_dir": str(out), "task": STEPS_TASK, "progress": False,
-                                 "model": {"dim": 32, "n_layers": 2, "n_heads": 4}, "max_steps": 300,
-                                 "eval_every": 300, "batch_size": 64, "lr": 1e-2, "warmup_steps": 20})
+                                 "model": {"dim": 32, "n_layers": 2, "n_heads": 4}, "max_steps": 150,
+                                 "eval_every": 150, "batch_size": 64, "lr": 1e-2, "warmup_steps": 20})
     assert train(cfg)["metrics"]["val_n"] > 0
     export_checkpoint(out / "ckpt.pt", "v1", out / "model.bin")
     return out / "model.bin"

@@ -41,7 +41,14 @@ def torch_greedy(steps_model, prompts) -> tuple[list[str], list[int]]:
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in bm.state_dict().items()})
     tok = Tokenizer.load(steps_model.parent / "tokenizer.bin")
     ids = [tok.encode_prompt(p) for p in prompts]
-    out = model.generate_greedy(ids, max_new=model.cfg.max_seq_len - max(len(x) for x in ids), stop=tok.eos_id)
+    # each prompt runs to the end of the context, as the C engine does: batched by prompt length, so
+    # an answer that never stops gets exactly the tokens its own prompt leaves room for
+    out: list = [None] * len(ids)
+    for n in sorted({len(x) for x in ids}):
+        rows = [i for i, x in enumerate(ids) if len(x) == n]
+        for i, o in zip(rows, model.generate_greedy([ids[i] for i in rows], max_new=model.cfg.max_seq_len - n,
+                                                    stop=tok.eos_id)):
+            out[i] = o
     whole = [tok.decode_answer(o) for o in out]
     assert sum(MARK in a for a in whole) > len(whole) // 2  # it writes steps, then a final answer
     return whole, [len([t for t in o if t != tok.eos_id]) for o in out]
