@@ -362,12 +362,53 @@ static int answer_one(runner *r, const char *prompt, char *answer, size_t cap, c
     return 1;
 }
 
-/* calc: "36 / 3" -> "36 / 3 =" -> the model's answer. */
+/* The digits of s from *i on, without leading zeros (at least one digit kept): where they start, and
+ * their count in *len; NULL when s[*i] is not a digit. *i moves past them. */
+static const char *number_at(const char *s, size_t *i, size_t *len)
+{
+    const char *start;
+    if (!isdigit((unsigned char)s[*i])) return NULL;
+    while (s[*i] == '0' && isdigit((unsigned char)s[*i + 1])) (*i)++;
+    start = s + *i;
+    while (isdigit((unsigned char)s[*i])) (*i)++;
+    *len = (size_t)(s + *i - start);
+    return start;
+}
+
+static void skip_spaces(const char *s, size_t *i)
+{
+    while (s[*i] == ' ' || s[*i] == '\t') (*i)++;
+}
+
+/* calc: what a person types, in the prompt form the models were trained on (the rule of
+ * tinymath.tasks.typed_prompt): "24+82", "  12   +   3" and "5+5=" become "24 + 82 =",
+ * "12 + 3 =" and "5 + 5 ="; text of another shape gets its closing " =" (after trimming). */
 static char *calc_prompt(const char *line)
 {
-    size_t n = strlen(line);
-    char *p = (char *)malloc(n + 3);
+    size_t n = strlen(line), i = 0, alen = 0, blen = 0;
+    const char *a, *b = NULL;
+    char op = 0;
+    char *p = (char *)malloc(n + 4);
     if (!p) die("out of memory");
+    skip_spaces(line, &i);
+    a = number_at(line, &i, &alen);
+    if (a) {
+        skip_spaces(line, &i);
+        if (line[i] && strchr("+-*/", line[i])) {
+            op = line[i++];
+            skip_spaces(line, &i);
+            b = number_at(line, &i, &blen);
+        }
+    }
+    if (b) {
+        skip_spaces(line, &i);
+        if (line[i] == '=') i++;
+        skip_spaces(line, &i);
+    }
+    if (b && line[i] == '\0') {
+        sprintf(p, "%.*s %c %.*s =", (int)alen, a, op, (int)blen, b);
+        return p;
+    }
     memcpy(p, line, n + 1);
     if (n == 0 || line[n - 1] != '=') memcpy(p + n, n ? " =" : "=", 3);
     return p;

@@ -278,3 +278,23 @@ def test_final_answer_and_v(run_bin, model_dir, tmp_path):
         assert r.returncode == 0 and r.stdout == f"{want}\n", (v, r.stdout, r.stderr)
     one_line_error(run(run_bin, m, "-v", "-i", "1 + 1"), "-v is for -m calc and -m batch")
     assert "-v" in run(run_bin, "-h").stdout
+
+
+def test_calc_reads_what_people_type_as_the_python_rule_does(run_bin):
+    """`run -m calc` puts typed problems in the prompt form by tinymath.tasks.typed_prompt's rule:
+    each spelling answers as the prompt the rule gives (the shipped model, whose answers differ by prompt)."""
+    from tinymath.tasks import typed_prompt
+
+    model, tok = ROOT / "models" / "tinymath.bin", ROOT / "models" / "tokenizer.bin"
+    typed = ["24+82", "  12   +   3", "5+5=", "007 * 8", "36 / 3 =", "91-45", "7 *  08 =  "]
+    for text in typed:
+        canonical = typed_prompt(text)
+        got = run(run_bin, model, "-z", tok, "-m", "calc", "-i", text)
+        want = run(run_bin, model, "-z", tok, "-m", "calc", "-i", canonical)
+        assert got.returncode == want.returncode == 0, got.stderr
+        assert got.stdout == want.stdout, (text, canonical, got.stdout, want.stdout)
+    # the rule matters: the unnormalised spelling gives another answer on this model
+    raw = subprocess.run([str(run_bin), str(model), "-z", str(tok), "-m", "batch"], input="24+82 =\n",
+                         capture_output=True, text=True)
+    assert raw.stdout.strip() != "106.00"
+    assert run(run_bin, model, "-z", tok, "-m", "calc", "-i", "24+82").stdout.strip() == "106.00"
