@@ -777,11 +777,7 @@ long long runc_batch_tokens(const runc_batch *b)
 int runc_batch_set_max_answer(runc_batch *b, int max_answer, runc_error *err)
 {
     if (!b) return runc_set_error(err, RUNC_E_ARG, "runc_batch_set_max_answer: NULL batch");
-    if (max_answer < 0 || max_answer > RUNC_MAX_SEQ_LEN)
-        return runc_set_error(err, RUNC_E_ARG, "max_answer = %d must be in 1..%d, or 0 for the default (%d)",
-                              max_answer, RUNC_MAX_SEQ_LEN, RUNC_DEFAULT_MAX_ANSWER);
-    b->max_answer = max_answer ? max_answer : RUNC_DEFAULT_MAX_ANSWER;
-    return runc_set_ok(err);
+    return runc_max_answer_arg(max_answer, &b->max_answer, err);
 }
 
 int runc_batch_max_answer(const runc_batch *b)

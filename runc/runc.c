@@ -1381,14 +1381,19 @@ int runc_state_open(runc_state **out, const runc_model *m, int context, runc_err
     return runc_set_ok(err);
 }
 
-int runc_state_set_max_answer(runc_state *s, int max_answer, runc_error *err)
+int runc_max_answer_arg(int max_answer, int *out, runc_error *err)
 {
-    if (!s) return runc_set_error(err, RUNC_E_ARG, "runc_state_set_max_answer: NULL state");
     if (max_answer < 0 || max_answer > RUNC_MAX_SEQ_LEN)
         return runc_set_error(err, RUNC_E_ARG, "max_answer = %d must be in 1..%d, or 0 for the default (%d)",
                               max_answer, RUNC_MAX_SEQ_LEN, RUNC_DEFAULT_MAX_ANSWER);
-    s->max_answer = max_answer ? max_answer : RUNC_DEFAULT_MAX_ANSWER;
+    *out = max_answer ? max_answer : RUNC_DEFAULT_MAX_ANSWER;
     return runc_set_ok(err);
+}
+
+int runc_state_set_max_answer(runc_state *s, int max_answer, runc_error *err)
+{
+    if (!s) return runc_set_error(err, RUNC_E_ARG, "runc_state_set_max_answer: NULL state");
+    return runc_max_answer_arg(max_answer, &s->max_answer, err);
 }
 
 int runc_state_max_answer(const runc_state *s)

@@ -51,6 +51,9 @@ int runc_set_error(runc_error *err, int code, const char *fmt, ...);
 /* Clear *err (when not NULL); return RUNC_OK. */
 int runc_set_ok(runc_error *err);
 
+/* An answer cap as the API takes it (0: the default), checked, into *out; RUNC_E_ARG when out of range. */
+int runc_max_answer_arg(int max_answer, int *out, runc_error *err);
+
 /* exp(x) in float, within 1 ulp of the exact value (subnormal results and
  * overflow to inf included; NaN in, NaN out). Written without branches or
  * libm calls so that a loop of it vectorises (libm's expf does not), and
