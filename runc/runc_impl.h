@@ -11,6 +11,13 @@
 #ifndef RUNC_IMPL_H
 #define RUNC_IMPL_H
 
+/* No fused multiply-add here either (see runc.c): runc_expf below is inlined
+ * into the batch engine's AVX2 kernels (target "fma"), where clang would
+ * otherwise fuse its a*b+c and round differently from runc_forward's copy. */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 #include "runc.h"
 
 #include <stdint.h>
