@@ -115,8 +115,11 @@ static inline float runc_expf(float x)
  * RUNC_E_CONTEXT. ids holds cap ints, cap >= strlen(prompt) + 3 always
  * sufficing; a prompt longer than cap - 3 bytes is refused unencoded
  * (RUNC_E_CONTEXT), as the batch engine needs: its scratch holds context *
- * max_token_length + 3 ints (at most 2^22), and a token covers at most
- * max_token_length bytes. */
+ * max_token_length + 3 ints (at most RUNC_PROMPT_SCRATCH), and a token covers
+ * at most max_token_length bytes. A prompt longer than that scratch allows is
+ * refused so whatever cap the caller gives (runc_solve gives strlen + 3): the
+ * same status and message from both engines. */
+enum { RUNC_PROMPT_SCRATCH = 1 << 22 };
 int runc_problem_encode(const runc_tokenizer *t, const char *prompt, int context, int *ids, int cap, int *n_ids,
                         runc_error *err);
 
