@@ -652,7 +652,7 @@ int runc_batch_open(runc_batch **out, const runc_model *m, const runc_tokenizer 
     /* the encoding scratch: a prompt that encodes within it cannot be longer
      * than any prompt runc_solve accepts (see rb_start) */
     cap = (size_t)context * (size_t)runc_tokenizer_max_token_length(tok) + 3;
-    b->scratch_cap = cap < ((size_t)1 << 22) ? cap : ((size_t)1 << 22);
+    b->scratch_cap = cap < (size_t)RUNC_PROMPT_SCRATCH ? cap : (size_t)RUNC_PROMPT_SCRATCH;
     b->kernels = "portable C";
     b->step = step_c;
     b->z16 = !b->q8 && RB_C_Z16; /* a -march=native build with AVX-512: the 16-float tile is in step_c */

@@ -1954,14 +1954,19 @@ int runc_problem_encode(const runc_tokenizer *t, const char *prompt, int context
                         runc_error *err)
 {
     const size_t len = strlen(prompt);
-    size_t i;
+    /* the most bytes the batch engine's scratch takes, whatever cap this
+     * caller has (runc_impl.h): context * max_token_length, capped */
+    const size_t mtl = (size_t)runc_tokenizer_max_token_length(t);
+    size_t i, most = (size_t)RUNC_PROMPT_SCRATCH - 3;
     int rc;
     *n_ids = 0;
+    if (context <= 0) most = 0;
+    else if (mtl == 0 || (size_t)context <= most / mtl) most = (size_t)context * mtl;
     for (i = 0; i < len && is_space(prompt[i]); i++) {}
     if (i == len)
         return runc_set_error(err, RUNC_E_ARG, "empty prompt%s (a problem is like \"24 + 82 =\")",
                               len ? " (only whitespace)" : "");
-    if (cap < 3 || len > (size_t)cap - 3)
+    if (len > most || cap < 3 || len > (size_t)cap - 3)
         return runc_set_error(err, RUNC_E_CONTEXT, "prompt of %zu bytes does not fit in the context of %d positions",
                               len, context);
     rc = runc_encode(t, prompt, 1, 0, ids, cap, n_ids, err);

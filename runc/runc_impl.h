@@ -11,6 +11,13 @@
 #ifndef RUNC_IMPL_H
 #define RUNC_IMPL_H
 
+/* No fused multiply-add here either (see runc.c): runc_expf below is inlined
+ * into the batch engine's AVX2 kernels (target "fma"), where clang would
+ * otherwise fuse its a*b+c and round differently from runc_forward's copy. */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 #include "runc.h"
 
 #include <stdint.h>
@@ -111,8 +118,11 @@ static inline float runc_expf(float x)
  * RUNC_E_CONTEXT. ids holds cap ints, cap >= strlen(prompt) + 3 always
  * sufficing; a prompt longer than cap - 3 bytes is refused unencoded
  * (RUNC_E_CONTEXT), as the batch engine needs: its scratch holds context *
- * max_token_length + 3 ints (at most 2^22), and a token covers at most
- * max_token_length bytes. */
+ * max_token_length + 3 ints (at most RUNC_PROMPT_SCRATCH), and a token covers
+ * at most max_token_length bytes. A prompt longer than that scratch allows is
+ * refused so whatever cap the caller gives (runc_solve gives strlen + 3): the
+ * same status and message from both engines. */
+enum { RUNC_PROMPT_SCRATCH = 1 << 22 };
 int runc_problem_encode(const runc_tokenizer *t, const char *prompt, int context, int *ids, int cap, int *n_ids,
                         runc_error *err);
 

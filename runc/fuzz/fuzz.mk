@@ -1,19 +1,22 @@
-# runc/fuzz/fuzz.mk - libFuzzer harnesses of the C loaders and encoder (included by the Makefile).
+# runc/fuzz/fuzz.mk - libFuzzer harnesses of the C loaders, the encoder and the batch engine
+# (included by the Makefile).
 #
 #   make fuzz                     each harness for FUZZ_SECONDS (default 60) in turn;
-#                                 `make -j3 fuzz` runs the three at once
+#                                 `make -j4 fuzz` runs the four at once
 #   make fuzz FUZZ_SECONDS=600    the long run (benchmark-style; corpora persist in build/fuzz/corpus/)
-#   make fuzz-model | fuzz-tokenizer | fuzz-encode     one harness
+#   make fuzz-model | fuzz-tokenizer | fuzz-encode | fuzz-batch     one harness
 #   make fuzz-check               the short run `make test` does (FUZZ_CHECK_SECONDS each, fresh corpus)
 #   make fuzz-repro FUZZ_INPUT=build/fuzz/crashes/model-crash-...   replay one input
 #
 # runc/fuzz/fuzz_regressions/ keeps the (tiny) inputs of crashes found and fixed, named <harness>-<what>;
 # fuzz-check replays them before fuzzing.
 #
-# The harnesses (runc/fuzz/fuzz_model.c, fuzz_tokenizer.c, fuzz_encode.c) are built with clang and
-# -fsanitize=fuzzer,address,undefined. Seeds come from real exports made at build time by
-# runc/fuzz/fuzz_seeds.py (tinymath.export, tinymath.tokenizer: small random-weight models, SentencePiece
-# tokenizers), never committed. Crashes land in build/fuzz/crashes/ and fail the target.
+# The harnesses (runc/fuzz/fuzz_model.c, fuzz_tokenizer.c, fuzz_encode.c, fuzz_batch.c) are built with
+# clang and -fsanitize=fuzzer,address,undefined (fuzz_batch also with runc/batch.c and pthreads: it
+# checks runc_batch_solve against runc_solve on fuzzed prompt lists). Seeds come from real exports made
+# at build time by runc/fuzz/fuzz_seeds.py (tinymath.export, tinymath.tokenizer: small random-weight
+# models, SentencePiece tokenizers), never committed. Crashes land in build/fuzz/crashes/ and fail the
+# target.
 #
 # Without clang (or its libFuzzer runtime) the fuzz step is skipped with a message saying so;
 # under CI=true it fails instead, so that CI can never pass without fuzzing.
@@ -27,16 +30,19 @@ FUZZ_FLAGS         ?= -std=c99 -Wall -Wextra -g -O1 -fno-omit-frame-pointer -fsa
                       -fno-sanitize-recover=all
 FUZZ_DIR           := build/fuzz
 FUZZ_SRC           := runc/fuzz
-FUZZ_NAMES         := model tokenizer encode
+FUZZ_NAMES         := model tokenizer encode batch
 FUZZ_BINS          := $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
 # per-harness input size caps: the model seeds are up to ~40 KB, tokenizers ~6 KB
 FUZZ_MAXLEN_model     := 65536
 FUZZ_MAXLEN_tokenizer := 16384
 FUZZ_MAXLEN_encode    := 8192
+# fuzz_batch: 5 settings bytes and up to 48 prompts, some longer than the context allows
+FUZZ_MAXLEN_batch     := 4096
 # ASan/UBSan settings for every run: a leak or any UB report is a crash
 FUZZ_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 \
             UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-            RUNC_FUZZ_TOKENIZERS="$$(cat $(FUZZ_DIR)/tokenizers.txt)"
+            RUNC_FUZZ_TOKENIZERS="$$(cat $(FUZZ_DIR)/tokenizers.txt)" \
+            RUNC_FUZZ_BATCH="$$(cat $(FUZZ_DIR)/batch_models.txt)"
 FUZZ_OPTS = -max_len=$(FUZZ_MAXLEN_$*) -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 \
             -artifact_prefix=$(FUZZ_DIR)/crashes/$*-
 
@@ -64,6 +70,14 @@ fuzz-toolchain:
 $(FUZZ_DIR)/fuzz_%: $(FUZZ_SRC)/fuzz_%.c $(RUNC_TEST_UTIL) $(RUNC_LIB) | fuzz-toolchain
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_INC) -o $@ $< runc/runc.c -lm
+
+# The batch engine's harness: runc/batch.c too, and its worker threads. Without comparison tracing
+# (trace-cmp): in the matrix kernels' loops it took 85% of the time (8x fewer runs a second), and
+# edge coverage still sees every kernel path; libFuzzer's memcmp/strcmp hooks stay.
+$(FUZZ_DIR)/fuzz_batch: $(FUZZ_SRC)/fuzz_batch.c $(RUNC_TEST_UTIL) $(RUNC_LIB) $(RUNC_BATCH) | fuzz-toolchain
+	@mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fno-sanitize-coverage=trace-cmp $(FUZZ_INC) -o $@ $< runc/runc.c runc/batch.c \
+	  -lm $(RUNC_THREADS)
 
 # Seeds from real exports (numpy + sentencepiece + tinymath, no torch).
 # (They need the package installed, not a newer install: no prerequisite on the venv's stamp.)
@@ -121,9 +135,11 @@ fuzz-coverage: $(FUZZ_DIR)/seeds.stamp
 	@mkdir -p $(FUZZ_DIR)/cov
 	@for n in $(FUZZ_NAMES); do \
 	  $(FUZZ_CC) -std=c99 -g -O1 -fsanitize=fuzzer -fprofile-instr-generate -fcoverage-mapping \
-	    $(FUZZ_INC) -o $(FUZZ_DIR)/cov/fuzz_$$n $(FUZZ_SRC)/fuzz_$$n.c runc/runc.c -lm || exit 1; \
+	    $(FUZZ_INC) -o $(FUZZ_DIR)/cov/fuzz_$$n $(FUZZ_SRC)/fuzz_$$n.c runc/runc.c runc/batch.c -lm \
+	    $(RUNC_THREADS) || exit 1; \
 	  mkdir -p $(FUZZ_DIR)/corpus/$$n; \
 	  LLVM_PROFILE_FILE=$(FUZZ_DIR)/cov/$$n.profraw RUNC_FUZZ_TOKENIZERS="$$(cat $(FUZZ_DIR)/tokenizers.txt)" \
+	    RUNC_FUZZ_BATCH="$$(cat $(FUZZ_DIR)/batch_models.txt)" \
 	    $(FUZZ_DIR)/cov/fuzz_$$n -runs=0 $(FUZZ_DIR)/corpus/$$n $(FUZZ_DIR)/seeds/$$n >/dev/null 2>&1; \
 	  $(LLVM_PROFDATA) merge -sparse $(FUZZ_DIR)/cov/$$n.profraw -o $(FUZZ_DIR)/cov/$$n.profdata || exit 1; \
 	  printf '%-10s corpus %5s inputs: ' $$n "$$(ls $(FUZZ_DIR)/corpus/$$n $(FUZZ_DIR)/seeds/$$n | wc -l)"; \
@@ -132,7 +148,7 @@ fuzz-coverage: $(FUZZ_DIR)/seeds.stamp
 	done; \
 	$(LLVM_PROFDATA) merge -sparse $(FUZZ_DIR)/cov/*.profraw -o $(FUZZ_DIR)/cov/all.profdata; \
 	printf '%-10s ' all; $(LLVM_COV) report $(FUZZ_DIR)/cov/fuzz_model -object $(FUZZ_DIR)/cov/fuzz_tokenizer \
-	  -object $(FUZZ_DIR)/cov/fuzz_encode -instr-profile=$(FUZZ_DIR)/cov/all.profdata runc/runc.c | \
+	  -object $(FUZZ_DIR)/cov/fuzz_encode -object $(FUZZ_DIR)/cov/fuzz_batch -instr-profile=$(FUZZ_DIR)/cov/all.profdata runc/runc.c | \
 	  awk '/^TOTAL/ {print "runc.c regions " $$4 ", functions " $$7 ", lines " $$10}'
 
 fuzz-repro: $(FUZZ_BINS) $(FUZZ_DIR)/seeds.stamp

@@ -10,6 +10,10 @@ writes
     OUT_DIR/seeds/encode/      fuzz_encode inputs: problem lines, other scripts, broken UTF-8, and a
                                few with a tokenizer embedded (see runc/fuzz/fuzz_encode.c)
     OUT_DIR/tokenizers.txt     the tokenizer paths, colon-separated (fuzz_encode's RUNC_FUZZ_TOKENIZERS)
+    OUT_DIR/batch/             fuzz_batch's fixed models: fp32 (v1) and int8 (v2) twins for each tokenizer
+                               (digits without byte fallback, digits with it, bpe), some with EOS made likely
+    OUT_DIR/batch_models.txt   model and tokenizer paths alternating, colon-separated (RUNC_FUZZ_BATCH)
+    OUT_DIR/seeds/batch/       fuzz_batch inputs: settings bytes, then prompt lists (see runc/fuzz/fuzz_batch.c)
 
 Small on purpose (a few KB each): libFuzzer mutates faster, and every header field stays within
 reach of a byte flip. Needs numpy and sentencepiece, not torch. Deterministic for a given seed.
@@ -60,7 +64,7 @@ def tokenizers(lines: list[str]) -> dict[str, Tokenizer]:
 
 def random_model(rng: np.random.Generator, vocab: int, dim: int = 8, n_layers: int = 1, n_heads: int = 2,
                  n_kv_heads: int = 1, hidden_dim: int = 16, max_seq_len: int = 16, tied: bool = True,
-                 rope_theta: float = 10000.0, norm_eps: float = 1e-5):
+                 rope_theta: float = 10000.0, norm_eps: float = 1e-5, eos_boost: float = 1.0):
     mc = dict(dim=dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads, hidden_dim=hidden_dim,
               vocab_size=vocab, max_seq_len=max_seq_len, norm_eps=norm_eps, rope_theta=rope_theta, tied=tied)
     cfg = bin_config_from_model_config(mc)
@@ -70,6 +74,8 @@ def random_model(rng: np.random.Generator, vocab: int, dim: int = 8, n_layers: i
             sd[name] = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
         else:
             sd[name] = (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
+    # the classifier's EOS row (id 2) scaled: greedy answers then end at EOS after varied lengths
+    sd["tok_embeddings.weight" if tied else "output.weight"][2] *= eos_boost
     return from_state_dict(mc, sd, what="fuzz seed")
 
 
@@ -123,6 +129,51 @@ def encode_seeds(lines: list[str], n_fixed: int) -> dict[str, bytes]:
     return seeds
 
 
+BATCH_VARIANTS = {
+    # name: (tokenizers, model shape, v2 group size)
+    "eos": (("digits", "digits_bytes", "bpe"), dict(dim=16, hidden_dim=24, max_seq_len=32, eos_boost=2.5), 4),
+    "gqa": (("digits", "bpe"), dict(dim=16, n_heads=4, n_kv_heads=2, hidden_dim=40, n_layers=2, max_seq_len=24,
+                                    tied=False, rope_theta=500.0, eos_boost=1.5), 8),
+    "plain": (("digits",), dict(dim=8, max_seq_len=48), None),
+}
+
+
+def batch_models(toks: dict[str, Tokenizer], rng: np.random.Generator) -> list[tuple[str, bytes, str]]:
+    """fuzz_batch's models: (file name, bytes, tokenizer name), each fp32 one followed by its int8 twin."""
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TMx1 ExportWarning
+        for name, (tok_names, kw, gs) in BATCH_VARIANTS.items():
+            for tok in tok_names:
+                m = random_model(rng, len(toks[tok].pieces), **kw)
+                out.append((f"{tok}_{name}_v1.bin", encode_bin(m, "v1"), tok))
+                out.append((f"{tok}_{name}_v2.bin", encode_bin(m, "v2", gs), tok))
+    return out
+
+
+def batch_seeds(lines: list[str], n_models: int) -> dict[str, bytes]:
+    """fuzz_batch inputs: 5 settings bytes (model, two engine settings, max_answer, context), then prompts."""
+    lists = [
+        [ln.encode() for ln in lines[0:8]],
+        [ln.encode() for ln in lines[8:40]],
+        [b"24 + 82 =", b"24 + 8 =", b"24 + 82 =", b"", b"   ", b"24 + 93 ="],
+        [b"1 + 1 =", b"12 x 3 =", b"3 * 3 =", b"1234567890 + 1234567890 =", b"9 - 1 ="],
+        [b"\xc3\xa9 =", b"\xff\xfe", b"\xf0\x9f\x98\x80 + 1 =", b"1\x002 =", b"<0x41> =", b"\t7 =\r"],
+        [b"9" * 300, b"1 + 2 =", b"1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 =", b"7 / 7 ="],
+        [t.encode() for t in TEXTS if "\n" not in t],
+        [b"5 ="] * 20,
+    ]
+    seeds = {}
+    for m in range(n_models):
+        for i, prompts in enumerate(lists):
+            if (m + i) % 3:  # a third of the pairs: enough to reach every model and list
+                continue
+            a = (m * 7 + i) % 256
+            settings = bytes([m, a, (a * 37 + 11) % 256, (0, 3, 40, 255, 210)[(m + i) % 5], (0, 9)[i % 2]])
+            seeds[f"m{m:02d}_list{i}"] = settings + b"\n".join(prompts)
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
@@ -132,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = problem_lines()
     toks = tokenizers(lines)
     out = args.out
-    for sub in ("model", "tokenizer", "encode"):
+    for sub in ("model", "tokenizer", "encode", "batch"):
         (out / "seeds" / sub).mkdir(parents=True, exist_ok=True)
     tok_paths = []
     for name, tok in toks.items():
@@ -147,7 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     for name, data in encode_seeds(lines, 2 + len(tok_paths)).items():
         (out / "seeds" / "encode" / name).write_bytes(data)
     (out / "tokenizers.txt").write_text(":".join(tok_paths) + "\n")
-    n = {sub: len(list((out / "seeds" / sub).iterdir())) for sub in ("model", "tokenizer", "encode")}
+    (out / "batch").mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for name, data, tok in batch_models(toks, rng):
+        (out / "batch" / name).write_bytes(data)
+        pairs += [str((out / "batch" / name).resolve()), str((out / "seeds" / "tokenizer" / f"{tok}.bin").resolve())]
+    (out / "batch_models.txt").write_text(":".join(pairs) + "\n")
+    for name, data in batch_seeds(lines, len(pairs) // 2).items():
+        (out / "seeds" / "batch" / name).write_bytes(data)
+    n = {sub: len(list((out / "seeds" / sub).iterdir())) for sub in ("model", "tokenizer", "encode", "batch")}
     print(f"fuzz seeds in {out}/seeds: " + ", ".join(f"{v} {k}" for k, v in n.items()))
     return 0
 
