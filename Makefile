@@ -31,7 +31,7 @@ help:
 	@echo "make c-test        the C runner's own tests, plain and under ASan+UBSan"
 	@echo "make train-c-test  the C training engine's tests, plain, ASan+UBSan and TSan"
 	@echo "make tsan-check    the batch engine's threads under ThreadSanitizer"
-	@echo "make fuzz-check    a short libFuzzer run of the loaders and encoder (make fuzz: a long one)"
+	@echo "make fuzz-check    a short libFuzzer run of the loaders, the encoder and the batch engine (make fuzz: long)"
 	@echo "make cross-check   the C runner built for ARM (aarch64, armhf) and run under qemu"
 	@echo "make run-native    runc/run-native: the runner built for this CPU only (-march=native)"
 	@echo "make clean         remove the build folders and .venv"
