@@ -344,3 +344,51 @@ def test_page_in_headless_chromium(server, engines, tmp_path):
     finally:
         browser.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_request_checks_run_off_the_event_loop(study):
+    """Parsing and checking a request (up to 10,000 prompts) runs in a worker thread, not on the
+    event loop, so other requests are not held up by it (issue 25, item 10)."""
+    import asyncio
+    import threading
+
+    from tinymath.serve.app import Service, create_app, find_models, load_models
+
+    files, plot = find_models([str(study)])
+    service = Service(load_models(files), plot)
+    seen: dict[str, int] = {}
+    real = service.parse_prompts
+
+    def spy(body):
+        seen["parse"] = threading.get_ident()
+        return real(body)
+
+    service.parse_prompts = spy
+    app = create_app(service)
+    body = json.dumps({"prompts": ["1 + 1"]}).encode()
+
+    async def call() -> list[dict]:
+        seen["loop"] = threading.get_ident()
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/solve", "raw_path": b"/solve", "query_string": b"", "root_path": "",
+                 "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                             (b"content-length", str(len(body)).encode())],
+                 "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1)}
+        pending = [{"type": "http.request", "body": body, "more_body": False}]
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return sent
+
+    try:
+        sent = asyncio.run(call())
+    finally:
+        service.close()
+    assert sent[0]["status"] == 200, sent
+    assert seen["parse"] != seen["loop"]
