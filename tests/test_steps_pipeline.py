@@ -56,3 +56,34 @@ def test_same_answer_counts_the_final_answer():
     assert not steps("4+2=6+0=6 2+8=10+0=10#106.00", "garbage")
     classic = same_answer(AnswerFormat("classic"))
     assert classic("106.00", "106.00") and not classic("106.00", "106.0")
+
+
+def test_c_engines_evaluator_scores_steps_answers_whole(steps_model):
+    """The C training engine's evaluator (runc's batch engine) scores a steps answer on its whole text:
+    problems whose expected answer is the model's own well-formed answer are all right, and it
+    agrees with the PyTorch evaluator on the task's own problems."""
+    from tinymath.tasks import Problem
+    from tinymath.tasks.steps import final_answer
+    from tinymath.train.data import encode
+    from tinymath.train.greedy_eval import evaluate
+    from tinymath.train.model import ModelConfig, Transformer
+    from tinymath.train.runc_eval import RuncEvaluator
+
+    bm = read_bin(steps_model)
+    mcfg = ModelConfig.from_dict(bm.config.model_config())
+    weights = {k: v.copy() for k, v in bm.state_dict().items()}
+    tok_path = steps_model.parent / "tokenizer.bin"
+    tok = Tokenizer.load(tok_path)
+    spec = TaskSpec.from_dict(TASK)
+    fmt = spec.answer_format()
+    problems = build_splits(spec)["val"] + build_splits(spec)["test"]
+    with Model(steps_model) as m:
+        whole = m.solve([p.prompt for p in problems], steps=True)
+    own = [Problem(p.prompt, a, p.op) for p, a in zip(problems, whole) if final_answer(a) is not None]
+    assert own
+    runc_eval = RuncEvaluator(mcfg, tok_path, fmt)
+    assert runc_eval.evaluate(weights, encode(own, tok))["acc"] == 1.0
+    model = Transformer(mcfg).eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    enc = encode(problems, tok)
+    assert runc_eval.evaluate(weights, enc)["acc"] == evaluate(model, enc, tok, torch.device("cpu"), fmt=fmt)["acc"]

@@ -40,7 +40,8 @@ class RuncEvaluator:
 
         problems = enc.problems
         with Model.from_bytes(self._model_bytes(weights), self.tokenizer, threads=self.threads) as model:
-            answers = model.solve([p.prompt for p in problems]) if problems else []
+            # the whole answer: a steps format is scored on it (its final answer after its steps)
+            answers = model.solve([p.prompt for p in problems], steps=True) if problems else []
         ops = sorted({p.op for p in problems})
         n_by_op = {op: 0 for op in ops}
         right_by_op = {op: 0 for op in ops}
