@@ -12,7 +12,6 @@ coverage-accuracy curve a calculator gets by answering only above a threshold.
 
 from __future__ import annotations
 
-import inspect as _pyinspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,56 +21,23 @@ import numpy as np
 
 from tinymath.tasks import typed_prompt
 
-from .common import EOS_ID, finite, log_softmax, save_png, table
+from .common import finite, save_png, table
 
 TARGETS = (0.9, 0.95, 0.99, 1.0)   # accuracies the threshold table reports
 DEFAULT_THRESHOLD = 0.9             # calc's "not sure" line when no confidence study says better
-
-
-def _batch_confidence(model) -> bool:
-    """True when the bindings' solve takes confidence=True (the batch engine)."""
-    try:
-        return "confidence" in _pyinspect.signature(model.solve).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def mean_logprob(model, prompt: str) -> float:
-    """Mean log-probability of the greedy answer's tokens and of the EOS that closed it (absent when
-    the answer ran to the end of the context): the batch engine's mean_logprob, one prompt at a time."""
-    ids = model.encode(prompt)
-    gen = model.generate_tokens(ids, temperature=0.0)
-    lps = [float(x) for x in gen.logprobs]
-    seq = ids + list(gen.tokens)
-    if len(seq) < model.context:  # generation stopped at EOS, not at the end of the context
-        lps.append(float(log_softmax(model.logits(seq)[-1])[EOS_ID]))
-    return float(np.mean(lps)) if lps else float("-inf")
-
-
-def _solve_kwargs(model, steps: bool) -> dict:
-    """steps=... for a solve that takes it (the bindings: whole answers or final answers)."""
-    try:
-        return {"steps": steps} if "steps" in _pyinspect.signature(model.solve).parameters else {}
-    except (TypeError, ValueError):
-        return {}
 
 
 def solve_with_confidence(model, prompts: Sequence[str], steps: bool = True) -> tuple[list[str], list[float]]:
     """(answers, confidences in (0, 1]) for prompts, greedily, as `solve` answers them: whole answers
     (a model that shows its work: its steps, '#', the final answer), or with steps=False final answers.
 
-    Uses the batch engine's solve(prompts, confidence=True) where the bindings have it (its
-    Answer records carry mean_logprob); otherwise solve() for the answers and one prompt at a
-    time for the log-probabilities (same definition, much slower).
+    The batch engine's solve(prompts, confidence=True): its Answer records carry mean_logprob.
     """
     prompts = list(prompts)
     if not prompts:
         return [], []
-    if _batch_confidence(model):
-        out = model.solve(prompts, confidence=True, **_solve_kwargs(model, steps))
-        return [a.text for a in out], [math.exp(a.mean_logprob) for a in out]
-    answers = model.solve(prompts, **_solve_kwargs(model, steps))
-    return answers, [math.exp(mean_logprob(model, p)) for p in prompts]
+    out = model.solve(prompts, confidence=True, steps=steps)
+    return [a.text for a in out], [math.exp(a.mean_logprob) for a in out]
 
 
 # ---- measures ---------------------------------------------------------------------------------
