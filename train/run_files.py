@@ -4,9 +4,9 @@ its SentencePiece .model), and metrics.jsonl read back on resume."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
+
+from tinymath import fileio
 
 
 def _tokenizer_files(path: Path) -> tuple[Path, Path | None]:
@@ -30,9 +30,7 @@ def copy_tokenizer(src: Path, run_dir: Path) -> None:
         dst = run_dir / name
         if dst.exists() and dst.resolve() == s.resolve():
             continue
-        tmp = run_dir / f".{name}.tmp"
-        shutil.copyfile(s, tmp)
-        os.replace(tmp, dst)
+        fileio.write_bytes(dst, s.read_bytes())  # atomic, as every file the project writes
 
 
 def ckpt_tokenizer(ckpt: dict, ckpt_path: Path) -> Path:
