@@ -7,8 +7,9 @@ never occurs inside the steps, so the final answer is whatever follows it.
 Grammar (every number is a run of digits; one space between steps):
 
     answer  := step (" " step)* "#" final            final := -?D+.DD (the classic answer)
-    step    := chain | divide | compare
+    step    := chain | tally | divide | compare
     chain   := N (op N "=" N)+                        op := "+" | "-" | "*"
+    tally   := N "q0" ("-" N "=" N "q" D)*           repeated subtraction, counted
     divide  := N "/" N "=" N "r" N                    dividend/divisor=quotient r remainder
     compare := D ("<" | ">" | "=") D                  one digit each side
 
@@ -17,6 +18,9 @@ writes the result (`3+2=5+0=5` is 3+2=5, then 5+0=5). Every link is one fact;
 a chain's first number and every link's right-hand number are copies (of an
 operand digit, a product digit or a carry), so each step is a single-digit
 fact, a copied digit or a carry, and a step looks the same in every place.
+A tally is read the same way: `240q0-86=154q1-86=68q2` starts from 240 with a
+count of 0, and each link subtracts the divisor and counts one more (the count
+is the quotient digit, the last value the remainder).
 
 `steps`, one worked example per op (digits least significant first for + - *):
 
@@ -37,11 +41,18 @@ fact, a copied digit or a carry, and a step looks the same in every place.
         in place i+j, its tens digit in place i+j+1, in the order the products
         were written) added up, then + the carry from place k-1. The digit of
         place k is the chain's last digit; the last place never carries.
-    67 / 8 = 6/8=0r6 67/8=8r3 30/8=3r6 60/8=7r4 40/8=5r0#8.38
-        long division, most significant first: one step per digit of a (the
-        remainder so far * 10 + the next digit), then three decimal steps
-        (remainder * 10); the final answer is `round_quotient` of the written
-        quotient digits (8.375) and whether the last remainder is 0.
+    27 / 12 = 2q0 27q0-12=15q1-12=3q2 30q0-12=18q1-12=6q2 60q0-12=48q1-12=36q2-12=24q3-12=12q4-12=0q5 0q0#2.25
+        long division by repeated subtraction, most significant first: one
+        tally per digit of a (the remainder so far * 10 + the next digit), then
+        three decimal tallies (remainder * 10). Each subtracts the divisor
+        while it can, counting: the last count is the quotient digit (never
+        above 9, since the remainder is below the divisor), the last value the
+        remainder. Every fact is a subtraction (a number minus the divisor) or
+        a count, never a division: a division fact per dividend and divisor is
+        a lookup table that a small model does not generalise (the first
+        layout, `67/8=8r3` steps, left `/` at 26-44%). The final answer is
+        `round_quotient` of the quotient digits (2.250) and whether the last
+        remainder is 0.
 
 `partial` (coarser steps, a study lever):
 
@@ -49,16 +60,17 @@ fact, a copied digit or a carry, and a step looks the same in every place.
         one partial product per digit of b (a times the digit and its place),
         each after the first chained with the sum so far.
     67 / 8 = 67/8=8r3 30/8=3r6 60/8=7r4 40/8=5r0#8.38
-        the whole integer part in one step (a / b with its remainder: the
-        step a direct model finds hardest, as one fact), then the three
-        decimal steps.
+        long division with one division fact per step: the whole integer
+        part in one step (a / b with its remainder: the step a direct model
+        finds hardest, as one fact), then the three decimal steps (remainder *
+        10, divided); the final answer as for `steps`.
     + and -: as `steps` (their digit columns are already the coarsest steps
         that keep each fact single-digit).
 
 Length: mean characters per answer over the classic task (operands 0-99, the
 final answer included; one token per character):
 
-    steps     +  27.2   -  34.4   *  70.0   /  55.7
+    steps     +  27.2   -  34.4   *  70.0   / 135.8
     partial   +  27.2   -  34.4   *  31.8   /  47.8
 
 Why lattice multiplication: a held-out operand (90-99) brings a 9 into a place
@@ -81,7 +93,8 @@ from .formats import STEP_FORMATS, classic_result
 
 MARK = "#"
 DECIMALS = 3   # quotient digits after the point: enough to round to 2, with the remainder's zero test
-KINDS = ("copy", "carry", "add", "sub", "mul", "sum", "compare", "divide", "shape", "final", "round", "unparsed")
+KINDS = ("copy", "carry", "add", "sub", "mul", "sum", "compare", "count", "divide", "shape", "final", "round",
+         "unparsed")
 """Kinds of wrong step: a copied operand or product digit, a carry (its value or its add), a fact's
 arithmetic, the sign's comparison, a division step, the wrong number or shape of steps, the final
 answer (for /: its rounding), or an answer that does not parse."""
@@ -120,6 +133,16 @@ class Divide:
 
 
 @dataclass(frozen=True)
+class Tally:
+    """`start q0 -divisor=value q count ...`: subtract the divisor while it fits, counting."""
+    start: str
+    links: tuple[tuple[str, str, str], ...]  # (divisor, value, count) per subtraction
+
+    def text(self) -> str:
+        return f"{self.start}q0" + "".join(f"-{v}={out}q{n}" for v, out, n in self.links)
+
+
+@dataclass(frozen=True)
 class Compare:
     """`left rel right`: the digit pair that decides which operand is larger."""
     left: str
@@ -130,7 +153,7 @@ class Compare:
         return f"{self.left}{self.rel}{self.right}"
 
 
-Step = Chain | Divide | Compare
+Step = Chain | Tally | Divide | Compare
 
 
 @dataclass(frozen=True)
@@ -146,6 +169,8 @@ class Steps:
 _NUM = r"\d{1,40}"  # bounded: int() refuses very long digit strings
 _CHAIN = re.compile(rf"({_NUM})((?:[-+*]{_NUM}={_NUM})+)")
 _LINK = re.compile(rf"([-+*])({_NUM})=({_NUM})")
+_TALLY = re.compile(rf"({_NUM})q0((?:-{_NUM}={_NUM}q\d)*)")
+_TALLY_LINK = re.compile(rf"-({_NUM})=({_NUM})q(\d)")
 _DIVIDE = re.compile(rf"({_NUM})/({_NUM})=({_NUM})r({_NUM})")
 _COMPARE = re.compile(r"(\d)([<>=])(\d)")
 _FINAL = re.compile(rf"-?{_NUM}\.\d\d")
@@ -154,6 +179,8 @@ _FINAL = re.compile(rf"-?{_NUM}\.\d\d")
 def _step(token: str) -> Step | None:
     if m := _CHAIN.fullmatch(token):
         return Chain(m.group(1), tuple(Link(*k) for k in _LINK.findall(m.group(2))))
+    if m := _TALLY.fullmatch(token):
+        return Tally(m.group(1), tuple(_TALLY_LINK.findall(m.group(2))))
     if m := _DIVIDE.fullmatch(token):
         return Divide(*m.groups())
     if m := _COMPARE.fullmatch(token):
@@ -262,12 +289,30 @@ def _write_mul_partial(a: int, b: int) -> list[Step]:
     return steps
 
 
-def _write_div(a: int, b: int, whole_first: bool) -> list[Step]:
-    """Long division: each step divides the remainder so far * 10 + the next piece, the pieces being
-    a's digits (or a whole) then a 0 per decimal."""
+def _pieces(a: int, whole_first: bool) -> list[int]:
+    """What long division brings down, in order: a's digits (or a whole), then a 0 per decimal."""
+    return ([a] if whole_first else _digits(a)[::-1]) + [0] * DECIMALS
+
+
+def _write_div(a: int, b: int) -> list[Step]:
+    """Long division by repeated subtraction: one tally per piece brought down."""
     steps: list[Step] = []
     r = 0
-    for piece in ([a] if whole_first else _digits(a)[::-1]) + [0] * DECIMALS:
+    for piece in _pieces(a, whole_first=False):
+        value, links = r * 10 + piece, []
+        while value >= b:
+            value -= b
+            links.append((str(b), str(value), str(len(links) + 1)))
+        steps.append(Tally(str(r * 10 + piece), tuple(links)))
+        r = value
+    return steps
+
+
+def _write_div_partial(a: int, b: int) -> list[Step]:
+    """Long division with one division fact per step, the whole of a first."""
+    steps: list[Step] = []
+    r = 0
+    for piece in _pieces(a, whole_first=True):
         q, rem = divmod(r * 10 + piece, b)
         steps.append(Divide(str(r * 10 + piece), str(b), str(q), str(rem)))
         r = rem
@@ -280,6 +325,8 @@ def write(a: int, op: str, b: int, fmt: str = "steps") -> Steps:
         raise ValueError(f"unknown steps format {fmt!r} (known: {', '.join(STEP_FORMATS)})")
     if a < 0 or b < 0:
         raise ValueError(f"steps formats need operands >= 0, got {a} {op} {b}")
+    if op == "/" and b == 0:
+        raise ValueError(f"division by zero: {a} / {b}")
     if op == "+":
         steps = _write_add(a, b)
     elif op == "-":
@@ -287,7 +334,7 @@ def write(a: int, op: str, b: int, fmt: str = "steps") -> Steps:
     elif op == "*":
         steps = _write_mul(a, b) if fmt == "steps" else _write_mul_partial(a, b)
     elif op == "/":
-        steps = _write_div(a, b, whole_first=fmt == "partial")
+        steps = _write_div(a, b) if fmt == "steps" else _write_div_partial(a, b)
     else:
         raise ValueError(f"unknown op {op!r} (known: + - * /)")
     return Steps(tuple(steps), classic_result(a, op, b))
@@ -475,9 +522,34 @@ def _check_mul_partial(parsed: Steps, a: int, b: int) -> Verdicts:
     yield None if parsed.final == f"{total}.00" else "final"
 
 
-def _check_div(parsed: Steps, a: int, b: int, whole_first: bool) -> Verdicts:
+def _check_div(parsed: Steps, a: int, b: int) -> Verdicts:
+    """One verdict per tally's start, per subtraction and per tally's stop (the value left is
+    below the divisor), then the final answer."""
     steps = list(parsed.steps)
-    pieces = ([a] if whole_first else [int(c) for c in str(a)]) + [0] * DECIMALS
+    pieces = _pieces(a, whole_first=False)
+    r = quotient = 0
+    for k, piece in enumerate(pieces):
+        step = steps[k] if k < len(steps) else None
+        if not isinstance(step, Tally):
+            yield "shape"
+            return
+        value = int(step.start)
+        yield None if value == r * 10 + piece else "copy"
+        for n, (divisor, out, count) in enumerate(step.links, 1):
+            yield _first((int(divisor) == b, "copy"), (value >= b and int(out) == value - b, "sub"),
+                         (int(count) == n, "count"))
+            value = int(out)
+        yield None if value < b else "divide"
+        r, quotient = value, quotient * 10 + len(step.links)
+    if len(steps) != len(pieces):
+        yield "shape"
+        return
+    yield None if parsed.final == round_quotient(quotient, r == 0) else "round"
+
+
+def _check_div_partial(parsed: Steps, a: int, b: int) -> Verdicts:
+    steps = list(parsed.steps)
+    pieces = _pieces(a, whole_first=True)
     r = quotient = 0
     for k, piece in enumerate(pieces):
         step = steps[k] if k < len(steps) else None
@@ -501,7 +573,7 @@ def _verdicts(parsed: Steps, a: int, op: str, b: int, fmt: str) -> Verdicts:
     if op == "*":
         return _check_mul(parsed, a, b) if fmt == "steps" else _check_mul_partial(parsed, a, b)
     if op == "/":
-        return _check_div(parsed, a, b, whole_first=fmt == "partial")
+        return _check_div(parsed, a, b) if fmt == "steps" else _check_div_partial(parsed, a, b)
     raise ValueError(f"unknown op {op!r} (known: + - * /)")
 
 
@@ -523,7 +595,8 @@ Fact = tuple[int | str, ...]  # (left, op, right, result[, remainder]) or (left,
 
 def facts(answer: str) -> set[Fact]:
     """The facts an answer's steps state, whatever their place: each chain link as
-    (value so far, op, argument, result), each division as (dividend, "/", divisor, quotient,
+    (value so far, op, argument, result), each tally's subtraction as (value, "-", divisor, result)
+    and its stop as (value left, "<", divisor), each division as (dividend, "/", divisor, quotient,
     remainder), a comparison as (left, relation, right)."""
     parsed = parse(answer)
     if parsed is None:
@@ -535,6 +608,13 @@ def facts(answer: str) -> set[Fact]:
             for k in step.links:
                 out.add((left, k.op, int(k.arg), int(k.out)))
                 left = int(k.out)
+        elif isinstance(step, Tally):
+            value = int(step.start)
+            for divisor, result, _ in step.links:
+                out.add((value, "-", int(divisor), int(result)))
+                value = int(result)
+            if step.links:  # a tally with no subtraction compares with the prompt's divisor, not written here
+                out.add((value, "<", int(step.links[0][0])))
         elif isinstance(step, Divide):
             out.add((int(step.dividend), "/", int(step.divisor), int(step.quotient), int(step.remainder)))
         else:
