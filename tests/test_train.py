@@ -297,3 +297,18 @@ def test_params_target(tmp_path):
     s = train(tiny(tmp_path, model={"params": 50000, "dim": None, "n_layers": None, "n_heads": None},
                    max_steps=1, eval_every=1))
     assert abs(s["n_params"] - 50000) / 50000 < 0.15
+
+
+def test_hidden_multiple_gives_int8_wide_groups():
+    from math import gcd
+
+    from tinymath.train.config import ModelSection
+    from tinymath.train.shape import resolve_model_config
+
+    old = resolve_model_config(ModelSection(params=20000), 24, 160)
+    wide = resolve_model_config(ModelSection(params=20000, hidden_multiple=16), 24, 160)
+    assert (old.dim, old.hidden_dim, wide.dim, wide.hidden_dim) == (32, 84, 32, 80)
+    assert gcd(old.dim, old.hidden_dim) == 4 and gcd(wide.dim, wide.hidden_dim) == 16  # Q8_0's group size
+    assert resolve_model_config(ModelSection(dim=24, hidden_multiple=16), 24, 160).hidden_dim == 64
+    with pytest.raises(ValueError, match="hidden_multiple"):
+        resolve_model_config(ModelSection(params=20000, hidden_multiple=0), 24, 160)

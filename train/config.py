@@ -48,6 +48,7 @@ class ModelSection:
     vocab_size: int | None = None    # must equal the tokenizer's when given
     max_seq_len: int | None = None   # must hold the longest problem when given
     head_dim: int = 8                # with `params`: channels per head
+    hidden_multiple: int = 4         # hidden_dim left out: the multiple of this nearest 8/3 * dim
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     tied: bool = True

@@ -4,11 +4,7 @@ resolved once the tokenizer's vocabulary and the longest problem are known)."""
 from __future__ import annotations
 
 from .config import ModelSection
-from .model_config import ModelConfig
-
-
-def _hidden_for(dim: int) -> int:
-    return max(4, int(round(dim * 8 / 3 / 4)) * 4)
+from .model_config import ModelConfig, hidden_for
 
 
 def _explicit(m: ModelSection, vocab_size: int, seq: int) -> ModelConfig:
@@ -16,7 +12,7 @@ def _explicit(m: ModelSection, vocab_size: int, seq: int) -> ModelConfig:
     dim = m.dim or ModelConfig.dim
     n_heads = m.n_heads or (dim // m.head_dim if dim % m.head_dim == 0 else ModelConfig.n_heads)
     return ModelConfig(dim=dim, n_layers=m.n_layers or ModelConfig.n_layers, n_heads=n_heads,
-                       n_kv_heads=m.n_kv_heads or n_heads, hidden_dim=m.hidden_dim or _hidden_for(dim),
+                       n_kv_heads=m.n_kv_heads or n_heads, hidden_dim=m.hidden_dim or hidden_for(dim, m.hidden_multiple),
                        vocab_size=vocab_size, max_seq_len=seq, norm_eps=m.norm_eps, rope_theta=m.rope_theta,
                        tied=m.tied)
 
@@ -38,7 +34,7 @@ def resolve_model_config(m: ModelSection, vocab_size: int, longest: int) -> Mode
     seq = m.max_seq_len or longest
     if m.params is not None:
         cfg = ModelConfig.for_params(m.params, vocab_size, seq, n_layers=m.n_layers, head_dim=m.head_dim,
-                                     tied=m.tied)
+                                     tied=m.tied, hidden_multiple=m.hidden_multiple)
         cfg.norm_eps, cfg.rope_theta = m.norm_eps, m.rope_theta
         if m.n_kv_heads is not None:
             cfg.n_kv_heads = m.n_kv_heads
