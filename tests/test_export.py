@@ -809,3 +809,109 @@ def test_reexport_and_report_refuse_non_finite_weights(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "non-finite" in err and "Traceback" not in err, err
     assert not (tmp_path / "a.bin").exists() and not (tmp_path / "b.bin").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# a Hugging Face Llama folder -> .bin (the import llama2.c's export.py does with --hf)
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def test_hf_folder_back_to_bin_is_byte_identical_and_answers_the_same(tmp_path, capsys):
+    """The shipped model -> HF folder -> v1 .bin: the same bytes, the card's task kept, and the C engine
+    answers the same; the int8 file from the folder equals the int8 file from the original."""
+    _hf()
+    from tinymath.cli import main
+    from tinymath.runc import Model
+
+    assert main(["export", str(MODELS / "tinymath.bin"), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    assert main(["export", str(tmp_path / "hf"), "--format", "v1", "--out", str(tmp_path / "back.bin")]) == 0
+    assert main(["export", str(tmp_path / "hf"), "--format", "v2", "--out", str(tmp_path / "back.q8.bin")]) == 0
+    assert main(["export", str(MODELS / "tinymath.bin"), "--format", "v2", "--out", str(tmp_path / "q8.bin")]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "back.bin").read_bytes() == (MODELS / "tinymath.bin").read_bytes()
+    assert (tmp_path / "back.q8.bin").read_bytes() == (tmp_path / "q8.bin").read_bytes()
+    card = json.loads((tmp_path / "back.json").read_text())
+    src = json.loads((MODELS / "tinymath.json").read_text())
+    assert card["task"] == src["task"] and card["accuracy"] == src["accuracy"]
+    assert card["source"] == {"hf": "hf"} and card["tokenizer"]["model"]["path"] == "hf/tokenizer.model"
+    prompts = ["24 + 82 =", "36 / 3 =", "7 * 8 =", "91 - 45 ="]
+    with Model(MODELS / "tinymath.bin", tokenizer=MODELS / "tokenizer.bin") as a, \
+            Model(tmp_path / "back.bin", tokenizer=MODELS / "tokenizer.bin") as b:
+        assert a.solve(prompts) == b.solve(prompts)
+
+
+@pytest.mark.parametrize("kw", [dict(tied=False), dict(n_kv_heads=2), dict(tied=False, n_kv_heads=1),
+                                dict(n_kv_heads=2, rope_theta=500.0, norm_eps=1e-6)],
+                         ids=["untied", "gqa", "mqa-untied", "gqa-theta-eps"])
+def test_hf_folder_back_to_bin_variants(tmp_path, kw):
+    """Untied, GQA, MQA, other rope_theta/norm_eps: checkpoint -> hf -> v1 equals checkpoint -> v1."""
+    _hf()
+    from tinymath.export.hf_import import read_hf_folder
+
+    ck = save_ckpt(tmp_path / "ck.pt", make_model(True, **kw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExportWarning)
+        want = export_checkpoint(ck, "v1", tmp_path / "want.bin").path.read_bytes()
+        export_checkpoint(ck, "hf", tmp_path / "hf")
+        got = export_model(read_hf_folder(tmp_path / "hf"), "v1", tmp_path / "got.bin").path.read_bytes()
+    assert got == want
+
+
+def test_hf_folder_bf16_sharded_and_torch_weights(tmp_path):
+    """bfloat16 safetensors shards (as many Hub models are saved) and pytorch_model.bin read too."""
+    _hf()
+    from safetensors.torch import save_file
+
+    from tinymath.export.hf_import import read_hf_folder
+
+    m = make_model(True, tied=False)
+    export_checkpoint(save_ckpt(tmp_path / "ck.pt", m), "hf", tmp_path / "hf")
+    from safetensors.torch import load_file
+
+    sd = load_file(tmp_path / "hf" / "model.safetensors")
+    ref = read_hf_folder(tmp_path / "hf").tensors
+    names = sorted(sd)
+    (tmp_path / "hf" / "model.safetensors").unlink()
+    half = len(names) // 2
+    shards = {"a.safetensors": names[:half], "b.safetensors": names[half:]}
+    for fname, keys in shards.items():
+        save_file({k: sd[k].to(torch.bfloat16) for k in keys}, tmp_path / "hf" / fname)
+    (tmp_path / "hf" / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {k: f for f, keys in shards.items() for k in keys}}))
+    got = read_hf_folder(tmp_path / "hf").tensors
+    for k, v in ref.items():
+        assert np.array_equal(got[k], torch.tensor(v).to(torch.bfloat16).float().numpy()), k
+    for f in ("a.safetensors", "b.safetensors", "model.safetensors.index.json"):
+        (tmp_path / "hf" / f).unlink()
+    torch.save(sd, tmp_path / "hf" / "pytorch_model.bin")
+    got = read_hf_folder(tmp_path / "hf").tensors
+    assert all(np.array_equal(got[k], v) for k, v in ref.items())
+
+
+def test_hf_folder_that_is_not_a_llama_is_refused(tmp_path, capsys):
+    from tinymath.cli import main
+
+    def export(folder):
+        rc = main(["export", str(folder), "--format", "v1", "--out", str(tmp_path / "m.bin")])
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err and not (tmp_path / "m.bin").exists()
+        return err
+
+    gpt2 = tmp_path / "gpt2"
+    gpt2.mkdir()
+    (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    assert "is not a Llama model (model_type 'gpt2'" in export(gpt2)
+    assert "not a Hugging Face model folder" in export(tmp_path)  # a folder without config.json
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    cfg = {"model_type": "llama", "hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 1,
+           "intermediate_size": 64, "vocab_size": 24}
+    (llama / "config.json").write_text(json.dumps(cfg))
+    assert "no weights" in export(llama)
+    (llama / "config.json").write_text(json.dumps({**cfg, "attention_bias": True}))
+    assert "no bias tensors" in export(llama)
+    (llama / "config.json").write_text(json.dumps({**cfg, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}))
+    assert "plain RoPE only" in export(llama)
+    (llama / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "hidden_size"}))
+    assert "lacks 'hidden_size'" in export(llama)
