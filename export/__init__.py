@@ -15,7 +15,7 @@ Formats
   scales per tensor). GS is the largest value <= 64 dividing dim, hidden_dim and
   n_heads*head_size: runq.c walks every weight row and quantizes every
   activation in groups of GS, and those are the row lengths (layout.quantized_dims).
-- hf: config.json + model.safetensors (+ tokenizer.model, tokenizer_config.json),
+- hf: config.json + model.safetensors (+ tokenizer.model, tokenizer.json, tokenizer_config.json),
   loadable by transformers.LlamaForCausalLM.from_pretrained; wq/wk rows are
   permuted from llama2.c's interleaved rotary pairs to HF's rotate-half (hf.py).
   Such a folder (ours, or any LlamaForCausalLM llama2.c's export.py reads) is also an
