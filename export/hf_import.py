@@ -82,7 +82,7 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
         a = np.frombuffer(data[begin:end], dtype=dt, count=count).reshape(shape)
         if dtype == "BF16":  # bfloat16 is the top half of a float32
             a = (a.astype(np.uint32) << 16).view(np.float32)
-        out[name] = np.ascontiguousarray(a, dtype=np.float32)
+        out[name] = np.array(a, dtype=np.float32, order="C", copy=True)  # not a view of the mapped file
     return out
 
 
