@@ -21,7 +21,8 @@ RUNC_EXAMPLES  ?= "24 + 82 =" "36 / 3 =" "7 * 8 =" "91 - 45 ="
 PROMPT ?=
 V ?=
 RUNC_CARD  ?= $(RUNC_MODEL:.bin=.json)
-RUNC_RANGE ?= $(shell test -f "$(RUNC_CARD)" && awk -f runc/card_range.awk "$(RUNC_CARD)")
+# (no card, or no awk: no range, and the calculator answers without notices)
+RUNC_RANGE ?= $(shell test -f "$(RUNC_CARD)" && command -v awk >/dev/null 2>&1 && awk -f runc/card_range.awk "$(RUNC_CARD)")
 RUNC_RANGE_FLAG = $(if $(RUNC_RANGE),-r $(RUNC_RANGE))
 # V=1: run's -v (the whole answer, steps included)
 RUNC_VERBOSE = $(if $(filter-out 0,$(V)),-v)
