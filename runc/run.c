@@ -26,6 +26,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -427,8 +428,11 @@ static void operand_note(const trained_range *t, const char *d, size_t d_len, lo
     char one[160];
     long x = 0;
     size_t k, used = strlen(note);
-    int huge = d_len > 18; /* beyond any range a long holds: outside */
-    for (k = 0; !huge && k < d_len; k++) x = x * 10 + (d[k] - '0');
+    int huge = 0; /* beyond what a long holds (32 bits on armhf): outside any range -r can give */
+    for (k = 0; !huge && k < d_len; k++) {
+        if (x > (LONG_MAX - 9) / 10) huge = 1;
+        else x = x * 10 + (d[k] - '0');
+    }
     if (d_len > 40) return; /* no notice quotes a number this long (calc_prompt keeps typed text as is) */
     if (!huge && t->h_lo <= x && x <= t->h_hi)
         sprintf(one, "%.*s is a held-out operand (never trained on)", (int)d_len, d);
