@@ -15,9 +15,11 @@ Formats
   scales per tensor). GS is the largest value <= 64 dividing dim, hidden_dim and
   n_heads*head_size: runq.c walks every weight row and quantizes every
   activation in groups of GS, and those are the row lengths (layout.quantized_dims).
-- hf: config.json + model.safetensors (+ tokenizer.model, tokenizer_config.json),
+- hf: config.json + model.safetensors (+ tokenizer.model, tokenizer.json, tokenizer_config.json),
   loadable by transformers.LlamaForCausalLM.from_pretrained; wq/wk rows are
   permuted from llama2.c's interleaved rotary pairs to HF's rotate-half (hf.py).
+  Such a folder (ours, or any LlamaForCausalLM llama2.c's export.py reads) is also an
+  input: hf_import.py permutes q/k back and the writers make a .bin of it.
 Byte-level details: layout.py. Every .bin gets a model card beside it (card.py).
 
 The TMx1 header extension (TinyMath's choice, agreed with runc/)
@@ -41,7 +43,7 @@ error. Inputs are checked before anything is written: every tensor present,
 none unexpected, every shape as the config implies, all values finite.
 
 Modules: layout (byte layout, GS rule, output checks), quant (Q8_0), reader (numpy, no torch),
-source (checked model), checkpoint (torch loading), writers, hf, card, int8_report,
+source (checked model), checkpoint (torch loading), writers, hf, hf_import, card, int8_report,
 cli. Importing this package, the reader or the report does not import torch;
 the names below load their modules on first use.
 """
@@ -58,7 +60,7 @@ _LAZY = {
     "read_checkpoint": "checkpoint", "from_module": "checkpoint", "from_checkpoint_dict": "checkpoint",
     "export_model": "writers", "export_checkpoint": "writers", "encode_bin": "writers", "FORMATS": "writers",
     "ExportResult": "writers", "ExportWarning": "writers",
-    "write_hf": "hf",
+    "write_hf": "hf", "read_hf_folder": "hf_import",
     "quant_report": "int8_report", "QuantReport": "int8_report",
 }
 

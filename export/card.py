@@ -239,8 +239,8 @@ def build_card(model, *, fmt: str, file: str | os.PathLike, sha256: str | None, 
         "accuracy": meta.get("accuracy") or _accuracy(meta),  # a re-export keeps its source card's
         "metrics": meta.get("metrics"),
         "quantization": quantization,
-        "source": {k: (_relative(Path(v), folder) if k in ("checkpoint", "bin") and isinstance(v, str)
-                       and Path(v).is_file() else v)
+        "source": {k: (_relative(Path(v), folder) if k in ("checkpoint", "bin", "hf") and isinstance(v, str)
+                       and Path(v).exists() else v)
                    for k, v in source.items()} or None,
         "warnings": list(warnings or []),
         "exported_by": f"tinymath {__version__} export",

@@ -3,6 +3,7 @@
     tinymath export CKPT.pt --format v2 --out model.bin [--group-size 32]
     tinymath export CKPT.pt --format hf --out model_hf/ [--tokenizer tok.model]
     tinymath export llama2c_v0.bin --format v1 --out model.bin     (re-export a float32 .bin, no torch)
+    tinymath export model_hf/ --format v1 --out model.bin          (a Hugging Face Llama folder -> .bin)
     tinymath export model.bin --report [--against CKPT.pt|fp32.bin] [--json]
 
 torch is imported only when a checkpoint is read.
@@ -21,7 +22,8 @@ from .writers import FORMATS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="a training checkpoint (.pt), or a llama2.c .bin (to re-export or report on)")
+    parser.add_argument("input", help="a training checkpoint (.pt), a llama2.c .bin (to re-export or report on), "
+                                      "or a Hugging Face Llama folder (config.json + safetensors)")
     parser.add_argument("--format", choices=FORMATS,
                         help="v0: llama2.c legacy fp32 (run.c); v1: fp32 ak42; v2: int8 Q8_0 (runq.c); "
                              "hf: Hugging Face LlamaForCausalLM folder")
@@ -65,10 +67,17 @@ def _card_meta(src: Path) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .hf_import import is_hf_folder
+
     src = Path(args.input)
-    if not src.is_file():
+    hf_in = src.is_dir()
+    if hf_in and not is_hf_folder(src):
+        raise ExportError(f"{src} is a folder without a config.json: not a Hugging Face model folder")
+    if not hf_in and not src.is_file():
         raise ExportError(f"no such file: {src}")
     if args.report:
+        if hf_in:
+            raise ExportError("--report reads a .bin; export the Hugging Face folder to one first")
         if args.format or args.out:
             raise ExportError("--report prints a report; it takes no --format or --out")
         from .int8_report import quant_report
@@ -85,7 +94,11 @@ def run(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ExportWarning)
-        if _is_bin(src):
+        if hf_in:
+            from .hf_import import read_hf_folder
+
+            model = read_hf_folder(src)
+        elif _is_bin(src):
             from .reader import read_bin
             from .source import from_bin_model
 

@@ -1,8 +1,21 @@
 """Hugging Face export: a folder transformers.LlamaForCausalLM.from_pretrained loads as-is.
 
 Files: config.json, model.safetensors (float32), and when a SentencePiece model
-is known, tokenizer.model with a minimal tokenizer_config.json; plus
+is known, tokenizer.model, tokenizer.json and tokenizer_config.json; plus
 tinymath_card.json (the model card, which transformers ignores).
+
+tokenizer.json is the `tokenizers` library's form of the same tokenizer, built here
+from the SentencePiece pieces and scores (no protobuf, no transformers converter), so
+AutoTokenizer loads the folder without sentencepiece or protobuf. It encodes as the C
+runner and tinymath.tokenizer do (llama2.c's algorithm): a dummy-prefix "▁", one piece
+per character, then merges of adjacent pieces by the merged piece's score (a BPE model
+whose merges are every split of every piece, ranked by score; a character model has
+none), byte fallback when the model has byte pieces, BOS first. Its decoder keeps every
+space, the dummy prefix's included: decoding the generated tokens alone gives " 106.00",
+so text-generation pipelines that decode only the new tokens (transformers 5) keep the
+answer's leading space, and decode(prompt) + decode(answer) == decode(both). The config
+names PreTrainedTokenizerFast, which takes tokenizer.json as it is (LlamaTokenizer
+would rebuild its own pipeline, whose decoder strips that space).
 
 Rotary convention. llama2.c (and TinyMath) rotate channel pairs (0,1), (2,3), ...
 of each head; HF's rotate-half pairs channel i with i + head_size/2. The same
@@ -81,6 +94,79 @@ def _special_tokens(tokenizer_model: Path | None, vocab_size: int) -> dict:
     return tok
 
 
+def _probe_matches(sp, pieces: list[str]) -> bool:
+    """Whether llama2.c's encoder (what tokenizer.json reproduces) segments like the SentencePiece model
+    itself: false for a model that normalises text (NFKC, collapsed spaces), which tokenizer.json would
+    not copy."""
+    from tinymath.tokenizer.train_sp import to_llama2c
+
+    ours = to_llama2c(sp)
+    chars = [p for p in pieces if len(p) == 1 and p != "\u2581"]
+    probe = "".join(chars) + "  " + " ".join(chars) + "  "
+    try:
+        mine = ours.encode(probe)
+    except ValueError:
+        return False
+    return mine == sp.encode(probe)
+
+
+def tokenizer_json(tokenizer_model: Path) -> dict | None:
+    """tokenizer.json (the `tokenizers` library's format) for a SentencePiece model; None when the
+    model normalises its text, which this form does not reproduce (then only tokenizer.model is written)."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=os.fspath(tokenizer_model))
+    n = sp.get_piece_size()
+    pieces = [sp.id_to_piece(i) for i in range(n)]
+    if not _probe_matches(sp, pieces):
+        return None
+    special = [i for i in range(n) if sp.is_control(i) or sp.is_unknown(i)]
+    normal = {p: i for i, p in enumerate(pieces)
+              if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i) or sp.is_unused(i))}
+    merges = []
+    for p, i in normal.items():
+        for k in range(1, len(p)):
+            a, b = p[:k], p[k:]
+            if a in normal and b in normal:
+                merges.append((-sp.get_score(i), i, normal[a], normal[b], a, b))
+    merges.sort()
+    byte_fallback = any(sp.is_byte(i) for i in range(n))
+    bos = sp.bos_id()
+    single = [{"Sequence": {"id": "A", "type_id": 0}}]
+    pair = [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 0}}]
+    tokens = {}
+    if bos >= 0:
+        b = {"SpecialToken": {"id": pieces[bos], "type_id": 0}}
+        single, pair = [b, *single], [b, pair[0], b, pair[1]]
+        tokens = {pieces[bos]: {"id": pieces[bos], "ids": [bos], "tokens": [pieces[bos]]}}
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [{"id": i, "content": pieces[i], "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True} for i in special],
+        # always a "▁" first, as SentencePiece's dummy prefix and llama2.c add it (a Metaspace pre-tokenizer
+        # would skip it for text that starts with a space); every space a "▁"; no pre-tokenizer split
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u2581"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+        "pre_tokenizer": None,
+        "post_processor": {"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": tokens},
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"}]},
+        "model": {
+            "type": "BPE", "dropout": None,
+            "unk_token": pieces[sp.unk_id()] if sp.unk_id() >= 0 else None,
+            "continuing_subword_prefix": None, "end_of_word_suffix": None,
+            "fuse_unk": True, "byte_fallback": byte_fallback,
+            "vocab": {p: i for i, p in enumerate(pieces)},
+            # "a b" strings: the form every tokenizers version reads (pieces hold no spaces: they use ▁)
+            "merges": [f"{a} {b}" if " " not in a + b else [a, b] for *_, a, b in merges],
+        },
+    }
+
+
 def hf_config(model, special: dict) -> dict:
     cfg = model.config
     theta = float(cfg.rope_theta)
@@ -143,8 +229,22 @@ def write_hf(model, out_dir: str | os.PathLike, tokenizer_model: str | os.PathLi
         if tok_path is not None:
             with atomic_file(d / "tokenizer.model") as f, open(tok_path, "rb") as src:
                 shutil.copyfileobj(src, f)
+            tj = tokenizer_json(tok_path)
+            if tj is not None:
+                write_json(d / "tokenizer.json", tj)
+            else:
+                import warnings
+
+                from .writers import ExportWarning
+
+                warnings.warn(f"no tokenizer.json: the SentencePiece model {tok_path.name} normalises its text "
+                              f"(e.g. NFKC, collapsed spaces), which tokenizer.json would not reproduce; "
+                              f"AutoTokenizer needs sentencepiece and protobuf to read tokenizer.model",
+                              ExportWarning, stacklevel=2)
             tc = {
-                "tokenizer_class": "LlamaTokenizer",
+                # with tokenizer.json: taken as it is (see the module docstring); without: sentencepiece's
+                "tokenizer_class": "PreTrainedTokenizerFast" if tj is not None else "LlamaTokenizer",
+                "model_input_names": ["input_ids", "attention_mask"],
                 "model_max_length": model.config.max_seq_len,
                 "bos_token": special["bos"][1],
                 "eos_token": special["eos"][1],
@@ -153,9 +253,9 @@ def write_hf(model, out_dir: str | os.PathLike, tokenizer_model: str | os.PathLi
                 "add_bos_token": True,
                 "add_eos_token": False,
                 "clean_up_tokenization_spaces": False,
-                "legacy": False,
-                "add_prefix_space": None,
             }
+            if tj is None:  # sentencepiece's LlamaTokenizer: the prefix space as SentencePiece adds it
+                tc.update(legacy=False, add_prefix_space=None)
             write_json(d / "tokenizer_config.json", tc)
         if card is not None:
             write_json(d / "tinymath_card.json", card)

@@ -20,12 +20,18 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-__all__ = ["Model", "RuncError", "Generation", "Answer"]
+__all__ = ["Model", "RuncError", "Generation", "Answer", "RangeWarning"]
+
+
+class RangeWarning(UserWarning):
+    """Model.solve(typed=True): a problem with an operand the model never trained on (outside its
+    card's trained range, or held out). The answer is returned, but not vouched for."""
 
 
 class RuncError(ValueError):
@@ -472,8 +478,38 @@ class Model:
         """Log-probabilities of the generated tokens (greedy by default)."""
         return self.generate_tokens(prompt, max_new, temperature, topp, seed).logprobs
 
-    def solve(self, prompts: Sequence[str], confidence: bool = False, *,
-              batch: bool = True, steps: bool = False, max_answer: int | None = None) -> list[str] | list[Answer]:
+    @property
+    def task(self) -> dict | None:
+        """The task spec the model card beside the file records (what it was trained on), or None: a
+        model from bytes, without a card, or whose card describes another file."""
+        if not hasattr(self, "_task"):
+            self._task = None
+            if self.path is not None:
+                from tinymath.export.card import ModelFiles
+
+                try:
+                    self._task = ModelFiles.open(self.path).task()
+                except (ValueError, OSError):
+                    pass
+        return self._task
+
+    def range_notes(self, prompts: Sequence[str]) -> list[str | None]:
+        """For each typed problem (any spacing, with or without "="), a notice when an operand is one
+        the model never trained on ("100 is outside the trained range 0-89", "91 is a held-out
+        operand (never trained on)"), else None; all None when the card names no arithmetic task."""
+        from tinymath.tasks import typed_prompt
+        from tinymath.tasks.spec import TaskSpec, range_note
+
+        spec = None
+        if self.task is not None:
+            try:
+                spec = TaskSpec.from_dict(self.task)
+            except (TypeError, ValueError):
+                spec = None
+        return [range_note(spec, typed_prompt(p)) if spec is not None else None for p in prompts]
+
+    def solve(self, prompts: Sequence[str], confidence: bool = False, *, batch: bool = True,
+              steps: bool = False, max_answer: int | None = None, typed: bool = False) -> list[str] | list[Answer]:
         """Answers to problems, greedily: [BOS] + encode("24 + 82 =") -> " 106.00" EOS -> "106.00".
 
         A model that shows its work writes steps, then '#', then the final answer ("76 * 56 =" ->
@@ -489,6 +525,12 @@ class Model:
         are identical to those of runc_solve one problem at a time, which batch=False runs (the
         reference path, much slower). With confidence=True, returns a list of Answer records
         (text, mean_logprob, min_logprob, n_tokens) instead of strings.
+
+        typed=True: the prompts are what a person types, read by the rule of the calculators (`make
+        calc`, `tinymath inspect calc`, the playground): spacing and a trailing "=" are normalised to
+        the trained prompt form ("24+82" and "  24 +82=" are solved as "24 + 82 ="), and a problem
+        with an operand the model never trained on (by its model card's task) is answered with a
+        RangeWarning naming it (range_notes gives the notices as a list).
 
         Raises TypeError for a non-list or a non-str prompt, ValueError for an empty list or
         a NUL in a prompt, RuncError naming the first prompt that cannot be encoded or does
@@ -508,12 +550,20 @@ class Model:
             raise TypeError(f"solve: max_answer must be an int or None, got {type(max_answer).__name__}")
         if max_answer is not None and not 1 <= max_answer <= self._lib.RUNC_MAX_SEQ_LEN:
             raise ValueError(f"solve: max_answer must be in 1..{self._lib.RUNC_MAX_SEQ_LEN}, got {max_answer}")
+        if not isinstance(typed, bool):
+            raise TypeError(f"solve: typed must be a bool, got {type(typed).__name__}")
+        if typed:
+            from tinymath.tasks import typed_prompt
         encoded = []
         for i, p in enumerate(prompts):
             if not isinstance(p, str):
                 raise TypeError(f"solve: prompt {i} is a {type(p).__name__}, not a str")
+            if typed:
+                prompts[i] = p = typed_prompt(p)
             encoded.append(self._text(p, f"prompt {i}"))
         self._need_tokenizer()
+        if typed:
+            self._warn_range(prompts)
         if not batch:
             if confidence:
                 raise ValueError("solve: confidence needs the batch engine (batch=True)")
@@ -531,6 +581,14 @@ class Model:
                 out += self._solve_chunk(b, prompts, encoded, start, chunk, confidence, steps)
                 self._last_tokens += int(self._lib.runc_batch_tokens(b))
         return out
+
+    def _warn_range(self, prompts: list[str]) -> None:
+        notes = [(i, n) for i, n in enumerate(self.range_notes(prompts)) if n]
+        if notes:
+            shown = "; ".join(f"prompt {i} ({_quote(prompts[i])}): {n}" for i, n in notes[:3])
+            more = f"; and {len(notes) - 3} more" if len(notes) > 3 else ""
+            warnings.warn(f"{len(notes)} of {len(prompts)} problems have an operand the model never trained "
+                          f"on, so their answers are not vouched for: {shown}{more}", RangeWarning, stacklevel=3)
 
     def _solve_chunk(self, b, prompts: list[str], encoded: list[bytes], start: int, size: int, confidence: bool,
                      steps: bool) -> list:

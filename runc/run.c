@@ -6,6 +6,10 @@
  * -m batch (one prompt per line from -f FILE or stdin, one answer per line).
  * Both print the final answer (runc_final_answer: what follows the last '#'
  * of a model that shows its work); -v prints the whole answer, steps included.
+ * calc -r LO-HI[,BLO-BHI][:HLO-HHI] (the operand range the model trained on, which
+ * `make calc` reads from the model card) adds a notice to the answer of a problem
+ * with an operand outside it or held out: "101.00  (note: 100 is outside the trained
+ * range 0-89)", the words of tinymath.tasks.spec.range_note.
  *
  * Every bad input ends in one line on stderr naming the problem and a
  * non-zero exit status. The library never prints or exits; this file does.
@@ -22,6 +26,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -66,6 +71,9 @@ static void usage(FILE *f)
             "  -l <int>    calc and batch: at most this many tokens per answer, default %d\n"
             "  -v          calc and batch: print the whole answer, the steps of a model that shows its work\n"
             "              included (default: the final answer, what follows the last '#')\n"
+            "  -r <range>  calc: the operands the model trained on, LO-HI (both operands), LO-HI,BLO-BHI\n"
+            "              (the second operand's own range), then :HLO-HHI for a held-out range, e.g.\n"
+            "              0-89:90-99; a problem with another operand is answered with a notice\n"
             "calc and batch answer greedily, stopping at EOS: prompt \"36 / 3 =\" -> \"12.00\";\n"
             "a steps model's \"76 * 56 =\" -> \"4256.00\" (with -v: \"6*6=36 ... 3+1=4#4256.00\").\n"
             "Input lines are at most %lu bytes; a line holding a NUL byte is refused.\n",
@@ -104,6 +112,45 @@ static unsigned long long parse_seed(const char *s)
     if (end == s || *end != '\0' || errno == ERANGE || s[0] == '-')
         die("bad value for -s: '%s' is not a non-negative integer", s);
     return v;
+}
+
+/* -r: the operand ranges a model trained on (inclusive); held.lo > held.hi: none held out */
+typedef struct {
+    int on;
+    long a_lo, a_hi, b_lo, b_hi, h_lo, h_hi;
+} trained_range;
+
+/* "LO-HI" at *s (non-negative integers): 1 and *s past it, or 0 */
+static int parse_span(const char **s, long *lo, long *hi)
+{
+    char *end;
+    if (!isdigit((unsigned char)**s)) return 0;
+    errno = 0;
+    *lo = strtol(*s, &end, 10);
+    if (errno == ERANGE || *end != '-' || !isdigit((unsigned char)end[1])) return 0;
+    *hi = strtol(end + 1, &end, 10);
+    if (errno == ERANGE || *lo > *hi) return 0;
+    *s = end;
+    return 1;
+}
+
+static trained_range parse_range(const char *arg)
+{
+    trained_range t;
+    const char *s = arg;
+    t.on = 1;
+    t.h_lo = 1;
+    t.h_hi = 0;
+    if (!parse_span(&s, &t.a_lo, &t.a_hi)) goto bad;
+    t.b_lo = t.a_lo;
+    t.b_hi = t.a_hi;
+    if (*s == ',' && (s++, !parse_span(&s, &t.b_lo, &t.b_hi))) goto bad;
+    if (*s == ':' && (s++, !parse_span(&s, &t.h_lo, &t.h_hi))) goto bad;
+    if (*s == '\0') return t;
+bad:
+    die("bad value for -r: '%s' (expected LO-HI, LO-HI,BLO-BHI or either with :HLO-HHI for a held-out "
+        "range, non-negative integers with LO <= HI, e.g. 0-89:90-99)", arg);
+    return t;
 }
 
 /* "dir/model.bin" -> "dir/tokenizer.bin"; "model.bin" -> "tokenizer.bin" */
@@ -236,6 +283,7 @@ typedef struct {
     int steps;
     int verbose;   /* calc and batch: the whole answer (steps), not only the final answer */
     int max_answer; /* calc and batch: the most tokens an answer may generate */
+    trained_range range; /* calc: -r, the operands the model trained on (range.on = 0: not given) */
 } runner;
 
 /* What calc and batch print of an answer: all of it (-v), or its final answer. */
@@ -349,17 +397,70 @@ static void chat(runner *r, const char *first_prompt, const char *system_prompt)
     free(ids);
 }
 
-/* Answer one problem; prints the answer line, or an error line and returns 0. */
-static int answer_one(runner *r, const char *prompt, char *answer, size_t cap, const char *where)
+static const char *number_at(const char *s, size_t *i, size_t *len);
+
+/* Answer one problem; prints the answer line (with its notice, when there is one), or an error line
+ * and returns 0. */
+static int answer_noted(runner *r, const char *prompt, char *answer, size_t cap, const char *where,
+                        const char *note)
 {
     runc_error err;
     if (runc_solve(r->state, r->tok, prompt, answer, cap, NULL, &err) != RUNC_OK) {
         fprintf(stderr, "run: %s%s\n", where, err.message);
         return 0;
     }
-    printf("%s\n", shown(r, answer));
+    if (note && *note) printf("%s  (note: %s)\n", shown(r, answer), note);
+    else printf("%s\n", shown(r, answer));
     fflush(stdout);
     return 1;
+}
+
+static int answer_one(runner *r, const char *prompt, char *answer, size_t cap, const char *where)
+{
+    return answer_noted(r, prompt, answer, cap, where, NULL);
+}
+
+/* The notice for one operand (digits d, d_len of them, no leading zeros), appended to note (cap bytes,
+ * large enough: see range_note); nothing when it is in its trained range. */
+static void operand_note(const trained_range *t, const char *d, size_t d_len, long lo, long hi, char *note,
+                         size_t cap)
+{
+    char one[160];
+    long x = 0;
+    size_t k, used = strlen(note);
+    int huge = 0; /* beyond what a long holds (32 bits on armhf): outside any range -r can give */
+    for (k = 0; !huge && k < d_len; k++) {
+        if (x > (LONG_MAX - 9) / 10) huge = 1;
+        else x = x * 10 + (d[k] - '0');
+    }
+    if (d_len > 40) return; /* no notice quotes a number this long (calc_prompt keeps typed text as is) */
+    if (!huge && t->h_lo <= x && x <= t->h_hi)
+        sprintf(one, "%.*s is a held-out operand (never trained on)", (int)d_len, d);
+    else if (huge || x < lo || x > hi)
+        sprintf(one, "%.*s is outside the trained range %ld-%ld", (int)d_len, d, lo, hi);
+    else
+        return;
+    if (strcmp(note, one) == 0) return; /* "100 + 100": one notice (note holds at most the first) */
+    if (used + strlen(one) + 3 > cap) return;
+    if (used) strcat(note, "; ");
+    strcat(note, one);
+}
+
+/* calc -r: the notice for a normalised prompt "A op B =" (calc_prompt's form), in note (cap >= 400
+ * bytes); empty when both operands were trained on, or the prompt has another shape. */
+static void range_note(const runner *r, const char *prompt, char *note, size_t cap)
+{
+    size_t i = 0, alen = 0, blen = 0;
+    const char *a, *b;
+    note[0] = '\0';
+    if (!r->range.on) return;
+    a = number_at(prompt, &i, &alen);
+    if (!a || prompt[i] != ' ' || !prompt[i + 1] || !strchr("+-*/", prompt[i + 1]) || prompt[i + 2] != ' ') return;
+    i += 3;
+    b = number_at(prompt, &i, &blen);
+    if (!b || strcmp(prompt + i, " =") != 0) return;
+    operand_note(&r->range, a, alen, r->range.a_lo, r->range.a_hi, note, cap);
+    operand_note(&r->range, b, blen, r->range.b_lo, r->range.b_hi, note, cap);
 }
 
 /* The digits of s from *i on, without leading zeros (at least one digit kept): where they start, and
@@ -388,7 +489,7 @@ static char *calc_prompt(const char *line)
     size_t n = strlen(line), i = 0, alen = 0, blen = 0;
     const char *a, *b = NULL;
     char op = 0;
-    char *p = (char *)malloc(n + 4);
+    char *p = (char *)malloc(n + 5); /* "24+82" -> "24 + 82 =": at most 4 bytes more, and the NUL */
     if (!p) die("out of memory");
     skip_spaces(line, &i);
     a = number_at(line, &i, &alen);
@@ -416,6 +517,7 @@ static char *calc_prompt(const char *line)
 
 static int calc(runner *r, const char *single)
 {
+    char note[400];
     size_t cap = runc_answer_cap(r->state, r->tok);
     char *answer = (char *)malloc(cap), *prompt;
     int ok = 1, tty = interactive();
@@ -431,7 +533,8 @@ static int calc(runner *r, const char *single)
             ok = 0;
         } else {
             prompt = calc_prompt(trim(copy));
-            ok = answer_one(r, prompt, answer, cap, "");
+            range_note(r, prompt, note, sizeof note);
+            ok = answer_noted(r, prompt, answer, cap, "", note);
             free(prompt);
         }
         free(copy);
@@ -454,7 +557,8 @@ static int calc(runner *r, const char *single)
         text = trim(in.buf);
         if (*text == '\0') continue;
         prompt = calc_prompt(text);
-        if (!answer_one(r, prompt, answer, cap, "")) ok = 0;
+        range_note(r, prompt, note, sizeof note);
+        if (!answer_noted(r, prompt, answer, cap, "", note)) ok = 0;
         free(prompt);
     }
     if (tty) printf("\n");
@@ -630,6 +734,7 @@ int main(int argc, char **argv)
     }
     if (argc >= 2 && argv[1][0] != '-') model_path = argv[i++];
     r.verbose = 0;
+    r.range.on = 0;
     for (; i < argc; i += 2) {
         const char *flag = argv[i];
         if (strcmp(flag, "-h") == 0 || strcmp(flag, "--help") == 0) {
@@ -642,7 +747,7 @@ int main(int argc, char **argv)
             i--;
             continue;
         }
-        if (strlen(flag) != 2 || !strchr("tpsnizmyfjl", flag[1]))
+        if (strlen(flag) != 2 || !strchr("tpsnizmyfjlr", flag[1]))
             die("unknown flag '%s' (run -h for usage)", flag);
         if (i + 1 >= argc) die("flag %s needs a value", flag);
         switch (flag[1]) {
@@ -657,6 +762,7 @@ int main(int argc, char **argv)
         case 'f': batch_file = argv[i + 1]; break;
         case 'j': threads = parse_long(flag, argv[i + 1]); break;
         case 'l': max_answer = parse_long(flag, argv[i + 1]); max_answer_given = 1; break;
+        case 'r': r.range = parse_range(argv[i + 1]); break;
         default: break;
         }
     }
@@ -666,6 +772,7 @@ int main(int argc, char **argv)
     if (topp < 0.0f || topp > 1.0f) die("top-p %g must be in [0, 1]", (double)topp);
     if (steps < 0) die("-n %ld must be >= 0", steps);
     if (batch_file && strcmp(mode, "batch") != 0) die("-f is for -m batch");
+    if (r.range.on && strcmp(mode, "calc") != 0) die("-r is for -m calc");
     if (r.verbose && strcmp(mode, "calc") != 0 && strcmp(mode, "batch") != 0) die("-v is for -m calc and -m batch");
     if (threads < 0 || threads > RUNC_BATCH_MAX_THREADS)
         die("-j %ld must be in 0..%d (0 = one thread per CPU core)", threads, (int)RUNC_BATCH_MAX_THREADS);

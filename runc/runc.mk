@@ -3,6 +3,9 @@
 #   make run                   answer a few example problems with the default model
 #   make run PROMPT="36 / 3 =" answer one problem
 #   make calc                  interactive calculator (type "36 / 3", EOF ends)
+#                              make run and make calc pass run -r RUNC_RANGE, the operand range the model
+#                              trained on, read from its card (runc/card_range.awk): "100 + 1" gets
+#                              a notice; RUNC_RANGE= turns it off, RUNC_RANGE=0-99:90-99 sets it
 #   make run V=1, make calc V=1  the whole answer: a model that shows its work prints its steps,
 #                              then '#', then the final answer (default: the final answer only)
 #   make run-native            runc/run-native: the runner built with -march=native (optional; this CPU only)
@@ -17,6 +20,10 @@ RUNC_TOKENIZER ?= models/tokenizer.bin
 RUNC_EXAMPLES  ?= "24 + 82 =" "36 / 3 =" "7 * 8 =" "91 - 45 ="
 PROMPT ?=
 V ?=
+RUNC_CARD  ?= $(RUNC_MODEL:.bin=.json)
+# (no card, or no awk: no range, and the calculator answers without notices)
+RUNC_RANGE ?= $(shell test -f "$(RUNC_CARD)" && command -v awk >/dev/null 2>&1 && awk -f runc/card_range.awk "$(RUNC_CARD)")
+RUNC_RANGE_FLAG = $(if $(RUNC_RANGE),-r $(RUNC_RANGE))
 # V=1: run's -v (the whole answer, steps included)
 RUNC_VERBOSE = $(if $(filter-out 0,$(V)),-v)
 
@@ -44,10 +51,10 @@ run: runc/run
 	@test -f "$(RUNC_TOKENIZER)" || { echo "make run: no tokenizer at $(RUNC_TOKENIZER) (pass RUNC_TOKENIZER=path/to/tokenizer.bin)" >&2; exit 1; }
 	@if [ -n "$(PROMPT)" ]; then set -- "$(PROMPT)"; else set -- $(RUNC_EXAMPLES); fi; \
 	for p in "$$@"; do \
-	  a=$$(./runc/run "$(RUNC_MODEL)" -z "$(RUNC_TOKENIZER)" -m calc $(RUNC_VERBOSE) -i "$$p") || exit 1; \
+	  a=$$(./runc/run "$(RUNC_MODEL)" -z "$(RUNC_TOKENIZER)" -m calc $(RUNC_VERBOSE) $(RUNC_RANGE_FLAG) -i "$$p") || exit 1; \
 	  echo "$$p $$a"; \
 	done
 
 calc: runc/run
 	@test -f "$(RUNC_MODEL)" || { echo "make calc: no model at $(RUNC_MODEL) (train and export one, or pass RUNC_MODEL=path/to/model.bin)" >&2; exit 1; }
-	@./runc/run "$(RUNC_MODEL)" -z "$(RUNC_TOKENIZER)" -m calc $(RUNC_VERBOSE)
+	@./runc/run "$(RUNC_MODEL)" -z "$(RUNC_TOKENIZER)" -m calc $(RUNC_VERBOSE) $(RUNC_RANGE_FLAG)

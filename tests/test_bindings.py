@@ -527,3 +527,35 @@ def test_a_fresh_interpreter_loads_the_one_fresh_build():
     assert r.returncode == 0, r.stderr
     assert [Path(r.stdout.strip()).resolve()] == [p.resolve() for p in build_engine.builds()] == \
         [Path(_engine.__file__).resolve()]
+
+
+def test_solve_typed_normalises_and_warns_for_untrained_operands(tmp_path):
+    """solve(typed=True): the calculators' input rule. Spacing and a trailing '=' as typed give the
+    answers of the trained prompt form; an operand outside the card's trained range (here 0-89, 90-99
+    held out) is answered with a RangeWarning naming it; plain solve() is untouched."""
+    import json
+    import shutil
+
+    from tinymath.runc import RangeWarning
+
+    models = Path(__file__).resolve().parent.parent / "models"
+    shutil.copy(models / "tinymath.bin", tmp_path / "m.bin")
+    card = json.loads((models / "tinymath.json").read_text())  # its sha256 is the copy's too
+    card["task"] = {"task": "arith", "ops": "+-*/", "lo": 0, "hi": 89, "holdout": [90, 99]}
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    with Model(tmp_path / "m.bin", tokenizer=models / "tokenizer.bin") as m:
+        assert m.task == card["task"]
+        want = m.solve(["24 + 82 =", "12 + 3 =", "5 + 5 ="])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing to warn about
+            assert m.solve(["24+82", "  12   +   3", "5+5="], typed=True) == want
+        with pytest.warns(RangeWarning, match=r"2 of 3 problems .*prompt 1 \('100 \+ 1 ='\): 100 is outside the "
+                                              r"trained range 0-89; prompt 2 \('91 - 45 ='\): 91 is a held-out"):
+            assert len(m.solve(["24+82", "100+1", "91 - 45"], typed=True)) == 3
+        assert m.range_notes(["24+82", "100+1"]) == [None, "100 is outside the trained range 0-89"]
+        with pytest.raises(TypeError, match="typed must be a bool"):
+            m.solve(["1 + 1"], typed="yes")
+    (tmp_path / "m.json").unlink()  # no card: normalised, no notice possible
+    with Model(tmp_path / "m.bin", tokenizer=models / "tokenizer.bin") as m, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert m.task is None and m.solve(["100+1"], typed=True) == m.solve(["100 + 1 ="])

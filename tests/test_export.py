@@ -339,9 +339,10 @@ def test_hf_tokenizer_copied_and_loadable(tmp_path):
     tok = _train_sentencepiece(tmp_path, 20)
     m = make_model(vocab_size=24)
     ck = save_ckpt(tmp_path / "ck.pt", m, tokenizer=str(tok))
-    export_checkpoint(ck, "hf", tmp_path / "hf")
+    with pytest.warns(ExportWarning, match="no tokenizer.json: the SentencePiece model sp.model normalises"):
+        export_checkpoint(ck, "hf", tmp_path / "hf")  # SentencePiece's default normaliser (nmt_nfkc)
     d = tmp_path / "hf"
-    assert (d / "tokenizer.model").read_bytes() == tok.read_bytes()
+    assert (d / "tokenizer.model").read_bytes() == tok.read_bytes() and not (d / "tokenizer.json").exists()
     tc = json.loads((d / "tokenizer_config.json").read_text())
     assert tc["tokenizer_class"] == "LlamaTokenizer" and tc["bos_token"] == "<s>"
     cfg = json.loads((d / "config.json").read_text())
@@ -715,7 +716,8 @@ def test_training_stage_checkpoint_layout_moved_run_folder(tmp_path):
     assert tokc["bin"]["sha256"] == hashlib.sha256(b"\x01\x00\x00\x00").hexdigest()
     assert tokc["model"]["sha256"] == hashlib.sha256(tok.read_bytes()).hexdigest()
     assert r.card["accuracy"] == {"val_acc": 0.5, "holdout_acc": 0.25, "best_val_acc": 0.5}
-    export_checkpoint(ck, "hf", tmp_path / "hf")
+    with pytest.warns(ExportWarning, match="no tokenizer.json"):  # SentencePiece's default normaliser
+        export_checkpoint(ck, "hf", tmp_path / "hf")
     assert (tmp_path / "hf" / "tokenizer.model").read_bytes() == tok.read_bytes()
 
 
@@ -809,3 +811,190 @@ def test_reexport_and_report_refuse_non_finite_weights(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "non-finite" in err and "Traceback" not in err, err
     assert not (tmp_path / "a.bin").exists() and not (tmp_path / "b.bin").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# a Hugging Face Llama folder -> .bin (the import llama2.c's export.py does with --hf)
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def test_hf_folder_back_to_bin_is_byte_identical_and_answers_the_same(tmp_path, capsys):
+    """The shipped model -> HF folder -> v1 .bin: the same bytes, the card's task kept, and the C engine
+    answers the same; the int8 file from the folder equals the int8 file from the original."""
+    _hf()
+    from tinymath.cli import main
+    from tinymath.runc import Model
+
+    assert main(["export", str(MODELS / "tinymath.bin"), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    assert main(["export", str(tmp_path / "hf"), "--format", "v1", "--out", str(tmp_path / "back.bin")]) == 0
+    assert main(["export", str(tmp_path / "hf"), "--format", "v2", "--out", str(tmp_path / "back.q8.bin")]) == 0
+    assert main(["export", str(MODELS / "tinymath.bin"), "--format", "v2", "--out", str(tmp_path / "q8.bin")]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "back.bin").read_bytes() == (MODELS / "tinymath.bin").read_bytes()
+    assert (tmp_path / "back.q8.bin").read_bytes() == (tmp_path / "q8.bin").read_bytes()
+    card = json.loads((tmp_path / "back.json").read_text())
+    src = json.loads((MODELS / "tinymath.json").read_text())
+    assert card["task"] == src["task"] and card["accuracy"] == src["accuracy"]
+    assert card["source"] == {"hf": "hf"} and card["tokenizer"]["model"]["path"] == "hf/tokenizer.model"
+    prompts = ["24 + 82 =", "36 / 3 =", "7 * 8 =", "91 - 45 ="]
+    with Model(MODELS / "tinymath.bin", tokenizer=MODELS / "tokenizer.bin") as a, \
+            Model(tmp_path / "back.bin", tokenizer=MODELS / "tokenizer.bin") as b:
+        assert a.solve(prompts) == b.solve(prompts)
+
+
+@pytest.mark.parametrize("kw", [dict(tied=False, n_kv_heads=1), dict(n_kv_heads=2, rope_theta=500.0, norm_eps=1e-6)],
+                         ids=["mqa-untied", "gqa-theta-eps"])
+def test_hf_folder_back_to_bin_variants(tmp_path, kw):
+    """Untied MQA; GQA with other rope_theta/norm_eps: checkpoint -> hf -> v1 equals checkpoint -> v1
+    (the shipped model, tied MHA, is the test above)."""
+    _hf()
+    from tinymath.export.hf_import import read_hf_folder
+
+    ck = save_ckpt(tmp_path / "ck.pt", make_model(False, **kw))  # init weights: every row distinct already
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExportWarning)
+        want = export_checkpoint(ck, "v1", tmp_path / "want.bin").path.read_bytes()
+        export_checkpoint(ck, "hf", tmp_path / "hf")
+        got = export_model(read_hf_folder(tmp_path / "hf"), "v1", tmp_path / "got.bin").path.read_bytes()
+    assert got == want
+
+
+def test_hf_folder_bf16_sharded_and_torch_weights(tmp_path):
+    """bfloat16 safetensors shards (as many Hub models are saved) and pytorch_model.bin read too."""
+    _hf()
+    from safetensors.torch import load_file, save_file
+
+    from tinymath.export.hf_import import read_hf_folder
+
+    m = make_model(True, tied=False)
+    export_checkpoint(save_ckpt(tmp_path / "ck.pt", m), "hf", tmp_path / "hf")
+    sd = load_file(tmp_path / "hf" / "model.safetensors")
+    ref = read_hf_folder(tmp_path / "hf").tensors
+    names = sorted(sd)
+    (tmp_path / "hf" / "model.safetensors").unlink()
+    half = len(names) // 2
+    shards = {"a.safetensors": names[:half], "b.safetensors": names[half:]}
+    for fname, keys in shards.items():
+        save_file({k: sd[k].to(torch.bfloat16) for k in keys}, tmp_path / "hf" / fname)
+    (tmp_path / "hf" / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {k: f for f, keys in shards.items() for k in keys}}))
+    got = read_hf_folder(tmp_path / "hf").tensors
+    for k, v in ref.items():
+        assert np.array_equal(got[k], torch.tensor(v).to(torch.bfloat16).float().numpy()), k
+    for f in ("a.safetensors", "b.safetensors", "model.safetensors.index.json"):
+        (tmp_path / "hf" / f).unlink()
+    torch.save(sd, tmp_path / "hf" / "pytorch_model.bin")
+    got = read_hf_folder(tmp_path / "hf").tensors
+    assert all(np.array_equal(got[k], v) for k, v in ref.items())
+
+
+def test_hf_folder_that_is_not_a_llama_is_refused(tmp_path, capsys):
+    from tinymath.cli import main
+
+    def export(folder):
+        rc = main(["export", str(folder), "--format", "v1", "--out", str(tmp_path / "m.bin")])
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err and not (tmp_path / "m.bin").exists()
+        return err
+
+    gpt2 = tmp_path / "gpt2"
+    gpt2.mkdir()
+    (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    assert "is not a Llama model (model_type 'gpt2'" in export(gpt2)
+    assert "not a Hugging Face model folder" in export(tmp_path)  # a folder without config.json
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    cfg = {"model_type": "llama", "hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 1,
+           "intermediate_size": 64, "vocab_size": 24}
+    (llama / "config.json").write_text(json.dumps(cfg))
+    assert "no weights" in export(llama)
+    (llama / "config.json").write_text(json.dumps({**cfg, "attention_bias": True}))
+    assert "no bias tensors" in export(llama)
+    (llama / "config.json").write_text(json.dumps({**cfg, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}))
+    assert "plain RoPE only" in export(llama)
+    (llama / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "hidden_size"}))
+    assert "lacks 'hidden_size'" in export(llama)
+
+
+_HF_NO_SENTENCEPIECE = r"""
+import json, sys
+sys.modules["sentencepiece"] = None  # import fails: the folder must load without sentencepiece or protobuf
+sys.modules["google.protobuf"] = None
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+folder, prompts = sys.argv[1], json.loads(sys.argv[2])
+tok = AutoTokenizer.from_pretrained(folder)
+model = AutoModelForCausalLM.from_pretrained(folder).eval()
+out = {"ids": [], "answers": [], "pipeline": []}
+for p in prompts:
+    ids = tok(p, return_tensors="pt").input_ids
+    out["ids"].append(ids[0].tolist())
+    new = []  # greedy, one token at a time (generate() costs ~0.3 s a call; the pipeline below runs it)
+    with torch.no_grad():
+        while ids.shape[1] < model.config.max_position_embeddings:
+            nxt = int(model(ids).logits[0, -1].argmax())
+            if nxt == tok.eos_token_id:
+                break
+            new.append(nxt)
+            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+    out["answers"].append(tok.decode(new, skip_special_tokens=True))
+pipe = pipeline("text-generation", model=model, tokenizer=tok)
+for p in prompts[:3]:
+    new = pipe(p, max_new_tokens=10, do_sample=False, return_full_text=False)[0]["generated_text"]
+    full = pipe(p, max_new_tokens=10, do_sample=False)[0]["generated_text"]
+    out["pipeline"].append([new, full])
+print(json.dumps(out))
+"""
+
+
+def test_hf_tokenizer_json_loads_without_sentencepiece_and_answers_as_the_c_runner(tmp_path):
+    """The shipped model's HF export: AutoTokenizer reads tokenizer.json with sentencepiece and protobuf
+    unimportable; its ids are our tokenizer's; greedy answers equal the C engine's on 40 problems; the
+    text-generation pipeline keeps the answer's leading space (' 106.00', '24 + 82 = 106.00')."""
+    _hf()
+    from tinymath.runc import Model
+    from tinymath.tokenizer import Tokenizer
+
+    d = tmp_path / "hf"
+    r = subprocess.run([sys.executable, "-m", "tinymath.cli", "export", str(MODELS / "tinymath.bin"), "--format", "hf",
+                        "--out", str(d)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((d / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
+    rng = np.random.default_rng(0)
+    prompts = ["24 + 82 =", "36 / 3 =", "7 * 8 =", "91 - 45 ="] + [
+        f"{a} {op} {b} =" for a, op, b in zip(rng.integers(0, 90, 36), rng.choice(list("+-*/"), 36),
+                                              rng.integers(1, 90, 36))]
+    r = subprocess.run([sys.executable, "-c", _HF_NO_SENTENCEPIECE, str(d), json.dumps(prompts)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    tok = Tokenizer.load(MODELS / "tokenizer.bin")
+    assert got["ids"] == [tok.encode_prompt(p) for p in prompts]
+    with Model(MODELS / "tinymath.bin", tokenizer=MODELS / "tokenizer.bin") as m:
+        want = m.solve(prompts)
+    assert all(a.startswith(" ") for a in got["answers"])
+    assert [a.strip() for a in got["answers"]] == want
+    for p, a, (new, full) in zip(prompts, want, got["pipeline"]):
+        assert (new, full) == (" " + a, f"{p} {a}")
+
+
+def test_hf_tokenizer_json_matches_our_encoder_for_a_bpe_tokenizer(tmp_path):
+    """A BPE SentencePiece model (merges, not only characters): tokenizer.json segments as our
+    llama2.c-algorithm encoder does, and decoding keeps every space."""
+    _hf()
+    tokenizers = pytest.importorskip("tokenizers")
+    from tinymath.export.hf import tokenizer_json
+    from tinymath.tokenizer.train_sp import to_llama2c, train_sentencepiece
+    import sentencepiece as spm
+
+    lines = [f"{a} {op} {b} = {a + b}" for a in range(0, 100, 3) for b in range(1, 100, 7) for op in "+-"]
+    model = train_sentencepiece(lines, "bpe", vocab_size=320)
+    (tmp_path / "bpe.model").write_bytes(model)
+    tj = tokenizer_json(tmp_path / "bpe.model")
+    assert tj["model"]["merges"] and tj["model"]["byte_fallback"]
+    t = tokenizers.Tokenizer.from_str(json.dumps(tj))
+    ours = to_llama2c(spm.SentencePieceProcessor(model_proto=model))
+    for s in lines[::37] + ["12 + 3 =", "  7  *  8 =", "1000 / 25 ="]:
+        assert t.encode(s).ids == ours.encode(s, bos=True), s
+        assert t.decode(t.encode(s).ids, skip_special_tokens=True) == " " + s

@@ -270,3 +270,65 @@ def test_finite_weights_still_answer(files):
     with Model(m) as model:
         prompts = [f"{a} + {b} =" for a in range(0, 99, 7) for b in range(0, 99, 11)]
         assert model.solve(prompts) == model.solve(prompts, batch=False)
+
+
+# ---- issue 23: the C calculator's notice for operands the model never trained on -----------------------
+
+def test_calc_range_notice(run_bin, files):
+    """run -m calc -r LO-HI[,BLO-BHI][:HLO-HHI]: the answer of a problem with an operand outside the
+    trained range, or held out, carries the notice tinymath.tasks.spec.range_note words; the answer
+    itself is the same as without -r; bad ranges and -r outside calc are one-line errors."""
+    from tinymath.tasks import TaskSpec, typed_prompt
+    from tinymath.tasks.spec import range_note
+
+    m = files(model_bytes(seq=64))  # room for the 23-digit operand
+    spec = TaskSpec.from_dict({"task": "arith", "lo": 0, "hi": 89, "b_lo": 1, "b_hi": 9, "holdout": [90, 99]})
+    cases = ["24 + 8", "24+82", "  100   +   1 =", "91 - 45", "100 * 100", "3 / 0", "007 + 5", "1 +",
+             "12345678901234567890123 + 1"]
+    plain = run(run_bin, m, "-m", "calc", stdin="\n".join(cases) + "\n").stdout.splitlines()
+    noted = run(run_bin, m, "-m", "calc", "-r", "0-89,1-9:90-99", stdin="\n".join(cases) + "\n").stdout.splitlines()
+    assert len(plain) == len(noted) == len(cases)
+    for typed, a, b in zip(cases, plain, noted):
+        note = range_note(spec, typed_prompt(typed))
+        assert b == (f"{a}  (note: {note})" if note else a), typed
+    assert noted[4].endswith("(note: 100 is outside the trained range 0-89; 100 is outside the trained range 1-9)")
+    one = run(run_bin, m, "-m", "calc", "-r", "0-89:90-99", "-i", "100+100")
+    assert one.returncode == 0 and one.stdout.count("note") == 1  # one notice for two equal operands
+    for bad in ("89", "0-89x", "9-1", "0-89:", "-1-5", "0-89,5", ""):
+        one_line_error(run(run_bin, m, "-m", "calc", "-r", bad, "-i", "1 + 1"), "bad value for -r")
+    two = run(run_bin, m, "-m", "calc", "-r", "2-9", "-i", "11+1")
+    assert two.stdout.endswith("(note: 11 is outside the trained range 2-9; 1 is outside the trained range 2-9)\n")
+    one_line_error(run(run_bin, m, "-r", "0-89", "-i", "1"), "-r is for -m calc")
+
+
+def test_make_calc_reads_the_range_from_the_card(tmp_path):
+    """runc/card_range.awk turns a card's task into run's -r, and `make run` passes it: `100 + 1` on
+    the shipped model is answered with the notice Python's range_note gives for its card."""
+    import json
+
+    from tinymath.tasks import TaskSpec
+    from tinymath.tasks.spec import range_note
+
+    if shutil.which("awk") is None or shutil.which("make") is None or shutil.which("cc") is None:
+        pytest.skip("needs awk, make and a C compiler")
+
+    def card_range(card: dict) -> str:
+        (tmp_path / "c.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")  # write_json's layout
+        r = subprocess.run(["awk", "-f", str(ROOT / "runc" / "card_range.awk"), str(tmp_path / "c.json")],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    task = {"task": "arith", "lo": 0, "hi": 89, "b_lo": None, "b_hi": None, "holdout": [90, 99], "ops": "+-*/"}
+    assert card_range({"sha256": "x", "task": task}) == "0-89:90-99"
+    assert card_range({"task": {**task, "b_lo": 1, "holdout": None}}) == "0-89,1-89"
+    nested = {**task, "task": "count", "exclude": {"task": "arith", "lo": 5, "hi": 7}}  # exclude's keys are not read
+    assert card_range({"task": nested}) == "0-89:90-99"
+    assert card_range({"task": {**task, "task": "mod"}}) == card_range({"task": None}) == card_range({}) == ""
+    models = ROOT / "models"
+    card = json.loads((models / "tinymath.json").read_text())
+    want = range_note(TaskSpec.from_dict(card["task"]), "100 + 1 =")
+    r = subprocess.run(["make", "-s", "run", "PROMPT=100 + 1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip().splitlines()[-1]
+    assert line.startswith("100 + 1 ") and (line.endswith(f"  (note: {want})") if want else "note" not in line)
