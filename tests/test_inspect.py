@@ -143,6 +143,16 @@ def test_attention_and_attribution(add_model):
 
     ckpt = internals.find_checkpoint(add_model)
     tm, _ = internals.load_torch_model(ckpt)
+    # the .bin's own weights (no checkpoint found) give the same model, as run by the C engine
+    (add_model.parent / "lone").mkdir(exist_ok=True)
+    lone = add_model.parent / "lone" / add_model.name
+    shutil.copy(add_model, lone)
+    shutil.copy(add_model.parent / "tokenizer.bin", lone.parent / "tokenizer.bin")
+    from_bin, config, source = internals.load_model_behind(lone)
+    assert "its own weights" in source and config["dim"] == tm.cfg.dim
+    assert all(torch.equal(v, from_bin.state_dict()[k]) for k, v in tm.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):  # a named one is never replaced
+        internals.load_model_behind(lone, str(lone.parent / "missing.pt"))
     with _open(add_model) as m:
         t = trace(m, "4 + 5 =")
         assert np.abs(internals.logits(tm, t.ids) - m.logits(t.ids)).max() < 1e-3
@@ -408,7 +418,9 @@ SHIPPED = REPO / "models" / "tinymath.bin"
 def test_shipped_model(work, capsys):
     out = work / "shipped"
     assert cli_main(["inspect", str(SHIPPED), "24 + 82 =", "--out", str(out)]) == 0
-    _png(out / "tinymath_tokens.png")
+    for kind in ("tokens", "attention", "attribution"):  # no checkpoint is shipped: the .bin's own weights
+        _png(out / f"tinymath_{kind}.png")
+    assert "its own weights" in json.loads((out / "tinymath_inspect.json").read_text())["checkpoint"]
     assert cli_main(["inspect", "confidence", str(SHIPPED), "--limit", "300", "--out", str(out)]) == 0
     _png(out / "tinymath_confidence.png")
     assert "AUROC" in capsys.readouterr().out

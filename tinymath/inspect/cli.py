@@ -134,12 +134,11 @@ def _prompt(args: argparse.Namespace) -> int:
         from . import internals
 
         try:
-            ckpt_path = internals.find_checkpoint(args.model, args.checkpoint)
-            tm, ck = internals.load_torch_model(ckpt_path)
+            tm, tm_config, ckpt_path = internals.load_model_behind(args.model, args.checkpoint)
         except InspectError as e:
             print(f"(no attention or attribution: {e})")
         else:
-            internals.check_same_model(tm, ck["model_config"], engine_config)
+            internals.check_same_model(tm, tm_config, engine_config)
             maps = internals.attention_maps(tm, t.ids)
             written.append(internals.plot_attention(
                 maps, labels, out / f"{name}_attention.png",

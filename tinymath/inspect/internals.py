@@ -69,6 +69,31 @@ def load_torch_model(ckpt_path: str | Path):
     return model, ckpt
 
 
+def load_model_behind(model_path: str | Path, given: str | None = None):
+    """(Transformer in eval mode on CPU, its model config, where its weights came from) for a .bin:
+    its training checkpoint when one is found (find_checkpoint), else the .bin's own weights (an
+    int8 file dequantized as the C runner does), so a model shipped without its checkpoint can
+    still be inspected. A --checkpoint that does not exist is an error (FileNotFoundError), not a fallback."""
+    from tinymath.export.card import ModelFiles
+
+    path = ModelFiles.open(model_path).checkpoint(given)
+    if path is not None:
+        model, ckpt = load_torch_model(path)
+        return model, ckpt["model_config"], str(path)
+    require_torch()
+    import torch
+
+    from tinymath.export import read_bin
+    from tinymath.train.model import ModelConfig, Transformer
+
+    bm = read_bin(model_path, dequantize=True)
+    config = bm.config.model_config()
+    model = Transformer(ModelConfig.from_dict(config))
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in bm.state_dict().items()})
+    model.eval()
+    return model, config, f"{model_path} (its own weights: no training checkpoint beside it)"
+
+
 def check_same_model(model, ckpt_config: dict, engine_config: dict) -> None:
     """The checkpoint must have the shape of the .bin (a stale or wrong checkpoint gives wrong maps)."""
     for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "vocab_size"):
