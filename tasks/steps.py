@@ -9,7 +9,7 @@ Grammar (every number is a run of digits; one space between steps):
     answer  := step (" " step)* "#" final            final := -?D+.DD (the classic answer)
     step    := chain | tally | divide | compare
     chain   := N (op N "=" N)+                        op := "+" | "-" | "*"
-    tally   := N "q0" ("-" N "=" N "q" D)*           repeated subtraction, counted
+    tally   := N "q0" ("-" N "=" N "q" D)* ":" N     repeated subtraction, counted; the quotient so far
     divide  := N "/" N "=" N "r" N                    dividend/divisor=quotient r remainder
     compare := D ("<" | ">" | "=") D                  one digit each side
 
@@ -18,9 +18,10 @@ writes the result (`3+2=5+0=5` is 3+2=5, then 5+0=5). Every link is one fact;
 a chain's first number and every link's right-hand number are copies (of an
 operand digit, a product digit or a carry), so each step is a single-digit
 fact, a copied digit or a carry, and a step looks the same in every place.
-A tally is read the same way: `240q0-86=154q1-86=68q2` starts from 240 with a
-count of 0, and each link subtracts the divisor and counts one more (the count
-is the quotient digit, the last value the remainder).
+A tally is read the same way: `240q0-86=154q1-86=68q2:12` starts from 240 with
+a count of 0, and each link subtracts the divisor and counts one more (the count
+is the quotient digit, the last value the remainder); after `:` comes the
+quotient so far (the previous tally's times 10, plus this count).
 
 `steps`, one worked example per op (digits least significant first for + - *):
 
@@ -41,18 +42,22 @@ is the quotient digit, the last value the remainder).
         in place i+j, its tens digit in place i+j+1, in the order the products
         were written) added up, then + the carry from place k-1. The digit of
         place k is the chain's last digit; the last place never carries.
-    27 / 12 = 2q0 27q0-12=15q1-12=3q2 30q0-12=18q1-12=6q2 60q0-12=48q1-12=36q2-12=24q3-12=12q4-12=0q5 0q0#2.25
+    27 / 12 = 2q0:0 27q0-12=15q1-12=3q2:2 30q0-12=18q1-12=6q2:22 60q0-12=48q1-12=36q2-12=24q3-12=12q4-12=0q5:225 0q0:2250#2.25
         long division by repeated subtraction, most significant first: one
         tally per digit of a (the remainder so far * 10 + the next digit), then
         three decimal tallies (remainder * 10). Each subtracts the divisor
         while it can, counting: the last count is the quotient digit (never
         above 9, since the remainder is below the divisor), the last value the
-        remainder. Every fact is a subtraction (a number minus the divisor) or
-        a count, never a division: a division fact per dividend and divisor is
-        a lookup table that a small model does not generalise (the first
-        layout, `67/8=8r3` steps, left `/` at 26-44%). The final answer is
-        `round_quotient` of the quotient digits (2.250) and whether the last
-        remainder is 0.
+        remainder, and the tally ends with the quotient so far. Every fact is
+        a subtraction (a number minus the divisor), a count or a digit put on
+        the end of the quotient, never a division: a division fact per
+        dividend and divisor is a lookup table that a small model does not
+        generalise (the first layout, `67/8=8r3` steps, left `/` at 26-44%).
+        The quotient so far keeps the final answer local: without it a model
+        must gather the quotient digits from tallies far back, and that
+        gather was where a third to half of its wrong `/` answers first went
+        wrong. The final answer is `round_quotient` of the last quotient
+        (2250 thousandths) and whether the last remainder is 0.
 
 `partial` (coarser steps, a study lever):
 
@@ -70,7 +75,7 @@ is the quotient digit, the last value the remainder).
 Length: mean characters per answer over the classic task (operands 0-99, the
 final answer included; one token per character):
 
-    steps     +  27.2   -  34.4   *  70.0   / 135.8
+    steps     +  27.2   -  34.4   *  70.0   / 150.1
     partial   +  27.2   -  34.4   *  31.8   /  47.8
 
 Why lattice multiplication: a held-out operand (90-99) brings a 9 into a place
@@ -93,11 +98,12 @@ from .formats import STEP_FORMATS, classic_result
 
 MARK = "#"
 DECIMALS = 3   # quotient digits after the point: enough to round to 2, with the remainder's zero test
-KINDS = ("copy", "carry", "add", "sub", "mul", "sum", "compare", "count", "divide", "shape", "final", "round",
-         "unparsed")
+KINDS = ("copy", "carry", "add", "sub", "mul", "sum", "compare", "count", "divide", "quotient", "shape", "final",
+         "round", "unparsed")
 """Kinds of wrong step: a copied operand or product digit, a carry (its value or its add), a fact's
-arithmetic, the sign's comparison, a division step, the wrong number or shape of steps, the final
-answer (for /: its rounding), or an answer that does not parse."""
+arithmetic, the sign's comparison, a tally's count, a division step (or a tally stopped early),
+the quotient so far, the wrong number or shape of steps, the final answer (for /: its rounding),
+or an answer that does not parse."""
 
 
 # ---- the parsed form -------------------------------------------------------------------------
@@ -134,12 +140,14 @@ class Divide:
 
 @dataclass(frozen=True)
 class Tally:
-    """`start q0 -divisor=value q count ...`: subtract the divisor while it fits, counting."""
+    """`start q0 -divisor=value q count ... : quotient`: subtract the divisor while it fits, counting,
+    then the quotient so far."""
     start: str
     links: tuple[tuple[str, str, str], ...]  # (divisor, value, count) per subtraction
+    quotient: str
 
     def text(self) -> str:
-        return f"{self.start}q0" + "".join(f"-{v}={out}q{n}" for v, out, n in self.links)
+        return f"{self.start}q0" + "".join(f"-{v}={out}q{n}" for v, out, n in self.links) + f":{self.quotient}"
 
 
 @dataclass(frozen=True)
@@ -169,7 +177,7 @@ class Steps:
 _NUM = r"\d{1,40}"  # bounded: int() refuses very long digit strings
 _CHAIN = re.compile(rf"({_NUM})((?:[-+*]{_NUM}={_NUM})+)")
 _LINK = re.compile(rf"([-+*])({_NUM})=({_NUM})")
-_TALLY = re.compile(rf"({_NUM})q0((?:-{_NUM}={_NUM}q\d)*)")
+_TALLY = re.compile(rf"({_NUM})q0((?:-{_NUM}={_NUM}q\d)*):({_NUM})")
 _TALLY_LINK = re.compile(rf"-({_NUM})=({_NUM})q(\d)")
 _DIVIDE = re.compile(rf"({_NUM})/({_NUM})=({_NUM})r({_NUM})")
 _COMPARE = re.compile(r"(\d)([<>=])(\d)")
@@ -180,7 +188,7 @@ def _step(token: str) -> Step | None:
     if m := _CHAIN.fullmatch(token):
         return Chain(m.group(1), tuple(Link(*k) for k in _LINK.findall(m.group(2))))
     if m := _TALLY.fullmatch(token):
-        return Tally(m.group(1), tuple(_TALLY_LINK.findall(m.group(2))))
+        return Tally(m.group(1), tuple(_TALLY_LINK.findall(m.group(2))), m.group(3))
     if m := _DIVIDE.fullmatch(token):
         return Divide(*m.groups())
     if m := _COMPARE.fullmatch(token):
@@ -297,13 +305,14 @@ def _pieces(a: int, whole_first: bool) -> list[int]:
 def _write_div(a: int, b: int) -> list[Step]:
     """Long division by repeated subtraction: one tally per piece brought down."""
     steps: list[Step] = []
-    r = 0
+    r = quotient = 0
     for piece in _pieces(a, whole_first=False):
         value, links = r * 10 + piece, []
         while value >= b:
             value -= b
             links.append((str(b), str(value), str(len(links) + 1)))
-        steps.append(Tally(str(r * 10 + piece), tuple(links)))
+        quotient = quotient * 10 + len(links)
+        steps.append(Tally(str(r * 10 + piece), tuple(links), str(quotient)))
         r = value
     return steps
 
@@ -523,8 +532,8 @@ def _check_mul_partial(parsed: Steps, a: int, b: int) -> Verdicts:
 
 
 def _check_div(parsed: Steps, a: int, b: int) -> Verdicts:
-    """One verdict per tally's start, per subtraction and per tally's stop (the value left is
-    below the divisor), then the final answer."""
+    """One verdict per tally's start, per subtraction, per tally's stop (the value left is below
+    the divisor) and per quotient so far, then the final answer."""
     steps = list(parsed.steps)
     pieces = _pieces(a, whole_first=False)
     r = quotient = 0
@@ -541,6 +550,7 @@ def _check_div(parsed: Steps, a: int, b: int) -> Verdicts:
             value = int(out)
         yield None if value < b else "divide"
         r, quotient = value, quotient * 10 + len(step.links)
+        yield None if int(step.quotient) == quotient else "quotient"
     if len(steps) != len(pieces):
         yield "shape"
         return

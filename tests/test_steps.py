@@ -20,7 +20,7 @@ from tinymath.tasks.steps import Chain, Check, Compare, Link, Steps, Tally, chec
 quick = settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 
 MUL = "6*6=36 7*6=42 6*5=30 7*5=35 6+0=6 3+2=5+0=5+0=5 4+3=7+5=12+0=12 3+1=4#4256.00"
-DIV = "2q0 27q0-12=15q1-12=3q2 30q0-12=18q1-12=6q2 60q0-12=48q1-12=36q2-12=24q3-12=12q4-12=0q5 0q0#2.25"
+DIV = "2q0:0 27q0-12=15q1-12=3q2:2 30q0-12=18q1-12=6q2:22 60q0-12=48q1-12=36q2-12=24q3-12=12q4-12=0q5:225 0q0:2250#2.25"
 
 
 def classic_problems():
@@ -66,7 +66,7 @@ def test_the_docstring_examples_are_what_the_formats_write():
     (24, "+", 82, "partial", "4+2=6+0=6 2+8=10+0=10#106.00"),
     (45, "-", 45, "steps", "5=5 15-5=10-0=10 14-4=10-0=10#0.00"),
     (7, "-", 52, "steps", "0<5 12-7=5-0=5 15-0=15-1=14#-45.00"),
-    (1, "/", 8, "steps", "1q0 10q0-8=2q1 20q0-8=12q1-8=4q2 40q0-8=32q1-8=24q2-8=16q3-8=8q4-8=0q5#0.12"),
+    (1, "/", 8, "steps", "1q0:0 10q0-8=2q1:1 20q0-8=12q1-8=4q2:12 40q0-8=32q1-8=24q2-8=16q3-8=8q4-8=0q5:125#0.12"),
     (3, "*", 2, "steps", "3*2=06 6+0=6 0+0=0#6.00"),
 ])
 def test_known_answers(a, op, b, fmt, text):
@@ -77,8 +77,8 @@ def test_parse_gives_the_structure_and_round_trips():
     got = parse("1<5 12-9=3-0=3#-33.00")
     assert got == Steps((Compare("1", "<", "5"), Chain("12", (Link("-", "9", "3"), Link("-", "0", "3")))), "-33.00")
     div = parse(DIV)
-    assert div is not None and div.steps[1] == Tally("27", (("12", "15", "1"), ("12", "3", "2"))) and div.final == "2.25"
-    assert parse("8q0#0.00") == Steps((Tally("8", ()),), "0.00")
+    assert div is not None and div.steps[1] == Tally("27", (("12", "15", "1"), ("12", "3", "2")), "2")
+    assert div.final == "2.25" and parse("8q0:0#0.00") == Steps((Tally("8", (), "0"),), "0.00")
     assert parse("1*7=07#7.00").steps[0].links[0].out == "07"  # type: ignore[union-attr]  # kept as written
     assert steps.write(76, "*", 56) == parse(MUL)
 
@@ -86,7 +86,8 @@ def test_parse_gives_the_structure_and_round_trips():
 @pytest.mark.parametrize("text", ["", " ", "#", "4256.00", "#4256.00", "6*6=36#", "6*6=36#4256", "6*6=36#4256.0",
                                   "6*6=36 #4256.00", "6*6=36  7*6=42#4256.00", "6*6=36#42#56.00", "6*6=#4256.00",
                                   "6x6=36#4256.00", "1" * 50 + "+1=2#2.00", "1<<5#1.00", "12<5#1.00", "6/8=0#0.00",
-                                  "27q1#2.00", "27q0-12=15q#1.00", "27q0-12=15q10#1.00", "27q0-12q1#1.00"])
+                                  "27q1:0#2.00", "27q0-12=15q:1#1.00", "27q0-12=15q10:1#1.00", "27q0-12q1:1#1.00",
+                                  "27q0-12=15q1#1.00", "27q0-12=15q1:#1.00"])
 def test_garbage_is_unparsed_not_an_error(text):
     assert parse(text) is None
     verdict = check(text, 76, "*", 56)
@@ -114,15 +115,17 @@ def test_every_truncation_of_a_right_answer_is_unparsed():
     (19, "-", 52, "steps", "1<5 12-9=3-1=2 15-1=14-1=13#-32.00", 2, "carry"),
     (19, "-", 52, "steps", "1<5 12-9=4-0=4 15-1=14-1=13#-34.00", 1, "sub"),
     (24, "+", 82, "steps", "4+2=6+0=6 2+8=10+1=11#116.00", 3, "carry"),
-    (27, "/", 12, "steps", DIV.replace("-12=15q1-12=3q2", "-12=16q1-12=4q2"), 3, "sub"),
-    (27, "/", 12, "steps", DIV.replace("-12=3q2", "-12=3q3"), 4, "count"),
-    (27, "/", 12, "steps", DIV.replace("27q0-12=15q1-12=3q2 30q0", "27q0-12=15q1 150q0"), 4, "divide"),
-    (27, "/", 12, "steps", DIV.replace("30q0", "31q0"), 6, "copy"),
-    (27, "/", 12, "steps", DIV.replace("-12=18q1", "-13=17q1"), 7, "copy"),
-    (27, "/", 12, "steps", DIV.replace(" 0q0", ""), 17, "shape"),
-    (27, "/", 12, "steps", DIV.replace("2.25", "2.26"), 19, "round"),
+    (27, "/", 12, "steps", DIV.replace("-12=15q1-12=3q2", "-12=16q1-12=4q2"), 4, "sub"),
+    (27, "/", 12, "steps", DIV.replace("-12=3q2", "-12=3q3"), 5, "count"),
+    (27, "/", 12, "steps", DIV.replace("27q0-12=15q1-12=3q2:2 30q0", "27q0-12=15q1:1 150q0"), 5, "divide"),
+    (27, "/", 12, "steps", DIV.replace("30q0", "31q0"), 8, "copy"),
+    (27, "/", 12, "steps", DIV.replace("-12=18q1", "-13=17q1"), 9, "copy"),
+    (27, "/", 12, "steps", DIV.replace(":22 ", ":23 "), 12, "quotient"),
+    (27, "/", 12, "steps", DIV.replace(" 0q0:2250", ""), 21, "shape"),
+    (27, "/", 12, "steps", DIV.replace("2.25", "2.26"), 24, "round"),
     (67, "/", 8, "partial", "67/8=7r11 30/8=3r6 60/8=7r4 40/8=5r0#8.38", 0, "divide"),
-    (1, "/", 8, "steps", "1q0 10q0-8=2q1 20q0-8=12q1-8=4q2 40q0-8=32q1-8=24q2-8=16q3-8=8q4-8=0q5#0.13", 16, "round"),
+    (1, "/", 8, "steps", "1q0:0 10q0-8=2q1:1 20q0-8=12q1-8=4q2:12 40q0-8=32q1-8=24q2-8=16q3-8=8q4-8=0q5:125#0.13",
+     20, "round"),
 ])
 def test_the_first_wrong_step_and_its_kind(a, op, b, fmt, text, at, kind):
     verdict = check(text, a, op, b, fmt)
@@ -137,7 +140,7 @@ def test_right_final_answer_with_wrong_steps_is_told_apart():
     assert check(MUL, 76, "*", 56) == Check("4256.00")
 
 
-ALPHABET = "0123456789+-*/=rq<># ."
+ALPHABET = "0123456789+-*/=rq:<># ."
 
 
 @quick
@@ -229,7 +232,7 @@ def test_facts_are_position_free():
     assert steps.facts("4+2=6+0=6 2+8=10+0=10#106.00") == {(4, "+", 2, 6), (6, "+", 0, 6), (2, "+", 8, 10),
                                                            (10, "+", 0, 10)}
     assert steps.facts("1<5 67/8=8r3#1.00") == {(1, "<", 5), (67, "/", 8, 8, 3)}
-    assert steps.facts("2q0 27q0-12=15q1-12=3q2#2.25") == {(27, "-", 12, 15), (15, "-", 12, 3), (3, "<", 12)}
+    assert steps.facts("2q0:0 27q0-12=15q1-12=3q2:2#2.25") == {(27, "-", 12, 15), (15, "-", 12, 3), (3, "<", 12)}
     with pytest.raises(ValueError, match="not a steps answer"):
         steps.facts("4256.00")
 
