@@ -5,7 +5,7 @@
  * for a number of seconds, printing tokens/s (positions computed per second).
  *
  *   cc -std=c99 -O2 -Irunc -o prof_train runc/tests/prof_train.c runc/train.c runc/runc.c -lm -pthread
- *   ./prof_train BATCHES.bin SECONDS [THREADS]
+ *   ./prof_train BATCHES.bin SECONDS [THREADS [STEPS]]   (STEPS: exactly that many timed steps)
  *
  * File layout (int32, little-endian): dim hidden_dim n_layers n_heads n_kv_heads
  * vocab_size max_seq_len tied batch n_batches, then per batch: width, then
@@ -34,7 +34,7 @@ static int read_ints(FILE *f, int *out, size_t n)
 int main(int argc, char **argv)
 {
     FILE *f;
-    int head[10], nb, b, i, steps = 0;
+    int head[10], nb, b, i, steps = 0, fixed;
     int **tok, **tgt, *width;
     runc_train_config c;
     runc_trainer *t = NULL;
@@ -65,6 +65,7 @@ int main(int argc, char **argv)
     c.tied = head[7];
     c.max_batch = head[8];
     c.threads = argc > 3 ? atoi(argv[3]) : 1;
+    fixed = argc > 4 ? atoi(argv[4]) : 0;
     nb = head[9];
     tok = (int **)calloc((size_t)nb, sizeof *tok);
     tgt = (int **)calloc((size_t)nb, sizeof *tgt);
@@ -102,11 +103,11 @@ int main(int argc, char **argv)
         pos += st.n_computed;
         steps++;
         el = now(CLOCK_MONOTONIC) - t0;
-    } while (el < seconds);
+    } while (fixed > 0 ? steps < fixed : el < seconds);
     cpu = now(CLOCK_PROCESS_CPUTIME_ID) - c0;
     /* on a shared machine the CPU clock (all threads together) is the steadier measure */
     printf("%lld params, %d steps, %.1f positions/step, %.0f tokens/s, %.2f ms/step, %.0f tokens per CPU s, "
-           "loss %.4f\n", n, steps, (double)pos / steps, (double)pos / el, 1e3 * el / steps, (double)pos / cpu,
+           "loss %.9g\n", n, steps, (double)pos / steps, (double)pos / el, 1e3 * el / steps, (double)pos / cpu,
            st.loss_sum / st.n_answer);
     runc_train_close(t);
     for (b = 0; b < nb; b++) {
