@@ -26,8 +26,9 @@
  * go over positions in order, dK and dV over the query positions of one head,
  * then the heads of a kv group in order; a softmax's sum and its backward
  * pass's dot product add 8 partial sums, position u in the (u mod 8)th, in
- * order: train_kernels.c.inc), the losses summed in double, the gradient
- * norm accumulated in double. Every operation is the
+ * order: train_kernels.c.inc), the cross-entropy's exp(logit - max) summed
+ * in double and the losses summed in double, the gradient norm accumulated
+ * in double. Every operation is the
  * same otherwise (RMSNorm as x * rsqrt(mean(x^2) + eps) * w, RoPE as the
  * complex product of train/model.py, scores as (q . k) * 1/sqrt(head size),
  * AdamW as train/optim.py's foreach sequence with float scalars).
