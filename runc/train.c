@@ -9,7 +9,7 @@
  * goes to padding. Activations are token-major (one row of dim floats per
  * computed position); every layer keeps what the backward pass needs (its
  * input, RMSNorm scales, normalized inputs, post-RoPE q and k, v, attention
- * probabilities, attention output, SwiGLU's a, b and product). Attention
+ * probabilities, attention output, SwiGLU's a, b, sigmoid(a) and product). Attention
  * works on one row and kv head at a time, on copies of K and V packed in the
  * worker's scratch so that its loops run over 8 contiguous floats (positions
  * or channels); a position p's probabilities are kept padded to round8(p + 1).
@@ -110,6 +110,7 @@ struct runc_trainer {
     float *k, *v_;                    /* L x max_tok x kv_dim */
     float *prob;                      /* L x max_prob */
     float *a, *b, *g;                 /* L x max_tok x hidden */
+    float *sg;                        /* L x max_tok x hidden: sigmoid(a), for the backward pass */
     float *rstdf, *xnf, *logits;      /* answer positions: max_tok, x dim, x vocab */
     /* backward scratch */
     float *dx, *dxn, *dq, *dy;        /* max_tok x dim */
@@ -343,6 +344,7 @@ static void lay_out(runc_trainer *t, carver *cv)
     t->a = F(mul3(L, NT, HP, &bad));
     t->b = F(mul3(L, NT, HP, &bad));
     t->g = F(mul3(L, NT, HP, &bad));
+    t->sg = F(mul3(L, NT, HP, &bad));
     t->rstdf = F(NT);
     t->xnf = F(mul3(NT, DP, 1, &bad));
     t->logits = F(mul3(NT, VP, 1, &bad));
