@@ -26,7 +26,8 @@
  * go over positions in order, dK and dV over the query positions of one head,
  * then the heads of a kv group in order; a softmax's sum and its backward
  * pass's dot product add 8 partial sums, position u in the (u mod 8)th, in
- * order, and the softmax scales by 1 / sum: train_kernels.c.inc), the cross-entropy's exp(logit - max) summed
+ * order, and the softmax scales by 1 / sum; RMSNorm's sums over channels
+ * likewise in 8 lanes: train_kernels.c.inc), the cross-entropy's exp(logit - max) summed
  * in double and the losses summed in double, the gradient norm accumulated
  * in double. Every operation is the
  * same otherwise (RMSNorm as x * rsqrt(mean(x^2) + eps) * w, RoPE as the
