@@ -23,16 +23,18 @@
  * Where the engine differs from PyTorch: the order of float additions (matrix
  * products sum over their inner dimension in index order; gradients of the
  * weights sum positions in row order, per worker; attention's weighted sums
- * go over positions in order, dK and dV over the query positions of one head,
- * then the heads of a kv group in order; a softmax's sum and its backward
- * pass's dot product add 8 partial sums, position u in the (u mod 8)th, in
- * order, and the softmax scales by 1 / sum; RMSNorm's sums over channels
- * likewise in 8 lanes: train_kernels.c.inc), the cross-entropy's exp(logit - max) summed
- * in double and the losses summed in double, the gradient norm accumulated
- * in double. Every operation is the
- * same otherwise (RMSNorm as x * rsqrt(mean(x^2) + eps) * w, RoPE as the
- * complex product of train/model.py, scores as (q . k) * 1/sqrt(head size),
- * AdamW as train/optim.py's foreach sequence with float scalars).
+ * go over positions in order, dK and dV over the query positions of one
+ * head, then the heads of a kv group in order; a softmax's sum and its
+ * backward pass's dot product add 8 partial sums, position u in the
+ * (u mod 8)th, then the 8 in order; RMSNorm's sums over channels likewise;
+ * the cross-entropy's exp(logit - max) summed in double, the losses summed in
+ * double, the gradient norm accumulated in double), the attention softmax
+ * scaling by 1 / sum, and exp computed by runc_expf's method (within about
+ * 1 ulp; the softmax's with fused multiply-adds in the AVX2 build: see
+ * train_kernels.c.inc). Every operation is the same otherwise (RMSNorm as
+ * x * rsqrt(mean(x^2) + eps) * w, RoPE as the complex product of
+ * train/model.py, scores as (q . k) * 1/sqrt(head size), AdamW as
+ * train/optim.py's foreach sequence with float scalars).
  */
 #include "train.h"
 #include "runc_impl.h" /* runc_set_error, and runc_expf: the library's exp, a loop of which vectorises */
