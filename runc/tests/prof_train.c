@@ -4,8 +4,9 @@
  * shape and a few real batches), sets random weights, and runs training steps
  * for a number of seconds, printing tokens/s (positions computed per second).
  *
- *   cc -std=c99 -O2 -Irunc -o prof_train runc/tests/prof_train.c runc/train.c runc/runc.c -lm -pthread
- *   ./prof_train BATCHES.bin SECONDS [THREADS [STEPS]]   (STEPS: exactly that many timed steps)
+ *   make train-prof      (runc/tests/test_train_prof: ignored by git like the tests' other binaries)
+ *   python bench/dump_batches.py /tmp/div.bin --task '{"task":"arith","ops":"/","format":"steps"}' --batch 128
+ *   runc/tests/test_train_prof /tmp/div.bin SECONDS [THREADS [STEPS]]   (STEPS: exactly that many timed steps)
  *
  * File layout (int32, little-endian): dim hidden_dim n_layers n_heads n_kv_heads
  * vocab_size max_seq_len tied batch n_batches, then per batch: width, then
