@@ -10,7 +10,8 @@ Prints, in one run:
    and (table 1b) the C engine (runc/train.c, `--engine c`) at 1 and 2 threads against this
    trainer's PyTorch step, eager and torch.compile'd (skipped with the reason when it fails or
    takes longer than --compile-limit), 1 thread, at ~10K, ~25K and ~100K parameters on `+` and
-   ~25K on the steps format's `*` (~80-token problems), batch 256, each with its share of the
+   ~25K on the steps format's `*` (~80-token problems), batch 256, and on its `/` (long division
+   by repeated subtraction, ~150-token problems, 70-280), batch 128, each with its share of the
    core's fp32 peak measured in the same run (`--c-only` runs just that table);
 2. time to 99% exact-match on the classic `+` test split (dim 48, 2 layers, ~56K
    params) for both. The clock counts training only: the test split is scored
@@ -53,6 +54,7 @@ from tinymath.train.train_torch import train_step
 
 TASK = {"task": "arith", "ops": "+"}  # classic: operands 0-89, 90-99 held out, answers like 106.00
 STEPS_TASK = {"task": "arith", "ops": "*", "format": "steps"}  # shows its work: ~80-token problems
+LONG_STEPS_TASK = {"task": "arith", "ops": "/", "format": "steps"}  # long division: ~150-token problems (70-280)
 DEFAULT_THREADS = torch.get_num_threads()
 
 
@@ -288,27 +290,30 @@ class CompiledStepper(OursStepper):
 
 
 def c_engine_table(enc, tok, longest, seconds: float, sizes=(10_000, 25_000, 100_000), rounds: int = 5,
-                   steps: tuple[dict, int] | None = None, compile_limit: float = 120.0) -> list:
+                   steps: tuple[dict, int] | None = None, compile_limit: float = 120.0,
+                   long_steps: tuple[dict, int] | None = None) -> list:
     """Tokens/s of the C engine (1 and 2 threads) and of this trainer's PyTorch step (eager and compiled,
-    1 thread), interleaved rounds, with each one's share of the core's measured fp32 peak."""
+    1 thread), interleaved rounds, with each one's share of the core's measured fp32 peak. steps and
+    long_steps: (splits, vocabulary size) of the steps format's `*` (batch 256) and `/` (batch 128)."""
     peak = fp32_peak()
     print(f"\n1b. the C engine (runc/train.c) against this trainer's PyTorch step: tokens/s (best round of {rounds} "
-          f"interleaved), batch 256;\n    % = share of the core's fp32 peak (6 x params FLOPs per token; the "
+          f"interleaved), batch 256 (the steps format's / : 128);\n    % = share of the core's fp32 peak (6 x params FLOPs per token; the "
           f"peak, a 512^2 matmul on 1 thread, measured now: {peak / 1e9:.1f} GFLOP/s)")
-    print(f"   {'params':>9}  {'shape':<14} {'format':<7} {'eager 1t':>14} {'compile 1t':>14} {'C 1t':>14} "
+    print(f"   {'params':>9}  {'shape':<14} {'format':<8} {'eager 1t':>14} {'compile 1t':>14} {'C 1t':>14} "
           f"{'C 2t':>14} {'C1/eager':>8} {'C1/comp':>8}")
-    cases = [(target, enc, tok.vocab_size, longest, "direct") for target in sizes]
-    if steps is not None:
-        s_enc, s_vocab = steps
-        cases.append((25_000, s_enc, s_vocab, max(x.max_len for x in s_enc.values()), "steps"))
+    cases = [(target, enc, tok.vocab_size, longest, "direct", 256) for target in sizes]
+    for extra, fmt, batch in ((steps, "steps *", 256), (long_steps, "steps /", 128)):
+        if extra is not None:
+            s_enc, s_vocab = extra
+            cases.append((25_000, s_enc, s_vocab, max(x.max_len for x in s_enc.values()), fmt, batch))
     rows = []
-    for target, e, vocab, seq, fmt in cases:
+    for target, e, vocab, seq, fmt, batch in cases:
         mcfg = ModelConfig.for_params(target, vocab, seq)
-        steppers = {"eager": (OursStepper(mcfg, e), 1), "c1": (CStepper(mcfg, e), 1),
-                    "c2": (CStepper(mcfg, e, threads=2), 2)}
+        steppers = {"eager": (OursStepper(mcfg, e, batch), 1), "c1": (CStepper(mcfg, e, batch), 1),
+                    "c2": (CStepper(mcfg, e, batch, threads=2), 2)}
         torch.set_num_threads(1)
         try:
-            steppers["compile"] = (CompiledStepper(mcfg, e, compile_limit), 1)
+            steppers["compile"] = (CompiledStepper(mcfg, e, compile_limit, batch), 1)
         except Exception as err:  # a compiler missing, or slower than the limit
             print(f"   (torch.compile skipped at {mcfg.n_params():,} params: {type(err).__name__}: "
                   f"{str(err).splitlines()[0] if str(err) else ''})")
@@ -320,17 +325,18 @@ def c_engine_table(enc, tok, longest, seconds: float, sizes=(10_000, 25_000, 100
 
         shape = f"d{mcfg.dim} L{mcfg.n_layers} h{mcfg.n_heads}"
         comp = f"{best['c1'] / best['compile']:>7.2f}x" if "compile" in best else f"{'-':>8}"
-        print(f"   {mcfg.n_params():>9,}  {shape:<14} {fmt:<7} {cell('eager')} {cell('compile')} {cell('c1')} "
+        print(f"   {mcfg.n_params():>9,}  {shape:<14} {fmt:<8} {cell('eager')} {cell('compile')} {cell('c1')} "
               f"{cell('c2')} {best['c1'] / best['eager']:>7.2f}x {comp}", flush=True)
-        rows.append({"params": mcfg.n_params(), "format": fmt, "tokens_per_s": best, "peak_flops": peak,
+        rows.append({"params": mcfg.n_params(), "format": fmt, "batch": batch, "tokens_per_s": best, "peak_flops": peak,
                      "peak_share": {k: v * flops / peak for k, v in best.items()}})
     return rows
 
 
-def steps_setup(workdir: Path) -> tuple[dict, int]:
-    """The steps format's long problems (`*`, about 80 tokens each) for table 1b: (splits, vocabulary size)."""
-    splits = build_splits(TaskSpec.from_dict(STEPS_TASK))
-    stok = Tokenizer.load(train_tokenizer([p.line for p in splits["train"]], workdir / "tok_steps"))
+def steps_setup(workdir: Path, task: dict = STEPS_TASK, name: str = "tok_steps") -> tuple[dict, int]:
+    """The steps format's long problems (`*`, about 80 tokens each; LONG_STEPS_TASK's `/`, about 150) for
+    table 1b: (splits, vocabulary size)."""
+    splits = build_splits(TaskSpec.from_dict(task))
+    stok = Tokenizer.load(train_tokenizer([p.line for p in splits["train"]], workdir / name))
     return {k: encode(v, stok) for k, v in splits.items()}, stok.vocab_size
 
 
@@ -467,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.c_only:
             results["c_engine"] = c_engine_table(enc, tok, longest, args.seconds * 2, steps=steps_setup(workdir),
-                                                 compile_limit=args.compile_limit)
+                                                 compile_limit=args.compile_limit,
+                                                 long_steps=steps_setup(workdir, LONG_STEPS_TASK, "tok_div"))
             if args.json:
                 Path(args.json).write_text(json.dumps(results, indent=2))
             return 0
@@ -489,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "ours": ours, "ours_threads": ours_threads})
 
         results["c_engine"] = c_engine_table(enc, tok, longest, args.seconds * 2, steps=steps_setup(workdir),
-                                             compile_limit=args.compile_limit)
+                                             compile_limit=args.compile_limit,
+                                             long_steps=steps_setup(workdir, LONG_STEPS_TASK, "tok_div"))
 
         mcfg = ModelConfig(dim=48, n_layers=2, n_heads=6, n_kv_heads=6, hidden_dim=128,
                            vocab_size=tok.vocab_size, max_seq_len=longest)

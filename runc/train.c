@@ -9,7 +9,10 @@
  * goes to padding. Activations are token-major (one row of dim floats per
  * computed position); every layer keeps what the backward pass needs (its
  * input, RMSNorm scales, normalized inputs, post-RoPE q and k, v, attention
- * probabilities, attention output, SwiGLU's a, b and product).
+ * probabilities, attention output, SwiGLU's a, b, sigmoid(a) and product). Attention
+ * works on one row and kv head at a time, on copies of K and V packed in the
+ * worker's scratch so that its loops run over 8 contiguous floats (positions
+ * or channels); a position p's probabilities are kept padded to round8(p + 1).
  *
  * Threads. Worker t takes a contiguous run of rows (balanced by positions)
  * and runs the whole forward and backward pass on them, with its own gradient
@@ -19,11 +22,19 @@
  *
  * Where the engine differs from PyTorch: the order of float additions (matrix
  * products sum over their inner dimension in index order; gradients of the
- * weights sum positions in row order, per worker), the losses summed in
- * double, the gradient norm accumulated in double. Every operation is the
- * same otherwise (RMSNorm as x * rsqrt(mean(x^2) + eps) * w, RoPE as the
- * complex product of train/model.py, scores as (q . k) * 1/sqrt(head size),
- * AdamW as train/optim.py's foreach sequence with float scalars).
+ * weights sum positions in row order, per worker; attention's weighted sums
+ * go over positions in order, dK and dV over the query positions of one
+ * head, then the heads of a kv group in order; a softmax's sum and its
+ * backward pass's dot product add 8 partial sums, position u in the
+ * (u mod 8)th, then the 8 in order; RMSNorm's sums over channels likewise;
+ * the cross-entropy's exp(logit - max) summed in double, the losses summed in
+ * double, the gradient norm accumulated in double), the attention softmax
+ * scaling by 1 / sum, and exp computed by runc_expf's method (within about
+ * 1 ulp; the softmax's with fused multiply-adds in the AVX2 build: see
+ * train_kernels.c.inc). Every operation is the same otherwise (RMSNorm as
+ * x * rsqrt(mean(x^2) + eps) * w, RoPE as the complex product of
+ * train/model.py, scores as (q . k) * 1/sqrt(head size), AdamW as
+ * train/optim.py's foreach sequence with float scalars).
  */
 #include "train.h"
 #include "runc_impl.h" /* runc_set_error, and runc_expf: the library's exp, a loop of which vectorises */
@@ -61,7 +72,8 @@ typedef struct {
     int n0, n1;          /* positions */
     int s0, s1;          /* answer positions */
     float *grad;         /* this worker's gradient buffer */
-    float *scratch;      /* max_seq_len floats */
+    float *scratch;      /* attention's packed copies and score gradients: scratch_n floats */
+    const float **rows;  /* max_seq_len row pointers (attention's backward pass) */
     double loss;
 } worker;
 
@@ -69,7 +81,8 @@ struct runc_trainer {
     runc_train_config c;
     int hd, kv_dim, rep;
     int Dp, KVp, Hp, Vp;              /* dim, kv_dim, hidden_dim, vocab_size rounded up to 8: row strides */
-    size_t n_params, n_wt, n_wp, max_tok, max_prob;
+    int hdp, Sp;                      /* head size and max_seq_len rounded up to 8 */
+    size_t n_params, n_wt, n_wp, max_tok, max_prob, scratch_n;
     int n_tensors;
     tensor *tensors;
     size_t emb, norm;                 /* offsets */
@@ -82,13 +95,16 @@ struct runc_trainer {
     float *params, *grads, *m, *v;
     float *wt, *wp;                   /* padded copies of the matrices, for the products (see tensor) */
     float *wgrads;                    /* (threads - 1) x n_params: workers 1.. */
-    float *scratch;                   /* threads x max_seq_len */
+    float *scratch;                   /* threads x scratch_n */
+    const float **rows;               /* threads x max_seq_len */
+    size_t *tri_off;                  /* max_seq_len + 1: sum of round8(p' + 1) over p' < p (see load_batch) */
     float *rope_cos, *rope_sin;       /* max_seq_len x hd/2 */
     /* the batch */
     int *row_tok;                     /* max_batch + 1: first position of each row */
     int *row_sel;                     /* max_batch + 1: first answer position of each row */
     int *tok, *pos;                   /* max_tok */
-    size_t *prob_off;                 /* max_tok: offset of a position's probabilities in a layer */
+    size_t *prob_off;                 /* max_tok: offset of a position's probabilities in a layer: head h's
+                                         round8(p + 1) floats (zero past p) at prob_off + h * round8(p + 1) */
     int *sel_tok, *sel_tgt;           /* max_tok: answer positions and their targets */
     /* activations (per layer l: base + l * stride) */
     float *x;                         /* (L + 1) x max_tok x dim: layer inputs, then the last output */
@@ -97,6 +113,7 @@ struct runc_trainer {
     float *k, *v_;                    /* L x max_tok x kv_dim */
     float *prob;                      /* L x max_prob */
     float *a, *b, *g;                 /* L x max_tok x hidden */
+    float *sg;                        /* L x max_tok x hidden: sigmoid(a), for the backward pass */
     float *rstdf, *xnf, *logits;      /* answer positions: max_tok, x dim, x vocab */
     /* backward scratch */
     float *dx, *dxn, *dq, *dy;        /* max_tok x dim */
@@ -108,6 +125,18 @@ struct runc_trainer {
     int n_rows, n_sel;                /* of the current batch */
 };
 
+static int round8(int n) { return (n + 7) & ~7; }
+
+/* A worker's attention scratch (scratch_n floats), for one row and kv head at a time: K^T and
+ * V^T (hd x Sp: key positions contiguous), K, V, Q, dY, dK, dV (rows of hdp floats, channels
+ * past hd unused), a spare row (the scores of the queries past a row's end), 8 output rows of
+ * hdp floats, and one head's score gradients (query p's round8(p + 1) floats at tri_off[p]). */
+typedef struct {
+    float *kt, *vt, *kp, *vp, *qp, *dyp, *dkp, *dvp, *junk, *out, *ds;
+} att_bufs;
+
+static void att_scratch(const struct runc_trainer *t, float *s, att_bufs *b);
+
 /* ---- compute: train_kernels.c.inc, portable and (x86-64, GCC/clang) AVX2+FMA ---------- */
 
 #define TK_CAT2(a, b) a##b
@@ -115,6 +144,7 @@ struct runc_trainer {
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(RUNC_NO_VECTOR_EXT)
 #define TK_VEC 1
 typedef float tk_v8 __attribute__((vector_size(32)));
+typedef int tk_i8 __attribute__((vector_size(32)));  /* the lanes of a comparison */
 #else
 #define TK_VEC 0
 #endif
@@ -140,6 +170,22 @@ typedef float tk_v8 __attribute__((vector_size(32)));
 #else
 #define TK_HAVE_AVX2 0
 #endif
+
+static void att_scratch(const runc_trainer *t, float *s, att_bufs *b)
+{
+    const size_t sq = (size_t)t->hd * (size_t)t->Sp, rows = (size_t)t->Sp * (size_t)t->hdp;
+    b->kt = s;
+    b->vt = b->kt + sq;
+    b->kp = b->vt + sq;
+    b->vp = b->kp + rows;
+    b->qp = b->vp + rows;
+    b->dyp = b->qp + rows;
+    b->dkp = b->dyp + rows;
+    b->dvp = b->dkp + rows;
+    b->junk = b->dvp + rows;
+    b->out = b->junk + t->Sp;
+    b->ds = b->out + 8 * (size_t)t->hdp;
+}
 
 /* ---- configuration ----------------------------------------------------------- */
 
@@ -276,7 +322,8 @@ static void lay_out(runc_trainer *t, carver *cv)
     t->wt = F(t->n_wt);
     t->wp = F(t->n_wp);
     t->wgrads = F(mul3(T - 1, t->n_params, 1, &bad));
-    t->scratch = F(mul3(T, S, 1, &bad));
+    t->scratch = F(mul3(T, t->scratch_n, 1, &bad));
+    t->tri_off = (size_t *)carve(cv, S + 1, sizeof(size_t));
     t->rope_cos = F(mul3(S, (size_t)t->hd / 2, 1, &bad));
     t->rope_sin = F(mul3(S, (size_t)t->hd / 2, 1, &bad));
     t->row_tok = (int *)carve(cv, (size_t)c->max_batch + 1, sizeof(int));
@@ -300,6 +347,7 @@ static void lay_out(runc_trainer *t, carver *cv)
     t->a = F(mul3(L, NT, HP, &bad));
     t->b = F(mul3(L, NT, HP, &bad));
     t->g = F(mul3(L, NT, HP, &bad));
+    t->sg = F(mul3(L, NT, HP, &bad));
     t->rstdf = F(NT);
     t->xnf = F(mul3(NT, DP, 1, &bad));
     t->logits = F(mul3(NT, VP, 1, &bad));
@@ -314,14 +362,13 @@ static void lay_out(runc_trainer *t, carver *cv)
     t->db = F(mul3(NT, HP, 1, &bad));
     t->dg = F(mul3(NT, HP, 1, &bad));
     t->dlog = F(mul3(NT, VP, 1, &bad));
+    t->rows = (const float **)carve(cv, mul3(T, S, 1, &bad), sizeof(const float *));
     t->workers = (worker *)carve(cv, T, sizeof(worker));
     t->tensors = (tensor *)carve(cv, (size_t)t->n_tensors, sizeof(tensor));
 #undef F
     (void)D, (void)H, (void)KV, (void)V;
     if (bad) cv->bad = 1;
 }
-
-static int round8(int n) { return (n + 7) & ~7; }
 
 /* The tensor table, in torch's named_parameters() order; with tab NULL it only
  * counts the floats of the parameters and of the padded copies. */
@@ -409,9 +456,23 @@ int runc_train_open(runc_trainer **out, const runc_train_config *config, runc_er
     probe.Hp = round8(config->hidden_dim);
     probe.Vp = round8(config->vocab_size);
     probe.max_tok = mul3((size_t)config->max_batch, (size_t)config->max_seq_len, 1, &bad);
-    /* a row of n positions keeps n_heads * n (n + 1) / 2 probabilities per layer */
-    probe.max_prob = mul3((size_t)config->max_batch, (size_t)config->n_heads,
-                          (size_t)config->max_seq_len * ((size_t)config->max_seq_len + 1) / 2, &bad);
+    probe.hdp = round8(probe.hd);
+    probe.Sp = round8(config->max_seq_len);
+    {
+        /* a row of n positions keeps, per layer and head, round8(p + 1) probabilities for its
+         * position p: tri(n) = sum of round8(p) over p = 1..n */
+        size_t tri = 0, S = (size_t)config->max_seq_len, Sp = (size_t)probe.Sp, hdp = (size_t)probe.hdp;
+        size_t hd = (size_t)probe.hd, fixed;
+        int p;
+        for (p = 1; p <= config->max_seq_len; p++) tri += (size_t)round8(p);
+        probe.max_prob = mul3((size_t)config->max_batch, (size_t)config->n_heads, tri, &bad);
+        /* a worker's attention scratch (att_scratch): K^T and V^T (hd x Sp), K, V, Q, dY, dK, dV
+         * (Sp x hdp), a spare row (Sp), 8 output rows (hdp), one head's score gradients (tri) */
+        fixed = mul3(2, hd, Sp, &bad) + mul3(6, Sp, hdp, &bad) + Sp + 8 * hdp;
+        if (tri > SIZE_MAX - fixed) bad = 1;
+        probe.scratch_n = fixed + tri;
+        (void)S;
+    }
     if (bad) return runc_set_error(err, RUNC_E_OVERFLOW, "train config: max_batch x max_seq_len overflows");
     lay_out(&probe, &cv);
     if (cv.bad) return runc_set_error(err, RUNC_E_OVERFLOW, "train config: the arena's size overflows");
@@ -442,6 +503,8 @@ int runc_train_open(runc_trainer **out, const runc_train_config *config, runc_er
 #if TK_HAVE_AVX2
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) t->run_rows = run_rows_avx2;
 #endif
+    t->tri_off[0] = 0;
+    for (s = 0; s < config->max_seq_len; s++) t->tri_off[s + 1] = t->tri_off[s] + (size_t)round8(s + 1);
     /* RoPE tables as train/model.py's rope_tables computes them in float32 */
     for (s = 0; s < config->max_seq_len; s++)
         for (j = 0; j < t->hd / 2; j++) {
@@ -548,7 +611,7 @@ static int load_batch(runc_trainer *t, const int *tokens, const int *targets, in
             t->tok[n] = tr[p];
             t->pos[n] = p;
             t->prob_off[n] = po;
-            po += (size_t)nh * (size_t)(p + 1);
+            po += (size_t)nh * (size_t)round8(p + 1);
             if (gr[p] != RUNC_TRAIN_IGNORE) {
                 t->sel_tok[s] = n;
                 t->sel_tgt[s] = gr[p];
@@ -614,7 +677,8 @@ int runc_train_forward_backward(runc_trainer *t, const int *tokens, const int *t
         w->s0 = t->row_sel[w->r0];
         w->s1 = t->row_sel[w->r1];
         w->grad = i == 0 ? t->grads : t->wgrads + (size_t)(i - 1) * t->n_params;
-        w->scratch = t->scratch + (size_t)i * (size_t)t->c.max_seq_len;
+        w->scratch = t->scratch + (size_t)i * t->scratch_n;
+        w->rows = t->rows + (size_t)i * (size_t)t->c.max_seq_len;
     }
 #ifndef RUNC_NO_THREADS
     if (T > 1) {
