@@ -70,7 +70,7 @@ def test_the_shipped_models_figures_are_what_eval_and_inspect_print(tmp_path, mo
                          f"{pct(all_)} ({100 * lo:.1f}-{100 * hi:.1f})", pct(fp32["holdout"]["groups"]["all"]),
                          pct(int8["test"]["groups"]["all"])]
     assert (f"Test n = {all_['n']:,}, holdout n = {fp32['holdout']['groups']['all']['n']:,}, "
-            f"seed {card['task']['seed']}.") in README
+            f"seed {card['seed']}.") in README  # the training seed
     monkeypatch.chdir(tmp_path)
     assert main(["inspect", "confidence", "tinymath.bin"]) == 0
     capsys.readouterr()
