@@ -263,7 +263,7 @@ def main() -> int:
         rows = []
         for name in sizes:
             info = models[name]
-            paths, params = info["paths"], info["params"]
+            paths = info["paths"]
             context = PROMPT_TOKENS + N_NEW  # prompt + answer: every answer runs to the end of the context
             sweep = [16, 32, 64]
             res = {}

@@ -145,6 +145,7 @@ def test_killed_between_writes_resumes_as_one_run(tmp_path, monkeypatch, kill_at
 
     cfg = dict(max_steps=60, eval_every=20)
     ref = train(tiny(tmp_path, "ref", **cfg))
+    assert ref["step"] == 60
     real_save, writes = trainer.save_checkpoint, []
 
     def dying_save(path, ckpt):
