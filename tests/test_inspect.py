@@ -417,7 +417,14 @@ SHIPPED = REPO / "models" / "tinymath.bin"
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="the shipped model (models/tinymath.bin) is not in this checkout")
 def test_shipped_model(work, capsys):
     out = work / "shipped"
-    assert cli_main(["inspect", str(SHIPPED), "24 + 82 =", "--out", str(out)]) == 0
+    lone = work / "shipped-files"  # the shipped files alone: no training checkpoint anywhere near them
+    lone.mkdir(exist_ok=True)
+    for name in ("tinymath.bin", "tinymath.json", "tokenizer.bin", "tokenizer.model"):
+        shutil.copy(SHIPPED.parent / name, lone / name)
+    card = json.loads((lone / "tinymath.json").read_text())
+    card.pop("source", None)
+    (lone / "tinymath.json").write_text(json.dumps(card))
+    assert cli_main(["inspect", str(lone / "tinymath.bin"), "24 + 82 =", "--out", str(out)]) == 0
     for kind in ("tokens", "attention", "attribution"):  # no checkpoint is shipped: the .bin's own weights
         _png(out / f"tinymath_{kind}.png")
     assert "its own weights" in json.loads((out / "tinymath_inspect.json").read_text())["checkpoint"]

@@ -147,13 +147,14 @@ def test_gradients_match_torch_at_init_with_threads():
 
 
 @pytest.fixture(scope="module")
-def classic():
-    """The classic task's training problems, encoded with the shipped tokenizer."""
+def classic(tmp_path_factory):
+    """The classic task's training problems, encoded with the classic task's own tokenizer (the
+    trainer's: 20 pieces; the shipped model's tokenizer is the steps format's)."""
     from tinymath.tasks import TaskSpec, build_splits
-    from tinymath.tokenizer import Tokenizer
+    from tinymath.tokenizer import Tokenizer, train_tokenizer
 
-    tok = Tokenizer.load(ROOT / "models" / "tokenizer.bin")
     splits = build_splits(TaskSpec.from_dict({"task": "arith"}))
+    tok = Tokenizer.load(train_tokenizer([p.line for p in splits["train"]], tmp_path_factory.mktemp("classic-tok")))
     return encode(splits["train"][:4000], tok), tok
 
 
