@@ -82,7 +82,7 @@ def random_models(tmp_path_factory):
 @needs_shipped
 @pytest.mark.parametrize("path,n", [(SHIPPED, N), (SHIPPED_Q8, N // 2)], ids=["shipped fp32", "shipped int8"])
 def test_batch_equals_single_on_the_shipped_model(path, n):
-    """(int8: half as many, as its one-at-a-time reference is slow; runc/tests/test_batch.c runs 500 of each.)"""
+    """(int8: half as many, as its one-at-a-time reference is slow; runc/tests/test_batch.c runs 200 of each.)"""
     prompts = problems(n)
     with Model(path, tokenizer=TOKENIZER) as m:
         batch = m.solve(prompts, steps=True)

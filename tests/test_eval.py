@@ -70,7 +70,8 @@ def test_eval_names_a_tokenizer_file_and_version():
 def test_output_closed_early_is_quiet():
     """`tinymath eval ... | head -1`: the reader goes after one line; no BrokenPipeError traceback."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "tinymath", "eval", "models/tinymath.bin", "--no-write"], cwd=ROOT,
+    p = subprocess.Popen([sys.executable, "-m", "tinymath", "eval", "models/tinymath.bin", "--no-write",
+                          "--splits", "test"], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     first = p.stdout.readline()
     p.stdout.close()  # as head does: every later write meets a closed pipe

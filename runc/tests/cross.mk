@@ -30,7 +30,7 @@ CROSS_DIR    ?= build/cross
 CROSS_N      ?= 500
 # `make test` answers fewer: qemu emulates floating point in software (about 50x slower than
 # native here), and the check should add well under a minute on 2 cores
-CROSS_CHECK_N ?= 200
+CROSS_CHECK_N ?= 60
 # problems per model shape in the batch engine's C tests (runc/tests/test_batch.c), each solved with
 # default threads, 1 thread, 2 and 3 threads: `make cross`, `make test`
 CROSS_BATCH_N ?= 20

@@ -46,5 +46,5 @@ c-test: $(addprefix $(RUNC_TEST_DIR)/,test_runc test_runc_asan test_batch test_b
 	./$(RUNC_TEST_DIR)/test_runc
 	$(RUNC_TEST_ENV_ASAN) ./$(RUNC_TEST_DIR)/test_runc_asan
 	./$(RUNC_TEST_DIR)/test_quant
-	./$(RUNC_TEST_DIR)/test_batch 500 $(RUNC_BATCH_TEST_ARGS)
-	$(RUNC_TEST_ENV_ASAN) ./$(RUNC_TEST_DIR)/test_batch_asan 20 $(RUNC_BATCH_TEST_ARGS)
+	./$(RUNC_TEST_DIR)/test_batch 200 $(RUNC_BATCH_TEST_ARGS)
+	$(RUNC_TEST_ENV_ASAN) ./$(RUNC_TEST_DIR)/test_batch_asan 10 $(RUNC_BATCH_TEST_ARGS)
