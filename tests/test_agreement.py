@@ -1,7 +1,7 @@
 """The C engine against PyTorch on the shipped model's real trained weights.
 
 The weights come from models/tinymath.bin through the numpy reader, so PyTorch
-and C run exactly the same numbers: greedy answers must be identical on 1,000
+and C run exactly the same numbers: greedy answers must be identical on 400
 unseen problems, and the int8 file must keep fp32's accuracy and nearly all its right answers.
 """
 
@@ -27,7 +27,7 @@ MODELS = Path(__file__).resolve().parent.parent / "models"
 def problems():
     card = json.loads((MODELS / "tinymath.json").read_text())
     splits = build_splits(TaskSpec.from_dict(card["task"]))
-    return random.Random(0).sample(splits["test"], 1000)
+    return random.Random(0).sample(splits["test"], 400)  # ~70-token answers: PyTorch greedy is the cost
 
 
 def torch_answers(prompts: list[str]) -> list[str]:
@@ -41,7 +41,7 @@ def torch_answers(prompts: list[str]) -> list[str]:
     return [tok.decode_answer(o) for o in out]
 
 
-def test_fp32_greedy_answers_equal_pytorch_on_1000_problems(problems):
+def test_fp32_greedy_answers_equal_pytorch_on_400_problems(problems):
     prompts = [p.prompt for p in problems]
     with Model(MODELS / "tinymath.bin") as m:
         c = m.solve(prompts, steps=True)  # whole answers: a steps model's work too
