@@ -22,7 +22,10 @@ A study file (TOML):
     stages = [{ task = { task = "count" }, train = { max_steps = 500 } },
               { task = { task = "arith", hi = 9 }, train = { max_steps = 500 } }]
 
-Shapes follow ModelConfig.for_params' stated rule unless a variant fixes fields.
+Shapes follow ModelConfig.for_params' stated rule (n_layers, head_dim, hidden_multiple and tied
+steer it). A variant whose model table gives `dim` fixes the whole shape instead (dim, n_layers,
+n_heads, n_kv_heads, hidden_dim; e.g. grouped-query attention, which the rule never picks): such a
+study has one size, a label for the run names, and result.json records the true count.
 Each run lives in STUDY_DIR/runs/NAME/: the trainer's checkpoints and metrics,
 model.bin (fp32, v1), model.q8.bin (int8, v2) with their cards, and result.json,
 written last and atomically: a run with result.json is finished and skipped; a
@@ -115,6 +118,9 @@ def parse_study(d: dict, where: str = "study") -> Study:
                                 dict(v.get("model") or {}), stages))
     if len({v.name for v in variants}) != len(variants):
         raise ValueError(f"{where}: two variants share a name")
+    if any("dim" in v.model for v in variants) and len(set(sizes)) > 1:
+        raise ValueError(f"{where}: a variant that fixes its shape (model.dim) runs at one size; "
+                         f"give one size (a label) or move the variant to its own study")
     return Study(d.get("name", "study"), sorted(set(sizes)), list(seeds), variants, dict(d.get("train") or {}))
 
 
@@ -131,7 +137,7 @@ def load_study(path: str | Path) -> Study:
 
 
 def run_config(run: Run, run_dir: Path, base: dict) -> dict:
-    model = {**run.variant.model, "params": run.size}
+    model = dict(run.variant.model) if "dim" in run.variant.model else {**run.variant.model, "params": run.size}
     cfg = {**base, **run.variant.train, "out_dir": str(run_dir), "seed": run.seed,
            "task": run.variant.task, "model": model, "progress": False}
     if run.variant.stages:

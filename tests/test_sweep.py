@@ -15,7 +15,8 @@ import pytest
 
 from tinymath.tasks import TaskSpec, build_splits
 from tinymath.study.report import BARS, curve, headline, load_results, smallest_passing, write_report
-from tinymath.study.sweep import load_study, log_sizes, parse_study
+from tinymath.study.sweep import load_study, log_sizes, parse_study, run_config
+from tinymath.train.config import TrainConfig
 
 STUDY = """
 name = "tiny"
@@ -142,6 +143,18 @@ def test_log_sizes_and_bad_studies(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tinymath.cli", "sweep", str(tmp_path / "none.toml")],
                        capture_output=True, text=True, env={**os.environ})
     assert r.returncode == 2 and "study file not found" in r.stderr
+
+
+def test_a_variant_can_fix_its_shape(tmp_path):
+    """model.dim in a variant: the run trains that exact shape (here grouped-query attention, which the
+    size rule never picks), not the rule's shape for the study's size."""
+    gqa = {"name": "gqa", "task": {}, "model": {"dim": 32, "n_heads": 4, "n_kv_heads": 2, "hidden_dim": 64}}
+    study = parse_study({"sizes": [19232], "variants": [gqa, {"name": "rule", "task": {}}]})
+    by_name = {r.variant.name: run_config(r, tmp_path, {}) for r in study.runs()}
+    assert by_name["gqa"]["model"] == gqa["model"] and by_name["rule"]["model"] == {"params": 19232}
+    TrainConfig.from_dict(by_name["gqa"]).validate()
+    with pytest.raises(ValueError, match="one size"):
+        parse_study({"sizes": [1000, 2000], "variants": [gqa]})
 
 
 def test_curriculum_stages_chain_weights(tmp_path):
