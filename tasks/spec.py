@@ -49,6 +49,7 @@ class TaskSpec:
     test_frac: float = 0.10
     max_train: int | None = None      # cap on training problems (a budget lever)
     exclude: dict | None = None       # a task spec whose val/test/holdout prompts train leaves out
+    reading: int = 0                  # reading problems added to train (steps format; tasks/reading.py)
     seed: int = 0
 
     # ---- (de)serialisation ---------------------------------------------------------
@@ -140,6 +141,11 @@ class TaskSpec:
             raise ValueError("task spec: the file task needs a path")
         if self.task == "dmmath" and not self.modules:
             raise ValueError("task spec: the dmmath task needs at least one module")
+        if self.reading < 0:
+            raise ValueError(f"task spec: reading must be >= 0, got {self.reading}")
+        if self.reading and (self.task != "arith" or self.format != "steps"):
+            raise ValueError(f"task spec: reading problems copy digits into the steps layout, so they need "
+                             f"task 'arith' with format 'steps' (got task {self.task!r}, format {self.format!r})")
         if self.exclude is not None:
             if not isinstance(self.exclude, dict):
                 raise ValueError(f"task spec: exclude must be a task spec, got {self.exclude!r}")
@@ -203,6 +209,12 @@ def build_splits(spec: TaskSpec) -> dict[str, list[Problem]]:
         other = build_splits(TaskSpec.from_dict(spec.exclude))
         unseen = {p.prompt for name in ("val", "test", "holdout") for p in other[name]}
         out["train"] = [p for p in out["train"] if p.prompt not in unseen]
+    if spec.reading:
+        from . import reading
+
+        lo = min(spec.a_range[0], spec.b_range[0])
+        hi = max(spec.a_range[1], spec.b_range[1], spec.holdout[1] if spec.holdout else 0)
+        out["train"] += reading.problems(spec.reading, spec.ops, lo, hi, spec.seed)
     return out
 
 
