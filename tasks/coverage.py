@@ -59,7 +59,7 @@ def coverage_table(spec: TaskSpec | None = None) -> str:
         raise ValueError("task spec: coverage needs a holdout range")
     lo = spec.holdout[0]
     splits = build_splits(spec)
-    train = splits["train"] + splits["val"] + splits["test"]
+    train = [p for p in splits["train"] + splits["val"] + splits["test"] if p.region != "read"]
     rows = [f"{'format':<8} {'op':<3} {'covered':>8} {'a held':>7} {'b held':>7} {'both':>6} "
             f"{'all-ops train':>13} {'chars':>6}"]
     for fmt in STEP_FORMATS:
