@@ -14,11 +14,13 @@ Prints, in one run:
    by repeated subtraction, ~150-token problems, 70-280), batch 128, each with its share of the
    core's fp32 peak measured in the same run (`--c-only` runs just that table);
 2. time to 99% exact-match on the classic `+` test split (dim 48, 2 layers, ~56K
-   params) for both. The clock counts training only: the test split is scored
-   every `--check-every` steps with the clock stopped (greedy exact-match), the
-   same way for both loops. This trainer's time includes its own periodic val
-   evaluations and checkpoints. Then a plain `tinymath train`-style run that
-   stops on val accuracy alone, wall time from start-up, and its test accuracy.
+   params) for the plain loop and for this trainer on each engine (PyTorch, and C
+   on 1 thread, same settings and data order). The clock counts training only:
+   the test split is scored every `--check-every` steps with the clock stopped
+   (greedy exact-match, by the same PyTorch scorer for all three). This trainer's
+   time includes its own periodic val evaluations and checkpoints. Then a plain
+   `tinymath train`-style run that stops on val accuracy alone, wall time from
+   start-up, and its test accuracy.
 
     python bench/bench_train.py            # ~5-8 minutes on 2 CPU cores
     python bench/bench_train.py --quick    # a smoke run
@@ -416,9 +418,13 @@ def ours_time_to(workdir: Path, mcfg: ModelConfig, enc, tok, target: float, chec
     state: dict = {"off": 0.0}
     c_start = time.process_time()
 
-    def on_eval(m: dict, model: Transformer) -> bool:
+    def on_eval(m: dict, model) -> bool:
         c0 = time.process_time()
         cpu_so_far = c0 - c_start - state["off"]
+        if not isinstance(model, Transformer):  # the C engine: its weights into the same PyTorch scorer
+            weights = model.state_dict()
+            model = Transformer(mcfg)
+            model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
         acc = evaluate(model, enc["test"], tok, torch.device("cpu"))["acc"]
         state["off"] += time.process_time() - c0
         state.update(acc=acc, time=m["time"], steps=m["step"], tokens=m["tokens"], cpu=cpu_so_far)
@@ -517,10 +523,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   this trainer  : {_fmt(ours)}  (batch {FAST['batch_size']}, lr {FAST['lr']}, "
               f"warm-up {FAST['warmup_steps']} + cosine over {FAST['max_steps']} steps, {ours['threads']} thread(s))",
               flush=True)
-        if plain["reached"] and ours["reached"]:
-            print(f"   speed-up      : {plain['time'] / ours['time']:.2f}x in time, "
-                  f"{plain['cpu'] / ours['cpu']:.2f}x in CPU seconds, {plain['tokens'] / ours['tokens']:.2f}x in tokens")
-        results["time_to_acc"] = {"plain": plain, "ours": ours}
+        c_run = ours_time_to(workdir, mcfg, enc, tok, args.target, every_ours, args.limit,
+                             {"engine": "c", "threads": 1})
+        print(f"   ... engine c  : {_fmt(c_run)}  (the same settings and data order, the C engine, 1 thread)",
+              flush=True)
+        for name, r in (("this trainer", ours), ("engine c", c_run)):
+            if plain["reached"] and r["reached"]:
+                print(f"   speed-up, {name:<12}: {plain['time'] / r['time']:.2f}x in time, "
+                      f"{plain['cpu'] / r['cpu']:.2f}x in CPU seconds, {plain['tokens'] / r['tokens']:.2f}x in tokens")
+        if ours["reached"] and c_run["reached"]:
+            print(f"   engine c against the PyTorch engine: {ours['time'] / c_run['time']:.2f}x in time")
+        results["time_to_acc"] = {"plain": plain, "ours": ours, "engine_c": c_run}
         if not args.quick:
             v = ours_val_stopped(workdir, mcfg, 0.995)
             print(f"   val-stopped run (target_acc 0.995 on val, test scored once at the end): "
