@@ -11,6 +11,11 @@ is a first-class option:
             front): `24 + 82 = 601`, `58 / 5 = 11 r 3`.
 - padded    as int, operands and each answer number zero-padded to a fixed width
             set by the largest operand: `07 + 05 = 012`.
+- padded-reversed  both: operands zero-padded, each answer number zero-padded and
+            least-significant first: `07 + 05 = 210`, `18 - 25 = -70`. Every
+            answer digit then stands at a fixed distance from the operand digits it
+            needs, and the carry it needs comes from digits already written
+            (the layout of the smallest published addition models).
 - text      free text (tasks whose answers are not numbers of one shape).
 
 Formats that show their work (tasks/steps.py) write steps, then `#`, then the
@@ -74,6 +79,11 @@ def _pad(n: int, width: int) -> str:
     return "-" + s if n < 0 else s
 
 
+def _rev_padded(n: int, width: int) -> str:
+    s = str(abs(n)).zfill(width)[::-1]
+    return "-" + s if n < 0 else s
+
+
 @dataclass(frozen=True)
 class AnswerFormat:
     """Writes and parses one answer format. `max_operand` sets the padded widths."""
@@ -92,7 +102,7 @@ class AnswerFormat:
 
     # ---- writing -----------------------------------------------------------------
     def operand(self, x: int) -> str:
-        return str(x).zfill(len(str(self.max_operand))) if self.name == "padded" else str(x)
+        return str(x).zfill(len(str(self.max_operand))) if self.name in ("padded", "padded-reversed") else str(x)
 
     def prompt(self, a: int, op: str, b: int) -> str:
         return f"{self.operand(a)} {op} {self.operand(b)} ="
@@ -104,11 +114,13 @@ class AnswerFormat:
                 "/": [len(str(m)), len(str(max(m - 1, 0)))]}[op]
 
     def numbers(self, values: list[int], op: str) -> str:
-        """Write integer result(s) in this format (int, reversed or padded)."""
+        """Write integer result(s) in this format (int, reversed, padded or padded-reversed)."""
         if self.name == "reversed":
             parts = [_rev(v) for v in values]
         elif self.name == "padded":
             parts = [_pad(v, w) for v, w in zip(values, self.widths(op))]
+        elif self.name == "padded-reversed":
+            parts = [_rev_padded(v, w) for v, w in zip(values, self.widths(op))]
         else:
             parts = [str(v) for v in values]
         return " r ".join(parts)
@@ -145,7 +157,7 @@ class AnswerFormat:
         parts = [m.group(1), m.group(2)] if m else [s] if _INT.fullmatch(s) else None
         if parts is None:
             return None
-        if self.name == "reversed":
+        if self.name in ("reversed", "padded-reversed"):
             return tuple(float(_unrev(p)) for p in parts)
         return tuple(float(int(p)) for p in parts)
 
@@ -169,7 +181,7 @@ class AnswerFormat:
         return e == p
 
 
-FORMATS = ("classic", "int", "reversed", "padded", "text")
+FORMATS = ("classic", "int", "reversed", "padded", "padded-reversed", "text")
 """Direct answers: the answer is the result itself."""
 STEP_FORMATS = ("steps", "partial")
 """Answers that show their work, then the classic answer (tasks/steps.py)."""

@@ -134,7 +134,7 @@ class TaskSpec:
         if self.format is not None:
             self.answer_format()  # an unknown name is refused here, with the known ones
         if self.format in STEP_FORMATS and self.task in ("mod", "dmmath"):
-            own = "int, reversed, padded" if self.task == "mod" else "text"
+            own = "int, reversed, padded, padded-reversed" if self.task == "mod" else "text"
             raise ValueError(f"task spec: the {self.task} task has no {self.format!r} format (its formats: {own}); "
                              f"{', '.join(STEP_FORMATS)} are for arith, count and file")
         if self.task == "file" and not self.path:

@@ -24,7 +24,7 @@ from tinymath.tasks.formats import int_result
 from tinymath.tasks.score import digit_accuracy, wilson
 
 NUMERIC = [f for f in FORMATS if f != "text"]
-INTEGER = ["int", "reversed", "padded"]
+INTEGER = ["int", "reversed", "padded", "padded-reversed"]
 OPS = "+-*/"
 
 # text without line breaks (a line's content), and "words" that are its building blocks

@@ -75,7 +75,7 @@ def test_same_seed_same_splits_other_seed_differs():
     assert {p.prompt for p in a["test"]} != {p.prompt for p in c["test"]}
 
 
-@pytest.mark.parametrize("fmt_name", ["int", "reversed", "padded"])
+@pytest.mark.parametrize("fmt_name", ["int", "reversed", "padded", "padded-reversed"])
 def test_integer_formats_parse_back_to_the_true_result(fmt_name):
     spec = TaskSpec(format=fmt_name)
     fmt = spec.answer_format()
@@ -94,10 +94,13 @@ def test_format_examples():
     padded = AnswerFormat("padded", max_operand=99)
     assert padded.prompt(7, "+", 5) == "07 + 05 =" and padded.answer(7, "+", 5) == "012"
     assert padded.answer(3, "*", 4) == "0012" and padded.answer(5, "-", 9) == "-04"
+    padrev = AnswerFormat("padded-reversed", max_operand=99)
+    assert padrev.prompt(7, "+", 5) == "07 + 05 =" and padrev.answer(7, "+", 5) == "210"
+    assert padrev.answer(18, "-", 25) == "-70" and padrev.answer(58, "/", 5) == "11 r 30"
 
 
 @given(st.integers(0, 999), st.sampled_from("+-*/"), st.integers(1, 999),
-       st.sampled_from(["classic", "int", "reversed", "padded"]))
+       st.sampled_from(["classic", "int", "reversed", "padded", "padded-reversed"]))
 def test_format_then_parse_gives_the_value_back(a, op, b, name):
     fmt = AnswerFormat(name, max_operand=999)
     parsed = fmt.parse(fmt.answer(a, op, b))
