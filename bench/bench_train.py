@@ -9,7 +9,7 @@ Prints, in one run:
    tokens only (ignore_index), at 1 thread and at torch's default count (the faster counts);
    and (table 1b) the C engine (runc/train.c, `--engine c`) at 1 and 2 threads against this
    trainer's PyTorch step, eager and torch.compile'd (skipped with the reason when it fails or
-   takes longer than --compile-limit), 1 thread, at ~10K, ~25K and ~100K parameters on `+` and
+   takes longer than --compile-limit), 1 thread, at ~10K, ~25K, ~100K and ~1M parameters on `+` and
    ~25K on the steps format's `*` (~80-token problems), batch 256, and on its `/` (long division
    by repeated subtraction, ~150-token problems, 70-280), batch 128, each with its share of the
    core's fp32 peak measured in the same run (`--c-only` runs just that table);
@@ -291,7 +291,7 @@ class CompiledStepper(OursStepper):
         return train_step(self.compiled, self.model, self.opt, self.batches, self.s, 1.0, torch.device("cpu"))[2]
 
 
-def c_engine_table(enc, tok, longest, seconds: float, sizes=(10_000, 25_000, 100_000), rounds: int = 5,
+def c_engine_table(enc, tok, longest, seconds: float, sizes=(10_000, 25_000, 100_000, 1_000_000), rounds: int = 5,
                    steps: tuple[dict, int] | None = None, compile_limit: float = 120.0,
                    long_steps: tuple[dict, int] | None = None) -> list:
     """Tokens/s of the C engine (1 and 2 threads) and of this trainer's PyTorch step (eager and compiled,
