@@ -3,17 +3,22 @@
  * Python: refusals of bad configs and batches (the field named), gradients
  * against central finite differences on a small model (tied and untied, GQA),
  * bit-identical repeats at a fixed thread count, 1 vs 3 threads within float
- * rounding, a loss that falls, and a non-finite loss refused without an update.
+ * rounding, a loss that falls, a non-finite loss refused without an update, and
+ * subnormals flushed while the engine runs, the caller's floating-point mode kept.
  * The agreement with PyTorch, tensor by tensor, is tests/test_train_c.py.
  *
  *   make train-c-test     (plain, under ASan+UBSan, and the threads under TSan)
  */
 #include "train.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 static int failures = 0;
 
@@ -308,6 +313,44 @@ static void test_nan_refused(void)
     runc_train_close(t);
 }
 
+/* On x86-64 a weight already subnormal (1e-39) comes out of a weight-decay update as exactly 0, and
+ * the caller's own mode (MXCSR) is the same after the step as before: its subnormals are kept. */
+static void test_subnormals_flushed(void)
+{
+    runc_train_config c = small_config(1, 3, 2);
+    runc_trainer *t;
+    int tok[6 * 9], tgt[6 * 9];
+    float *p, *g;
+    long long n;
+    runc_error err;
+    volatile float tiny = 1e-39f, scaled;
+    c.weight_decay = 0.5;
+    t = open_random(&c, 11);
+    n = runc_train_n_params(t);
+    p = runc_train_buffer(t, RUNC_TRAIN_PARAMS);
+    g = runc_train_buffer(t, RUNC_TRAIN_GRADS);
+    make_batch(tok, tgt, 6, 9, c.vocab_size);
+    CHECK(tiny > 0.0f && tiny < FLT_MIN, "1e-39f is not subnormal here");
+    CHECK(runc_train_forward_backward(t, tok, tgt, 6, 9, NULL, 0, NULL, &err) == RUNC_OK, "%s", err.message);
+    memset(g, 0, (size_t)n * sizeof(float));  /* no gradient: the update is weight decay alone */
+    p[c.vocab_size * c.dim] = tiny;          /* a decayed matrix weight (the first layer's wq) */
+    {
+#if defined(__x86_64__)
+        const unsigned int before = _mm_getcsr();
+#endif
+        CHECK(runc_train_update(t, 1e-2, NULL, &err) == RUNC_OK, "%s", err.message);
+#if defined(__x86_64__)
+        CHECK(_mm_getcsr() == before, "MXCSR changed by a step: %#x -> %#x", before, _mm_getcsr());
+#endif
+    }
+    scaled = tiny * 0.995f;  /* the caller's arithmetic: subnormals kept */
+#if defined(__x86_64__)
+    CHECK(p[c.vocab_size * c.dim] == 0.0f, "a subnormal weight survived: %g", (double)p[c.vocab_size * c.dim]);
+#endif  /* aarch64 (FPCR.FZ) runs this under qemu, which need not model flushing; armhf flushes nothing */
+    CHECK(scaled > 0.0f, "the caller's subnormals are flushed after a step");
+    runc_train_close(t);
+}
+
 int main(void)
 {
     test_config_errors();
@@ -317,6 +360,7 @@ int main(void)
     test_finite_differences(1, 1);
     test_threads_and_learning();
     test_nan_refused();
+    test_subnormals_flushed();
     if (failures) {
         fprintf(stderr, "test_train: %d failures\n", failures);
         return 1;
