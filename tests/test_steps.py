@@ -183,7 +183,7 @@ def test_answer_format_and_spec():
     assert fmt.prompt(76, "*", 56) == "76 * 56 =" and fmt.answer(76, "*", 56) == MUL
     assert fmt.parse(MUL) == (4256.0,) and fmt.parse("junk") is None
     assert fmt.same_value(MUL, MUL.replace("7*6=42", "7*6=43")) and not fmt.same_value(MUL, MUL.replace(".00", ".01"))
-    with pytest.raises(ValueError, match="known: classic, int, reversed, padded, text, steps, partial"):
+    with pytest.raises(ValueError, match="known: classic, int, reversed, padded, padded-reversed, text, steps, partial"):
         AnswerFormat("step")
     with pytest.raises(ValueError, match="known: .*steps, partial"):
         TaskSpec(format="bogus").validate()
