@@ -208,22 +208,24 @@ def make_plots(rows: list[dict], study: Path) -> list[Path]:
             ax.text(ax.get_xlim()[0], 100 * b, f" {int(100 * b)}%", va="bottom", fontsize=7, color="grey")
 
     # accuracy against parameters, one panel per op, seeds as points, mean as a line
+    # one colour per group in every panel; the legend sits on the first ("all") panel, which has them all
+    colour = {g: f"C{i % 10}" for i, g in enumerate(groups)}
     fig, axes = plt.subplots(1, len(ops), figsize=(4 * len(ops), 3.4), squeeze=False, sharey=True)
     for ax, op in zip(axes[0], ops):
         for g in groups:
             pts = curve(rows, g, "test", op)
             if not pts:
                 continue
-            line, = ax.plot([p.params for p in pts], [100 * p.mean for p in pts], marker="o", label=g)
+            ax.plot([p.params for p in pts], [100 * p.mean for p in pts], marker="o", label=g, color=colour[g])
             for p in pts:
                 ax.scatter([p.params] * len(p.values), [100 * v for v in p.values], s=10, alpha=0.4,
-                           color=line.get_color())
+                           color=colour[g])
         ax.set_xscale("log")
         ax.set_title(f"test exact, {op}")
         ax.set_xlabel("parameters")
         bars(ax)
     axes[0][0].set_ylabel("exact match %")
-    axes[0][-1].legend(fontsize=7)
+    axes[0][0].legend(fontsize=7)
     save(fig, "accuracy_vs_params.png")
 
     # in-range against held-out operands
