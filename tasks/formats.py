@@ -65,8 +65,9 @@ def int_result(a: int, op: str, b: int) -> list[int]:
     raise ValueError(f"unknown op {op!r} (known: {' '.join(OPS)})")
 
 
-def _rev(n: int) -> str:
-    s = str(abs(n))[::-1]
+def _rev(n: int, width: int = 0) -> str:
+    """n's digits least significant first (zero-padded to width first), the sign kept in front."""
+    s = str(abs(n)).zfill(width)[::-1]
     return "-" + s if n < 0 else s
 
 
@@ -76,11 +77,6 @@ def _unrev(s: str) -> int:
 
 def _pad(n: int, width: int) -> str:
     s = str(abs(n)).zfill(width)
-    return "-" + s if n < 0 else s
-
-
-def _rev_padded(n: int, width: int) -> str:
-    s = str(abs(n)).zfill(width)[::-1]
     return "-" + s if n < 0 else s
 
 
@@ -120,7 +116,7 @@ class AnswerFormat:
         elif self.name == "padded":
             parts = [_pad(v, w) for v, w in zip(values, self.widths(op))]
         elif self.name == "padded-reversed":
-            parts = [_rev_padded(v, w) for v, w in zip(values, self.widths(op))]
+            parts = [_rev(v, w) for v, w in zip(values, self.widths(op))]
         else:
             parts = [str(v) for v in values]
         return " r ".join(parts)

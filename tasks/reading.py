@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .problem import Problem
-from .steps import DECIMALS, _digits
+from .steps import DECIMALS, _digits, deciding_digits
 
 MARK = "?"   # the prompt's first token: a reading problem, not arithmetic
 OP = "read"  # the problems' op label (never scored)
@@ -38,10 +38,8 @@ def _add(a: int, b: int) -> list[str]:
 
 def _sub(a: int, b: int, a_on_top: bool) -> list[str]:
     n = max(len(str(a)), len(str(b)))
-    sa, sb = str(a).zfill(n), str(b).zfill(n)
-    k = next((i for i in range(n) if sa[i] != sb[i]), n - 1)
     top, low = (a, b) if a_on_top else (b, a)
-    return [f"{sa[k]}.{sb[k]}"] + [f"1{x}-{y}=.-.=." for x, y in zip(_digits(top, n), _digits(low, n))]
+    return [".".join(deciding_digits(a, b, n))] + [f"1{x}-{y}=.-.=." for x, y in zip(_digits(top, n), _digits(low, n))]
 
 
 def _mul(a: int, b: int) -> list[str]:

@@ -253,11 +253,18 @@ def _write_add(a: int, b: int) -> list[Step]:
     return steps
 
 
-def _write_sub(a: int, b: int) -> list[Step]:
-    n = max(len(str(a)), len(str(b)))
+def deciding_digits(a: int, b: int, n: int) -> tuple[str, str]:
+    """The digit pair of a and b (zero-padded to n) that decides which is larger: the first pair, from
+    the most significant, that differs (the units pair if a == b)."""
     sa, sb = str(a).zfill(n), str(b).zfill(n)
     k = next((i for i in range(n) if sa[i] != sb[i]), n - 1)
-    steps: list[Step] = [Compare(sa[k], "<" if a < b else ">" if a > b else "=", sb[k])]
+    return sa[k], sb[k]
+
+
+def _write_sub(a: int, b: int) -> list[Step]:
+    n = max(len(str(a)), len(str(b)))
+    x, y = deciding_digits(a, b, n)
+    steps: list[Step] = [Compare(x, "<" if a < b else ">" if a > b else "=", y)]
     top, low = (b, a) if a < b else (a, b)
     borrow = 0
     for x, y in zip(_digits(top, n), _digits(low, n)):
