@@ -68,6 +68,10 @@ typedef struct runc_train_config {
     double adam_eps;
     double weight_decay;     /* on matrices only, not norms or the embedding */
     double grad_clip;        /* max global gradient norm; 0: no clipping */
+    /* the compute */
+    int kernels;             /* RUNC_KERNELS_AUTO (runc.h): the fastest this CPU runs (x86-64: AVX-512
+                                product tiles, else AVX2+FMA); _AVX2: at most AVX2 (the same results);
+                                _PORTABLE: plain C, no fused multiply-adds (within float rounding) */
 } runc_train_config;
 
 typedef struct runc_train_stats {
@@ -89,6 +93,7 @@ int runc_train_open(runc_trainer **trainer, const runc_train_config *config, run
 void runc_train_close(runc_trainer *trainer);
 
 long long runc_train_n_params(const runc_trainer *trainer);
+const char *runc_train_kernels(const runc_trainer *trainer);  /* "avx512", "avx2" or "portable C" */
 long long runc_train_arena_bytes(const runc_trainer *trainer);
 int runc_train_n_tensors(const runc_trainer *trainer);
 /* Tensor `index` (0 .. n_tensors-1): its state_dict name (NUL-terminated, cut

@@ -70,6 +70,7 @@ class CEngine:
         self._check(lib.runc_train_open(out, c, self._err))
         self._t = out[0]
         self.n_params = int(lib.runc_train_n_params(self._t))
+        self.kernels = ffi.string(lib.runc_train_kernels(self._t)).decode()  # "avx512", "avx2", "portable C"
         self._stats = ffi.new("runc_train_stats *")
         name = ffi.new("char[]", 128)
         off, rows, cols, decay = (ffi.new("long long *"), ffi.new("int *"), ffi.new("int *"), ffi.new("int *"))

@@ -198,7 +198,8 @@ class _Loop:
                    "elapsed": self.elapsed, "setup_s": setup_s, "interrupted": interrupted,
                    "stop_reason": "interrupted" if interrupted else stop_reason, "ckpt": str(run.ckpt_path),
                    "best": str(run.best_path), "n_params": run.mcfg.n_params(), "model_config": run.mcfg.to_dict(),
-                   "threads": self.threads, "device": "cpu", "engine": "c", "init": self.init}
+                   "threads": self.threads, "device": "cpu", "engine": "c", "kernels": self.eng.kernels,
+                   "init": self.init}
         if interrupted:  # the state after the last completed step; resuming continues from exactly here
             save_array_checkpoint(run.ckpt_path, self.checkpoint(self.metrics))
             summary["metrics"] = self.metrics

@@ -351,6 +351,48 @@ static void test_subnormals_flushed(void)
     runc_train_close(t);
 }
 
+/* The build picked for this CPU (AVX-512 product tiles on this x86-64) gives the AVX2 build's bits,
+ * and the portable build (no fused multiply-adds) agrees within float rounding, on a model wide
+ * enough for the widest tiles (dim and kv_dim 32, hidden 64: 6 rows x 32 columns). */
+static void test_kernels_agree(void)
+{
+    runc_train_config c = small_config(1, 2, 1);
+    runc_trainer *t[3];
+    double loss[3][10];
+    const int kernels[3] = {RUNC_KERNELS_AUTO, RUNC_KERNELS_AVX2, RUNC_KERNELS_PORTABLE};
+    long long n, i;
+    float maxdiff = 0.0f;
+    int k;
+    runc_error err;
+    c.dim = 32;
+    c.n_heads = 4;
+    c.hidden_dim = 64;
+    c.kernels = 3;
+    CHECK(runc_train_open(&t[0], &c, &err) == RUNC_E_FIELD && strstr(err.message, "kernels"),
+          "kernels 3 not refused by name: %s", err.message);
+    for (k = 0; k < 3; k++) {
+        c.kernels = kernels[k];
+        t[k] = open_random(&c, 21);
+        run_steps(t[k], 10, loss[k]);
+    }
+    printf("test_train: kernels %s, %s, %s\n", runc_train_kernels(t[0]), runc_train_kernels(t[1]),
+           runc_train_kernels(t[2]));
+    CHECK(strcmp(runc_train_kernels(t[2]), "portable C") == 0, "portable asked, %s given", runc_train_kernels(t[2]));
+    n = runc_train_n_params(t[0]);
+    CHECK(memcmp(runc_train_buffer(t[0], RUNC_TRAIN_PARAMS), runc_train_buffer(t[1], RUNC_TRAIN_PARAMS),
+                 (size_t)n * sizeof(float)) == 0, "%s and %s builds: parameters differ after 10 steps",
+          runc_train_kernels(t[0]), runc_train_kernels(t[1]));
+    CHECK(memcmp(loss[0], loss[1], sizeof loss[0]) == 0, "%s and %s builds: losses differ", runc_train_kernels(t[0]),
+          runc_train_kernels(t[1]));
+    for (i = 0; i < n; i++) {
+        const float d = fabsf(runc_train_buffer(t[0], RUNC_TRAIN_PARAMS)[i] - runc_train_buffer(t[2], RUNC_TRAIN_PARAMS)[i]);
+        if (d > maxdiff) maxdiff = d;
+    }
+    CHECK(maxdiff < 1e-4f, "%s vs portable: parameters differ by %g after 10 steps", runc_train_kernels(t[0]),
+          (double)maxdiff);
+    for (k = 0; k < 3; k++) runc_train_close(t[k]);
+}
+
 int main(void)
 {
     test_config_errors();
@@ -361,6 +403,7 @@ int main(void)
     test_threads_and_learning();
     test_nan_refused();
     test_subnormals_flushed();
+    test_kernels_agree();
     if (failures) {
         fprintf(stderr, "test_train: %d failures\n", failures);
         return 1;
