@@ -144,7 +144,8 @@ struct runc_trainer {
     float *scratch;                   /* threads x scratch_n */
     const float **rows;               /* threads x max_seq_len */
     size_t *tri_off;                  /* max_seq_len + 1: sum of round8(p' + 1) over p' < p (see load_batch) */
-    float *rope_cos, *rope_sin;       /* max_seq_len x hd/2 */
+    float *rope_cos, *rope_sin;       /* max_seq_len x Dp: per position, each channel pair's cos twice and
+                                         its sin as (-sin, sin), for every head; zero past dim (see rope) */
     /* the batch */
     int *row_tok;                     /* max_batch + 1: first position of each row */
     int *row_sel;                     /* max_batch + 1: first answer position of each row */
@@ -191,6 +192,11 @@ static void att_scratch(const struct runc_trainer *t, float *s, att_bufs *b);
 #define TK_VEC 1
 typedef float tk_v8 __attribute__((vector_size(32)));
 typedef int tk_i8 __attribute__((vector_size(32)));  /* the lanes of a comparison */
+#if defined(__clang__)
+#define TK_SWAP_PAIRS(v) __builtin_shufflevector((v), (v), 1, 0, 3, 2, 5, 4, 7, 6)
+#else
+#define TK_SWAP_PAIRS(v) __builtin_shuffle((v), (tk_i8){1, 0, 3, 2, 5, 4, 7, 6})
+#endif
 #else
 #define TK_VEC 0
 #endif
@@ -383,8 +389,8 @@ static void lay_out(runc_trainer *t, carver *cv)
     t->wgrads = F(mul3(T - 1, t->n_params, 1, &bad));
     t->scratch = F(mul3(T, t->scratch_n, 1, &bad));
     t->tri_off = (size_t *)carve(cv, S + 1, sizeof(size_t));
-    t->rope_cos = F(mul3(S, (size_t)t->hd / 2, 1, &bad));
-    t->rope_sin = F(mul3(S, (size_t)t->hd / 2, 1, &bad));
+    t->rope_cos = F(mul3(S, (size_t)t->Dp, 1, &bad));
+    t->rope_sin = F(mul3(S, (size_t)t->Dp, 1, &bad));
     t->row_tok = (int *)carve(cv, (size_t)c->max_batch + 1, sizeof(int));
     t->row_sel = (int *)carve(cv, (size_t)c->max_batch + 1, sizeof(int));
     t->tok = (int *)carve(cv, NT, sizeof(int));
@@ -572,15 +578,23 @@ int runc_train_open(runc_trainer **out, const runc_train_config *config, runc_er
 #endif
     t->tri_off[0] = 0;
     for (s = 0; s < config->max_seq_len; s++) t->tri_off[s + 1] = t->tri_off[s] + (size_t)round8(s + 1);
-    /* RoPE tables as train/model.py's rope_tables computes them in float32 */
-    for (s = 0; s < config->max_seq_len; s++)
+    /* RoPE tables as train/model.py's rope_tables computes them in float32, laid out for rope */
+    for (s = 0; s < config->max_seq_len; s++) {
+        float *cs = t->rope_cos + (size_t)s * (size_t)t->Dp, *sn = t->rope_sin + (size_t)s * (size_t)t->Dp;
+        memset(cs, 0, (size_t)t->Dp * sizeof(float));
+        memset(sn, 0, (size_t)t->Dp * sizeof(float));
         for (j = 0; j < t->hd / 2; j++) {
             const float e = (float)(2 * j) / (float)t->hd;
             const float freq = 1.0f / powf(config->rope_theta, e);
-            const float angle = (float)s * freq;
-            t->rope_cos[(size_t)s * (size_t)(t->hd / 2) + (size_t)j] = cosf(angle);
-            t->rope_sin[(size_t)s * (size_t)(t->hd / 2) + (size_t)j] = sinf(angle);
+            const float angle = (float)s * freq, c = cosf(angle), si = sinf(angle);
+            int h;
+            for (h = 0; h < config->n_heads; h++) {
+                cs[h * t->hd + 2 * j] = cs[h * t->hd + 2 * j + 1] = c;
+                sn[h * t->hd + 2 * j] = -si;
+                sn[h * t->hd + 2 * j + 1] = si;
+            }
         }
+    }
     *out = t;
     return runc_set_ok(err);
 }
