@@ -9,8 +9,8 @@
  * goes to padding. Activations are token-major (one row of dim floats per
  * computed position); every layer keeps what the backward pass needs (its
  * input, RMSNorm scales, normalized inputs, post-RoPE q and k, v, attention
- * probabilities, attention output, SwiGLU's inputs a and b; its output and
- * sigmoid(a) cost less to compute again than to read back). Attention
+ * probabilities, attention output, SwiGLU's inputs a and b and sigmoid(a); its
+ * output costs less to compute again than to read back). Attention
  * works on one row and kv head at a time, on copies of K and V packed in the
  * worker's scratch so that its loops run over 8 contiguous floats (positions
  * or channels); a position p's probabilities are kept padded to round8(p + 1).
@@ -119,7 +119,7 @@ typedef struct {
     int s0, s1;          /* answer positions */
     float *grad;         /* this worker's gradient buffer */
     float *scratch;      /* attention's packed copies and score gradients: scratch_n floats */
-    float *ffn;          /* SwiGLU's output and sigmoid(a) for one chunk of positions: 2 x CHUNK x Hp */
+    float *ffn;          /* SwiGLU's output for one chunk of positions: CHUNK x Hp */
     const float **rows;  /* max_seq_len row pointers (attention's backward pass) */
     double loss;
 } worker;
@@ -144,7 +144,7 @@ struct runc_trainer {
     float *wt, *wp;                   /* padded copies of the matrices, for the products (see tensor) */
     float *wgrads;                    /* (threads - 1) x n_params: workers 1.. */
     float *scratch;                   /* threads x scratch_n */
-    float *ffn;                       /* threads x 2 x RUNC_TRAIN_CHUNK x Hp (see worker) */
+    float *ffn;                       /* threads x RUNC_TRAIN_CHUNK x Hp (see worker) */
     const float **rows;               /* threads x max_seq_len */
     size_t *tri_off;                  /* max_seq_len + 1: sum of round8(p' + 1) over p' < p (see load_batch) */
     float *rope_cos, *rope_sin;       /* max_seq_len x Dp: per position, each channel pair's cos twice and
@@ -162,8 +162,8 @@ struct runc_trainer {
     float *xn1, *xn2, *q, *y, *xm;    /* L x max_tok x dim */
     float *k, *v_;                    /* L x max_tok x kv_dim */
     float *prob;                      /* L x max_prob */
-    float *a, *b;                     /* L x max_tok x hidden: SwiGLU's inputs (its output and sigmoid(a)
-                                         are computed again in the backward pass, a chunk at a time) */
+    float *a, *b, *sg;                /* L x max_tok x hidden: SwiGLU's inputs and sigmoid(a) (its output
+                                         is computed again in the backward pass, a chunk at a time) */
     float *rstdf, *xnf, *logits;      /* answer positions: max_tok, x dim, x vocab */
     /* backward scratch */
     float *dx, *dxn, *dq, *dy;        /* max_tok x dim */
@@ -419,7 +419,8 @@ static void lay_out(runc_trainer *t, carver *cv)
     t->prob = F(mul3(L, t->max_prob, 1, &bad));
     t->a = F(mul3(L, NT, HP, &bad));
     t->b = F(mul3(L, NT, HP, &bad));
-    t->ffn = F(mul3(T, 2 * RUNC_TRAIN_CHUNK, HP, &bad));
+    t->sg = F(mul3(L, NT, HP, &bad));
+    t->ffn = F(mul3(T, RUNC_TRAIN_CHUNK, HP, &bad));
     t->rstdf = F(NT);
     t->xnf = F(mul3(NT, DP, 1, &bad));
     t->logits = F(mul3(NT, VP, 1, &bad));
@@ -769,7 +770,7 @@ static int forward_backward(runc_trainer *t, const int *tokens, const int *targe
         w->s1 = t->row_sel[w->r1];
         w->grad = i == 0 ? t->grads : t->wgrads + (size_t)(i - 1) * t->n_params;
         w->scratch = t->scratch + (size_t)i * t->scratch_n;
-        w->ffn = t->ffn + (size_t)i * 2 * RUNC_TRAIN_CHUNK * (size_t)t->Hp;
+        w->ffn = t->ffn + (size_t)i * RUNC_TRAIN_CHUNK * (size_t)t->Hp;
         w->rows = t->rows + (size_t)i * (size_t)t->c.max_seq_len;
     }
 #ifndef RUNC_NO_THREADS
