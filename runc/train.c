@@ -31,7 +31,7 @@
  * the cross-entropy's exp(logit - max) summed in double, the losses summed in
  * double, the gradient norm accumulated in double), the attention softmax
  * scaling by 1 / sum, and exp computed by runc_expf's method (within about
- * 1 ulp; the softmax's with fused multiply-adds in the AVX2 build: see
+ * 1 ulp; the softmax's with fused multiply-adds in the AVX2 and AVX-512 builds: see
  * train_kernels.c.inc). Every operation is the same otherwise (RMSNorm as
  * x * rsqrt(mean(x^2) + eps) * w, RoPE as the complex product of
  * train/model.py, scores as (q . k) * 1/sqrt(head size), AdamW as

@@ -184,6 +184,7 @@ def run_one(run: Run, study_dir: Path, base: dict, progress: bool = False, engin
         "train": {"steps": int(summary.get("step") or 0), "tokens": tokens,
                   "wall_s": float(summary.get("elapsed") or 0.0), "device": str(summary.get("device", "cpu")),
                   "engine": summary.get("engine", "torch"),
+                  **({"kernels": summary["kernels"]} if "kernels" in summary else {}),  # the C engine's build
                   "flops": 6.0 * int(card["n_params"]) * tokens, "checkpoint": ckpt.name},
         "fp32": scores["fp32"], "int8": scores["int8"], "answer_tokens": answer_tokens,
         "files": {"fp32": fp32.path.name if hasattr(fp32, "path") else "model.bin",
