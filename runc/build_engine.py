@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,22 +92,41 @@ def stale(folder: str | os.PathLike = HERE) -> str | None:
     return f"{', '.join(newer)} newer than {found[0].name}" if newer else None
 
 
+def install(built: Path, folder: str | os.PathLike = HERE) -> Path:
+    """Move a freshly built engine into folder by one rename, then remove any other build there: a
+    process importing the engine meanwhile (a sweep starting beside `make test`) finds the old build
+    or the new one, never none and never half a file. built must be on folder's file system."""
+    dest = Path(folder) / built.name
+    os.replace(built, dest)
+    for old in builds(folder):
+        if old != dest:
+            old.unlink()
+    return dest
+
+
 def refresh(force: bool = False) -> str | None:
-    """In a source checkout, rebuild the engine in runc/ when it is stale (or force): every build there
-    removed, then setuptools' build_ext --inplace from the project root, as `pip install -e .` builds
-    it. Returns why it rebuilt, or None (fresh, or not a source checkout: an installed package)."""
+    """In a source checkout, rebuild the engine in runc/ when it is stale (or force): setuptools'
+    build_ext from the project root (as `pip install -e .` builds it) into a folder under build/, then
+    install() into runc/. Returns why it rebuilt, or None (fresh, or not a source checkout: an
+    installed package)."""
     root = Path(HERE).parent
     if not (root / "setup.py").is_file():
         return None
     why = "asked to" if force else stale(HERE)
     if why is None:
         return None
-    for old in builds(HERE):
-        old.unlink()
-    r = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=root, capture_output=True,
-                       text=True)
-    if r.returncode != 0 or stale(HERE):
-        raise RuntimeError(f"building the C engine failed ({why}):\n{(r.stdout + r.stderr)[-4000:]}")
+    out = root / "build" / f"engine-{os.getpid()}"
+    try:
+        r = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(out)], cwd=root,
+                           capture_output=True, text=True)
+        made = [p for p in out.rglob("_engine*") if p.suffix in (".so", ".pyd")]
+        if r.returncode != 0 or len(made) != 1:
+            raise RuntimeError(f"building the C engine failed ({why}):\n{(r.stdout + r.stderr)[-4000:]}")
+        install(made[0], HERE)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    if stale(HERE):
+        raise RuntimeError(f"the C engine built ({why}) but is still stale: {stale(HERE)}")
     return why
 
 

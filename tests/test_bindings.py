@@ -514,6 +514,29 @@ def test_a_stale_build_is_named(tmp_path):
     assert "2 builds" in stale(tmp_path)
 
 
+def test_a_new_build_replaces_the_old_by_one_rename(tmp_path):
+    """refresh() installs a build the way a running sweep can live with: the new file is renamed over
+    the old one (the path never goes missing or half-written; a handle on the old file still reads
+    it), and a build under another suffix, which Python might import first, is removed."""
+    import os
+
+    from tinymath.runc.build_engine import builds, install
+
+    folder, out = tmp_path / "runc", tmp_path / "build"
+    folder.mkdir()
+    out.mkdir()
+    (folder / "_engine.abi3.so").write_bytes(b"old")
+    (folder / "_engine.cpython-311-x86_64-linux-gnu.so").write_bytes(b"other")
+    (out / "_engine.abi3.so").write_bytes(b"new")
+    inode = os.stat(out / "_engine.abi3.so").st_ino
+    with open(folder / "_engine.abi3.so", "rb") as held:
+        dest = install(out / "_engine.abi3.so", folder)
+        assert held.read() == b"old"
+    assert builds(folder) == [dest] == [folder / "_engine.abi3.so"]
+    assert dest.read_bytes() == b"new" and os.stat(dest).st_ino == inode  # moved, not copied
+    assert not (out / "_engine.abi3.so").exists()
+
+
 def test_a_fresh_interpreter_loads_the_one_fresh_build():
     """What conftest.py makes so in a source checkout: runc/ holds one build, not older than its sources."""
     from tinymath.runc import build_engine
