@@ -94,13 +94,18 @@ def format_trace(t: Trace) -> str:
 
 
 def plot_trace(t: Trace, path: str | Path, title: str | None = None) -> Path:
-    """One panel per step: horizontal bars of the top-k probabilities, the chosen token highlighted."""
+    """One panel per step, 12 to a row (a steps answer runs to 150 tokens): horizontal bars of the top-k
+    probabilities, the chosen token highlighted."""
     from .common import pyplot
 
     plt = pyplot()
     n = max(1, len(t.steps))
     k = max((len(s.top) for s in t.steps), default=1)
-    fig, axes = plt.subplots(1, n, figsize=(1.6 * n + 0.6, 0.32 * k + 1.3), squeeze=False, sharex=True)
+    cols = min(n, 12)
+    rows = -(-n // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(1.6 * cols + 0.6, (0.32 * k + 1.3) * rows), squeeze=False,
+                             sharex=True)
+    axes = [list(grid.flat)]
     for ax, s in zip(axes[0], t.steps):
         labels = [show(txt) for _, txt, _ in s.top][::-1]
         probs = [p for _, _, p in s.top][::-1]
@@ -115,5 +120,5 @@ def plot_trace(t: Trace, path: str | Path, title: str | None = None) -> Path:
     for ax in axes[0][len(t.steps):]:
         ax.axis("off")
     fig.suptitle(title or f"{t.prompt} {t.answer}   (top-{k} per generated token)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # room for the title above the panels
     return save_png(fig, path)
