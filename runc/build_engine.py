@@ -125,8 +125,9 @@ def refresh(force: bool = False) -> str | None:
         install(made[0], HERE)
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    if stale(HERE):
-        raise RuntimeError(f"the C engine built ({why}) but is still stale: {stale(HERE)}")
+    still = stale(HERE)
+    if still:
+        raise RuntimeError(f"the C engine built ({why}) but is still stale: {still}")
     return why
 
 

@@ -617,7 +617,6 @@ void runc_train_close(runc_trainer *t)
 long long runc_train_n_params(const runc_trainer *t) { return t ? (long long)t->n_params : 0; }
 long long runc_train_arena_bytes(const runc_trainer *t) { return t ? (long long)t->arena_bytes : 0; }
 int runc_train_n_tensors(const runc_trainer *t) { return t ? t->n_tensors : 0; }
-
 const char *runc_train_kernels(const runc_trainer *t) { return t ? t->kernels : ""; }
 long long runc_train_adam_steps(const runc_trainer *t) { return t ? t->adam_steps : 0; }
 

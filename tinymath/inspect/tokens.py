@@ -105,8 +105,8 @@ def plot_trace(t: Trace, path: str | Path, title: str | None = None) -> Path:
     rows = -(-n // cols)
     fig, grid = plt.subplots(rows, cols, figsize=(1.6 * cols + 0.6, (0.32 * k + 1.3) * rows), squeeze=False,
                              sharex=True)
-    axes = [list(grid.flat)]
-    for ax, s in zip(axes[0], t.steps):
+    axes = list(grid.flat)
+    for ax, s in zip(axes, t.steps):
         labels = [show(txt) for _, txt, _ in s.top][::-1]
         probs = [p for _, _, p in s.top][::-1]
         colors = ["#d9534f" if i == s.token else "#5b8fd1" for i, _, _ in s.top][::-1]
@@ -117,7 +117,7 @@ def plot_trace(t: Trace, path: str | Path, title: str | None = None) -> Path:
         ax.set_xlim(0, 1)
         ax.set_title(f"{show(s.text)}  p={s.prob:.2f}\nH={s.entropy:.2f} nats", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
-    for ax in axes[0][len(t.steps):]:
+    for ax in axes[len(t.steps):]:
         ax.axis("off")
     fig.suptitle(title or f"{t.prompt} {t.answer}   (top-{k} per generated token)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # room for the title above the panels
