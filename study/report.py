@@ -9,7 +9,8 @@ results.jsonl holds one JSON object per finished run (written by the sweep):
     fp32     {"test": GROUPS, "holdout": GROUPS}   GROUPS: ScoreReport summaries by group name
     int8     the same for the int8 file            ("all", "op +", ..., each {"n", "exact", "exact_ci95", ...})
     answer_tokens  {"fp32": {split: {"all": mean, "+": mean, ...}}, "int8": ...}: tokens generated per
-             answer (EOS not counted); absent in results from before it was recorded
+             answer (EOS not counted); absent in results from before it was recorded (a direct
+             answer's are then its expected answer's: see tokens_per_answer)
     run_dir  the run's folder (metrics.jsonl there gives training curves)
 
 A model passes a bar on a split when the mean exact-match over its seeds reaches
@@ -24,9 +25,11 @@ import argparse
 import json
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from tinymath import fileio
+from tinymath.tasks import STEP_FORMATS, TaskSpec, build_splits
 
 BARS = (0.70, 0.90, 0.99)
 OPS = ("all", "op +", "op -", "op *", "op /")
@@ -113,25 +116,40 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def load_studies(study_dirs: list[Path]) -> list[dict]:
-    """Every finished run of several studies, each run_dir made absolute (runs are named by group, so
-    two studies' runs stay apart as long as their variant names differ)."""
+def study_arg(text: str | Path) -> tuple[Path, str | None]:
+    """A study on the command line: `DIR`, or `DIR=LABEL` to report all its runs as one group LABEL."""
+    path, sep, label = str(text).partition("=")
+    if sep and not label.strip():
+        raise ValueError(f"study {text!r}: an empty label after '='")
+    return Path(path), (label.strip() if sep else None)
+
+
+def load_studies(study_dirs: list[tuple[Path, str | None]]) -> list[dict]:
+    """Every finished run of several studies, each run_dir made absolute. A study given a label has
+    all its runs in one group of that name (a ladder drawn across studies), each run named
+    `LABEL/run`; runs are otherwise named by group, so two studies' runs stay apart as long as
+    their variant names differ."""
     rows = []
-    for d in study_dirs:
+    for d, label in study_dirs:
         for r in load_results(d / "results.jsonl"):
             r["run_dir"] = str((d / r.get("run_dir", "")).resolve())
+            if label:
+                r["group"], r["run"] = label, f"{label}/{r['run']}"
             rows.append(r)
     names = [r["run"] for r in rows]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"studies {', '.join(map(str, study_dirs))} share run names {dup[:3]}: rename a variant")
+        where = ", ".join(str(d) for d, _ in study_dirs)
+        raise ValueError(f"studies {where} share run names {dup[:3]}: rename a variant or label the studies")
     return rows
 
 
 def write_report(study_dir: str | Path, more: list[str | Path] = (), out_dir: str | Path | None = None) -> Path:
-    """report.md and plots for one study, or several merged (written to out_dir, default the first)."""
-    dirs = [Path(study_dir), *map(Path, more)]
-    rows = load_studies(dirs)
+    """report.md and plots for one study, or several merged (written to out_dir, default the first);
+    each study a folder, or `FOLDER=LABEL` (see study_arg)."""
+    studies = [study_arg(study_dir), *map(study_arg, more)]
+    dirs = [d for d, _ in studies]
+    rows = load_studies(studies)
     if not rows:
         raise ValueError(f"{dirs[0] / 'results.jsonl'} has no finished runs")
     study = Path(out_dir) if out_dir else dirs[0]
@@ -157,9 +175,33 @@ def write_report(study_dir: str | Path, more: list[str | Path] = (), out_dir: st
     return out
 
 
+def tokens_per_answer(row: dict, split: str = "test") -> tuple[float, bool] | None:
+    """Mean tokens an answer takes on `split` and whether they were counted: as the sweep recorded
+    them (True), or for a run recorded before it counted them whose task writes direct answers with
+    the digits tokenizer, the expected answers' length (False): that tokenizer writes one token per
+    character, the space before the answer included. None where neither is known."""
+    recorded = (row.get("answer_tokens") or {}).get("fp32", {}).get(split, {}).get("all")
+    if recorded is not None:
+        return recorded, True
+    config, task = row.get("config") or {}, row.get("task") or {}
+    if (config.get("tokenizer") or config.get("tokenizer_preset", "digits") != "digits"
+            or task.get("task") != "arith" or task.get("format") in STEP_FORMATS):
+        return None
+    return _expected_tokens(json.dumps(task, sort_keys=True), split), False
+
+
+@lru_cache(maxsize=None)
+def _expected_tokens(task: str, split: str) -> float:
+    problems = build_splits(TaskSpec.from_dict(json.loads(task)))[split]
+    return sum(len(" " + p.answer) for p in problems) / len(problems)
+
+
 def answer_flops(row: dict, split: str = "test") -> float:
     """Inference FLOPs of one answer: 2 x params per generated token, the closing EOS included."""
-    return 2.0 * row["params"] * (row["answer_tokens"]["fp32"][split]["all"] + 1)
+    tokens = tokens_per_answer(row, split)
+    if tokens is None:
+        raise ValueError(f"run {row['run']}: no tokens per answer recorded or known for its task")
+    return 2.0 * row["params"] * (tokens[0] + 1)
 
 
 def compact(x: float) -> str:
@@ -243,13 +285,17 @@ def make_plots(rows: list[dict], study: Path) -> list[Path]:
     ax.legend(fontsize=7)
     save(fig, "holdout_vs_inrange.png")
 
-    def against(cost, runs: list[dict], xlabel: str, title: str, name: str) -> None:
-        """Test accuracy of each run against a cost of it, one colour per group."""
+    def against(cost, runs: list[dict], xlabel: str, title: str, name: str, counted=lambda r: True) -> None:
+        """Test accuracy of each run against a cost of it, one colour per group; a run whose cost is
+        estimated (`counted` false) as a hollow marker."""
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         for g in groups:
-            pts = [(cost(r), exact(r, "test", "all")) for r in runs if r["group"] == g]
-            if pts:
-                ax.scatter([p[0] for p in pts], [100 * p[1] for p in pts], s=14, label=g)
+            for known in (True, False):
+                pts = [(cost(r), exact(r, "test", "all")) for r in runs if r["group"] == g and counted(r) == known]
+                if pts:
+                    ax.scatter([p[0] for p in pts], [100 * p[1] for p in pts], s=14, color=colour[g],
+                               facecolors=None if known else "none",
+                               label=g if known else f"{g} (tokens: expected answers)")
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test exact match %")
@@ -263,10 +309,11 @@ def make_plots(rows: list[dict], study: Path) -> list[Path]:
             "training FLOPs (6 x params x tokens)", "accuracy against training compute", "accuracy_vs_compute.png")
     # accuracy against compute per answer: a steps model writes many tokens, a direct one few, so
     # compare them by what an answer costs (2 x params FLOPs per generated token, EOS included)
-    per_answer = [r for r in scored if (r.get("answer_tokens") or {}).get("fp32", {}).get("test")]
+    per_answer = [r for r in scored if tokens_per_answer(r) is not None]
     if per_answer:
         against(answer_flops, per_answer, "FLOPs per answer (2 x params x tokens generated)",
-                "accuracy against compute per answer", "accuracy_vs_answer_compute.png")
+                "accuracy against compute per answer", "accuracy_vs_answer_compute.png",
+                counted=lambda r: tokens_per_answer(r)[1])
 
     # groups side by side where a size has several (a study of levers at one size)
     # by size target: a lever that changes the shape (depth, untied) lands on another exact count
@@ -325,8 +372,9 @@ def make_plots(rows: list[dict], study: Path) -> list[Path]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study", help="a study folder holding results.jsonl")
-    p.add_argument("more", nargs="*", help="more study folders to report together with the first")
+    p.add_argument("study", help="a study folder holding results.jsonl; FOLDER=LABEL reports all its runs as "
+                                 "one group LABEL (a ladder drawn across studies)")
+    p.add_argument("more", nargs="*", help="more study folders (or FOLDER=LABEL) to report together with the first")
     p.add_argument("--out", help="where report.md and the plots go (default: the first study folder)")
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tinymath.tasks import TaskSpec, build_splits
-from tinymath.study.report import BARS, curve, headline, load_results, smallest_passing, write_report
+from tinymath.study.report import (BARS, curve, headline, load_results, smallest_passing, tokens_per_answer,
+                                   write_report)
 from tinymath.study.sweep import load_study, log_sizes, parse_study, run_config
 from tinymath.train.config import TrainConfig
 
@@ -109,6 +110,19 @@ def test_tiny_study_interrupt_resume_report(tmp_path):
     assert "## digits-add" in md and "## other" in md and (tmp_path / "merged" / "groups_compared.png").is_file()
     with pytest.raises(ValueError, match="share run names"):
         write_report(study_dir, [study_dir], tmp_path / "dup")
+    # the same study twice under two labels: each label a group holding all its runs
+    md = write_report(f"{study_dir}=first", [f"{study_dir}=second"], tmp_path / "labelled").read_text()
+    assert "## first" in md and "## second" in md and "| first/digits-add-p600-s0 |" in md
+    with pytest.raises(ValueError, match="empty label"):
+        write_report(f"{study_dir}=", [], tmp_path / "nolabel")
+    # a direct-answer run recorded before tokens per answer were counted: its expected answers' length,
+    # within half a token of what the sweep counted for this model (even one mostly wrong)
+    for row in rows:
+        counted, known = tokens_per_answer(row)
+        old = {k: v for k, v in row.items() if k != "answer_tokens"}
+        estimate, estimated_known = tokens_per_answer(old)
+        assert known and not estimated_known and abs(estimate - counted) <= 0.5, (estimate, counted)
+        assert tokens_per_answer({**old, "task": {**old["task"], "format": "steps"}}) is None
     # 6. a changed study file does not silently reuse runs made under the old one
     toml.write_text(STUDY.replace("max_steps = 400", "max_steps = 500"))
     r = subprocess.run(sweep_cmd(toml), capture_output=True, text=True)
