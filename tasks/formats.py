@@ -23,6 +23,8 @@ classic answer; they are scored on that final answer:
 
 - steps     digit-level steps: `24 + 82 = 4+2=6+0=6 2+8=10+0=10#106.00`.
 - partial   coarser steps: `76 * 56 = 76*6=456 76*50=3800+456=4256#4256.00`.
+- steps-msd  `steps` with the columns most significant first (a digit-order lever):
+            `24 + 82 = 2+8=10+0=10 4+2=6+0=6#106.00`.
 """
 
 from __future__ import annotations
@@ -179,5 +181,5 @@ class AnswerFormat:
 
 FORMATS = ("classic", "int", "reversed", "padded", "padded-reversed", "text")
 """Direct answers: the answer is the result itself."""
-STEP_FORMATS = ("steps", "partial")
+STEP_FORMATS = ("steps", "partial", "steps-msd")
 """Answers that show their work, then the classic answer (tasks/steps.py)."""

@@ -72,11 +72,20 @@ quotient so far (the previous tally's times 10, plus this count).
     + and -: as `steps` (their digit columns are already the coarsest steps
         that keep each fact single-digit).
 
+`steps-msd` (a study lever: digit order): `steps` with the columns of + - and * written most
+significant first, the same chains (so the same facts and the same length); `/` as `steps`
+(long division already goes most significant first):
+
+    24 + 82 = 2+8=10+0=10 4+2=6+0=6#106.00
+        the tens column first: its carry in (0 here) comes from the units column, not yet written,
+        so the model must work it out unseen; least significant first, it copies it.
+
 Length: mean characters per answer over the classic task (operands 0-99, the
 final answer included; one token per character):
 
     steps     +  27.2   -  34.4   *  70.0   / 150.1
     partial   +  27.2   -  34.4   *  31.8   /  47.8
+    steps-msd +  27.2   -  34.4   *  70.0   / 150.1
 
 Why lattice multiplication: a held-out operand (90-99) brings a 9 into a place
 where training never had one. Position-free, every single-digit product is
@@ -335,8 +344,17 @@ def _write_div_partial(a: int, b: int) -> list[Step]:
     return steps
 
 
+def _msd(steps: list[Step], op: str, a: int, b: int) -> list[Step]:
+    """`steps-msd`'s order from `steps`' and back: the column chains reversed (+: every step; -:
+    those after the comparison; *: those after the digit products), the rest in place; / unchanged."""
+    if op == "/":
+        return steps
+    k = {"+": 0, "-": 1, "*": len(str(a)) * len(str(b))}[op]
+    return steps[:k] + steps[k:][::-1]
+
+
 def write(a: int, op: str, b: int, fmt: str = "steps") -> Steps:
-    """The steps of `a op b` in format `fmt` ("steps" or "partial"), ending in the classic answer."""
+    """The steps of `a op b` in format `fmt` (see STEP_FORMATS), ending in the classic answer."""
     if fmt not in STEP_FORMATS:
         raise ValueError(f"unknown steps format {fmt!r} (known: {', '.join(STEP_FORMATS)})")
     if a < 0 or b < 0:
@@ -348,11 +366,13 @@ def write(a: int, op: str, b: int, fmt: str = "steps") -> Steps:
     elif op == "-":
         steps = _write_sub(a, b)
     elif op == "*":
-        steps = _write_mul(a, b) if fmt == "steps" else _write_mul_partial(a, b)
+        steps = _write_mul_partial(a, b) if fmt == "partial" else _write_mul(a, b)
     elif op == "/":
-        steps = _write_div(a, b) if fmt == "steps" else _write_div_partial(a, b)
+        steps = _write_div_partial(a, b) if fmt == "partial" else _write_div(a, b)
     else:
         raise ValueError(f"unknown op {op!r} (known: + - * /)")
+    if fmt == "steps-msd":
+        steps = _msd(steps, op, a, b)
     return Steps(tuple(steps), classic_result(a, op, b))
 
 
@@ -583,14 +603,18 @@ def _check_div_partial(parsed: Steps, a: int, b: int) -> Verdicts:
 
 
 def _verdicts(parsed: Steps, a: int, op: str, b: int, fmt: str) -> Verdicts:
+    """Verdicts in `steps`' order: a `steps-msd` answer's columns are put back least significant
+    first, so its first wrong step is the first in that order."""
+    if fmt == "steps-msd":
+        parsed = Steps(tuple(_msd(list(parsed.steps), op, a, b)), parsed.final)
     if op == "+":
         return _check_add(parsed, a, b)
     if op == "-":
         return _check_sub(parsed, a, b)
     if op == "*":
-        return _check_mul(parsed, a, b) if fmt == "steps" else _check_mul_partial(parsed, a, b)
+        return _check_mul_partial(parsed, a, b) if fmt == "partial" else _check_mul(parsed, a, b)
     if op == "/":
-        return _check_div(parsed, a, b) if fmt == "steps" else _check_div_partial(parsed, a, b)
+        return _check_div_partial(parsed, a, b) if fmt == "partial" else _check_div(parsed, a, b)
     raise ValueError(f"unknown op {op!r} (known: + - * /)")
 
 

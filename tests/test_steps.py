@@ -51,7 +51,7 @@ def test_every_classic_answer_passes_the_checker_and_ends_in_the_classic_answer(
 
 def test_the_docstring_examples_are_what_the_formats_write():
     examples = re.findall(r"^ {4}(\d+) ([-+*/]) (\d+) = (.+)$", steps.__doc__ or "", re.M)
-    assert len(examples) == 6
+    assert len(examples) == 7
     for a, op, b, text in examples:
         assert text in [steps.answer(int(a), op, int(b), fmt) for fmt in STEP_FORMATS]
 
@@ -68,6 +68,10 @@ def test_the_docstring_examples_are_what_the_formats_write():
     (7, "-", 52, "steps", "0<5 12-7=5-0=5 15-0=15-1=14#-45.00"),
     (1, "/", 8, "steps", "1q0:0 10q0-8=2q1:1 20q0-8=12q1-8=4q2:12 40q0-8=32q1-8=24q2-8=16q3-8=8q4-8=0q5:125#0.12"),
     (3, "*", 2, "steps", "3*2=06 6+0=6 0+0=0#6.00"),
+    (24, "+", 82, "steps-msd", "2+8=10+0=10 4+2=6+0=6#106.00"),
+    (19, "-", 52, "steps-msd", "1<5 15-1=14-1=13 12-9=3-0=3#-33.00"),
+    (76, "*", 56, "steps-msd", "6*6=36 7*6=42 6*5=30 7*5=35 3+1=4 4+3=7+5=12+0=12 3+2=5+0=5+0=5 6+0=6#4256.00"),
+    (27, "/", 12, "steps-msd", DIV),
 ])
 def test_known_answers(a, op, b, fmt, text):
     assert steps.answer(a, op, b, fmt) == text
@@ -115,6 +119,8 @@ def test_every_truncation_of_a_right_answer_is_unparsed():
     (19, "-", 52, "steps", "1<5 12-9=3-1=2 15-1=14-1=13#-32.00", 2, "carry"),
     (19, "-", 52, "steps", "1<5 12-9=4-0=4 15-1=14-1=13#-34.00", 1, "sub"),
     (24, "+", 82, "steps", "4+2=6+0=6 2+8=10+1=11#116.00", 3, "carry"),
+    (24, "+", 82, "steps-msd", "2+8=10+1=11 4+2=6+0=6#116.00", 3, "carry"),  # first in the units-first order
+    (24, "+", 82, "steps-msd", "4+2=6+0=6 2+8=10+0=10#106.00", 0, "copy"),  # steps' order is wrong here
     (27, "/", 12, "steps", DIV.replace("-12=15q1-12=3q2", "-12=16q1-12=4q2"), 4, "sub"),
     (27, "/", 12, "steps", DIV.replace("-12=3q2", "-12=3q3"), 5, "count"),
     (27, "/", 12, "steps", DIV.replace("27q0-12=15q1-12=3q2:2 30q0", "27q0-12=15q1:1 150q0"), 5, "divide"),
