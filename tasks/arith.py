@@ -29,8 +29,9 @@ def _is_held(x: int, holdout: tuple[int, int] | None) -> bool:
 
 
 def _problem(fmt: AnswerFormat, a: int, op: str, b: int, holdout: tuple[int, int] | None) -> Problem:
-    region = "holdout" if _is_held(a, holdout) or _is_held(b, holdout) else "in"
-    return Problem(fmt.prompt(a, op, b), fmt.answer(a, op, b), op, region)
+    ha, hb = _is_held(a, holdout), _is_held(b, holdout)
+    held = "both" if ha and hb else "a" if ha else "b" if hb else ""
+    return Problem(fmt.prompt(a, op, b), fmt.answer(a, op, b), op, "holdout" if held else "in", held)
 
 
 def generate(spec: TaskSpec) -> list[Problem]:

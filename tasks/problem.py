@@ -7,7 +7,7 @@ On disk a problem is one line, `PROMPT ANSWER`, where the prompt ends with " ="
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _TYPED = re.compile(r"\s*(\d+)\s*([-+*/])\s*(\d+)\s*=?\s*")
 
@@ -18,6 +18,7 @@ class Problem:
     answer: str           # "106.00"
     op: str = "?"         # "+", "-", "*", "/", or a task's own label (a dmmath module, "mod+")
     region: str = "in"    # "in": operands in the trained range; "holdout": an operand in the held-out range
+    held: str = field(default="", compare=False)  # which operands are held out: "a", "b", "both" or ""
 
     @property
     def line(self) -> str:

@@ -18,7 +18,8 @@ step (memorised, or lucky), and `first_wrong` counts the kind of each answer's
 first wrong step (`unparsed` for an answer that does not follow the grammar,
 which also scores wrong).
 
-Groups: all; by op; by region (in / holdout); by op x region; by expected
+Groups: all; by op; by region (in / holdout); by op x region; by op x which operand is
+held out (`/ held b`: the divisor 90-99; arith problems built by the task); by expected
 answer length. Each rate has a 95% Wilson interval, so small groups show their
 uncertainty.
 """
@@ -173,7 +174,10 @@ def score(problems: Sequence[Problem], predictions: Sequence[str], fmt: AnswerFo
             diff = abs(p[0] - e[0])
             err = (diff, diff / max(abs(e[0]), 1.0))
         args = (exact, numeric, len(got) == len(exp), digit_accuracy(exp, got), err, len(pred), check)
-        for name in ("all", f"op {prob.op}", f"region {prob.region}", f"{prob.op} {prob.region}", f"length {len(exp)}"):
+        names = ["all", f"op {prob.op}", f"region {prob.region}", f"{prob.op} {prob.region}", f"length {len(exp)}"]
+        if prob.held:  # an arith problem knows which operand is held out: did the model compute or guess?
+            names.append(f"{prob.op} held {prob.held}")
+        for name in names:
             report.group(name).add(*args)
         if not exact and len(report.wrong.setdefault(prob.op, [])) < WRONG_EXAMPLES:
             report.wrong[prob.op].append((prob.prompt, exp, pred))

@@ -91,3 +91,19 @@ def test_inference_side_imports_without_torch():
             "print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_held_out_problems_are_grouped_by_the_operand_held():
+    from tinymath.tasks import TaskSpec, build_splits
+
+    held = build_splits(TaskSpec(ops="/", lo=0, hi=9, holdout=(7, 9), val_frac=0.1, test_frac=0.2))["holdout"]
+    by = {h: [p for p in held if p.held == h] for h in ("a", "b", "both")}
+    for p in held:  # the field says which operand of the prompt is 7-9
+        a, b = int(p.prompt.split()[0]), int(p.prompt.split()[2])
+        assert p.held == {(True, False): "a", (False, True): "b", (True, True): "both"}[(a >= 7, b >= 7)]
+    assert [len(v) for v in by.values()] == [3 * 6, 7 * 3, 3 * 3]  # divisors 1-9, dividends 0-9
+    answers = [p.answer if p.held == "a" else "" for p in held]
+    g = score(held, answers, AnswerFormat("classic")).to_dict()["counts"]
+    assert (g["/ held a"]["exact"], g["/ held a"]["n"]) == (18, 18)
+    assert (g["/ held b"]["exact"], g["/ held both"]["exact"]) == (0, 0) and g["/ held both"]["n"] == 9
+    assert all(not k.startswith("/ held") for k in score(P, ["", "", "", ""], AnswerFormat("classic")).groups)
