@@ -340,9 +340,11 @@ def make_plots(rows: list[dict], study: Path) -> list[Path]:
         ax.legend(fontsize=7, ncol=2)
         save(fig, "groups_compared.png")
 
-    # training curves of the main group, every size and seed: held-out accuracy and training loss
-    # against steps (late jumps in accuracy long after the loss fell are grokking)
-    main = groups[0]
+    # training curves of the main group (the first whose runs kept their metrics), every size and
+    # seed: validation accuracy and training loss against steps (late jumps in accuracy long after
+    # the loss fell are grokking)
+    main = next((g for g in groups if any((Path(r["run_dir"]) / "metrics.jsonl").is_file()
+                                          for r in rows if r["group"] == g)), groups[0])
     chosen = sorted((r for r in rows if r["group"] == main), key=lambda r: (r["params"], r["seed"]))
     fig, (ax, axl) = plt.subplots(1, 2, figsize=(10, 3.6))
     colors: dict[int, str] = {}
