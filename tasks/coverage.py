@@ -33,7 +33,7 @@ def _operands(prob: Problem) -> tuple[int, str, int]:
 
 def problem_facts(prob: Problem, fmt: str) -> set[steps.Fact]:
     """The facts of `prob`'s answer written in steps format `fmt`."""
-    return steps.facts(steps.answer(*_operands(prob), fmt))
+    return steps.facts(steps.answer(*_operands(prob), fmt), fmt)
 
 
 def trained_facts(train: Iterable[Problem], fmt: str) -> set[steps.Fact]:

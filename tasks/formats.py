@@ -25,6 +25,8 @@ classic answer; they are scored on that final answer:
 - partial   coarser steps: `76 * 56 = 76*6=456 76*50=3800+456=4256#4256.00`.
 - steps-msd  `steps` with the columns most significant first (a digit-order lever):
             `24 + 82 = 2+8=10+0=10 4+2=6+0=6#106.00`.
+- steps-lsd  `steps` with long division's numbers least significant first (the same lever
+            for `/`): `27 / 12 = 2q0:0 72q0-21=51q1-21=3q2:2 ...#2.25`.
 """
 
 from __future__ import annotations
@@ -181,5 +183,5 @@ class AnswerFormat:
 
 FORMATS = ("classic", "int", "reversed", "padded", "padded-reversed", "text")
 """Direct answers: the answer is the result itself."""
-STEP_FORMATS = ("steps", "partial", "steps-msd")
+STEP_FORMATS = ("steps", "partial", "steps-msd", "steps-lsd")
 """Answers that show their work, then the classic answer (tasks/steps.py)."""

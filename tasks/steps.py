@@ -80,12 +80,23 @@ significant first, the same chains (so the same facts and the same length); `/` 
         the tens column first: its carry in (0 here) comes from the units column, not yet written,
         so the model must work it out unseen; least significant first, it copies it.
 
+`steps-lsd` (a study lever: digit order in long division): `steps` with every number of a tally
+(its start, the divisor, each value left) written least significant digit first; the quotient so
+far, and + - and * (least significant first already), as `steps`. The same facts and length:
+
+    27 / 12 = 2q0:0 72q0-21=51q1-21=3q2:2 03q0-21=81q1-21=6q2:22 06q0-21=84q1-21=63q2-21=42q3-21=21q4-21=0q5:225 0q0:2250#2.25
+        each subtraction's digits come units first, so each digit's borrow comes from the digit
+        just written, as in `steps`' columns; written most significant first, a value's first
+        digit waits on every borrow below it. A tally's start is the digit brought down, then the
+        remainder as it was written (`03` is 30).
+
 Length: mean characters per answer over the classic task (operands 0-99, the
 final answer included; one token per character):
 
     steps     +  27.2   -  34.4   *  70.0   / 150.1
     partial   +  27.2   -  34.4   *  31.8   /  47.8
     steps-msd +  27.2   -  34.4   *  70.0   / 150.1
+    steps-lsd +  27.2   -  34.4   *  70.0   / 150.1
 
 Why lattice multiplication: a held-out operand (90-99) brings a 9 into a place
 where training never had one. Position-free, every single-digit product is
@@ -101,7 +112,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from .formats import STEP_FORMATS, classic_result
 
@@ -353,6 +364,14 @@ def _msd(steps: list[Step], op: str, a: int, b: int) -> list[Step]:
     return steps[:k] + steps[k:][::-1]
 
 
+def _lsd(steps: Iterable[Step]) -> list[Step]:
+    """`steps-lsd`'s numbers from `steps`' and back (a reversal is its own inverse): each tally's
+    start, divisor and values least significant digit first; the quotient so far, and the columns of
+    + - and * (least significant first already), as `steps`."""
+    return [Tally(s.start[::-1], tuple((d[::-1], v[::-1], n) for d, v, n in s.links), s.quotient)
+            if isinstance(s, Tally) else s for s in steps]
+
+
 def write(a: int, op: str, b: int, fmt: str = "steps") -> Steps:
     """The steps of `a op b` in format `fmt` (see STEP_FORMATS), ending in the classic answer."""
     if fmt not in STEP_FORMATS:
@@ -373,6 +392,8 @@ def write(a: int, op: str, b: int, fmt: str = "steps") -> Steps:
         raise ValueError(f"unknown op {op!r} (known: + - * /)")
     if fmt == "steps-msd":
         steps = _msd(steps, op, a, b)
+    elif fmt == "steps-lsd":
+        steps = _lsd(steps)
     return Steps(tuple(steps), classic_result(a, op, b))
 
 
@@ -603,10 +624,13 @@ def _check_div_partial(parsed: Steps, a: int, b: int) -> Verdicts:
 
 
 def _verdicts(parsed: Steps, a: int, op: str, b: int, fmt: str) -> Verdicts:
-    """Verdicts in `steps`' order: a `steps-msd` answer's columns are put back least significant
-    first, so its first wrong step is the first in that order."""
+    """Verdicts in `steps`' order and digit order: a `steps-msd` answer's columns are put back least
+    significant first, so its first wrong step is the first in that order; a `steps-lsd` answer's
+    tally numbers are read back most significant first."""
     if fmt == "steps-msd":
         parsed = Steps(tuple(_msd(list(parsed.steps), op, a, b)), parsed.final)
+    elif fmt == "steps-lsd":
+        parsed = Steps(tuple(_lsd(parsed.steps)), parsed.final)
     if op == "+":
         return _check_add(parsed, a, b)
     if op == "-":
@@ -634,8 +658,8 @@ def check(answer: str, a: int, op: str, b: int, fmt: str = "steps") -> Check:
 Fact = tuple[int | str, ...]  # (left, op, right, result[, remainder]) or (left, relation, right)
 
 
-def facts(answer: str) -> set[Fact]:
-    """The facts an answer's steps state, whatever their place: each chain link as
+def facts(answer: str, fmt: str = "steps") -> set[Fact]:
+    """The facts an answer in steps format `fmt` states, whatever their place: each chain link as
     (value so far, op, argument, result), each tally's subtraction as (value, "-", divisor, result)
     and its stop as (value left, "<", divisor), each division as (dividend, "/", divisor, quotient,
     remainder), a comparison as (left, relation, right)."""
@@ -643,7 +667,7 @@ def facts(answer: str) -> set[Fact]:
     if parsed is None:
         raise ValueError(f"not a steps answer: {answer!r}")
     out: set[Fact] = set()
-    for step in parsed.steps:
+    for step in _lsd(parsed.steps) if fmt == "steps-lsd" else parsed.steps:
         if isinstance(step, Chain):
             left = int(step.start)
             for k in step.links:

@@ -51,7 +51,7 @@ def test_every_classic_answer_passes_the_checker_and_ends_in_the_classic_answer(
 
 def test_the_docstring_examples_are_what_the_formats_write():
     examples = re.findall(r"^ {4}(\d+) ([-+*/]) (\d+) = (.+)$", steps.__doc__ or "", re.M)
-    assert len(examples) == 7
+    assert len(examples) == 8
     for a, op, b, text in examples:
         assert text in [steps.answer(int(a), op, int(b), fmt) for fmt in STEP_FORMATS]
 
@@ -72,6 +72,10 @@ def test_the_docstring_examples_are_what_the_formats_write():
     (19, "-", 52, "steps-msd", "1<5 15-1=14-1=13 12-9=3-0=3#-33.00"),
     (76, "*", 56, "steps-msd", "6*6=36 7*6=42 6*5=30 7*5=35 3+1=4 4+3=7+5=12+0=12 3+2=5+0=5+0=5 6+0=6#4256.00"),
     (27, "/", 12, "steps-msd", DIV),
+    (24, "+", 82, "steps-lsd", "4+2=6+0=6 2+8=10+0=10#106.00"),
+    (76, "*", 56, "steps-lsd", MUL),
+    (12, "/", 77, "steps-lsd", "1q0:0 21q0:0 021q0-77=34q1:1 034q0-77=353q1-77=672q2-77=991q3-77=221q4-77=54q5:15 "
+                               "054q0-77=373q1-77=692q2-77=912q3-77=241q4-77=56q5:155#0.16"),
 ])
 def test_known_answers(a, op, b, fmt, text):
     assert steps.answer(a, op, b, fmt) == text
@@ -122,6 +126,9 @@ def test_every_truncation_of_a_right_answer_is_unparsed():
     (24, "+", 82, "steps-msd", "2+8=10+1=11 4+2=6+0=6#116.00", 3, "carry"),  # first in the units-first order
     (24, "+", 82, "steps-msd", "4+2=6+0=6 2+8=10+0=10#106.00", 0, "copy"),  # steps' order is wrong here
     (27, "/", 12, "steps", DIV.replace("-12=15q1-12=3q2", "-12=16q1-12=4q2"), 4, "sub"),
+    (27, "/", 12, "steps-lsd", steps.answer(27, "/", 12, "steps-lsd").replace("-21=51q1", "-21=15q1"), 4, "sub"),
+    (27, "/", 12, "steps-lsd", steps.answer(27, "/", 12, "steps-lsd").replace("03q0", "30q0"), 8, "copy"),
+    (27, "/", 12, "steps-lsd", DIV, 3, "copy"),  # steps' digit order is wrong here: 27 read as 72
     (27, "/", 12, "steps", DIV.replace("-12=3q2", "-12=3q3"), 5, "count"),
     (27, "/", 12, "steps", DIV.replace("27q0-12=15q1-12=3q2:2 30q0", "27q0-12=15q1:1 150q0"), 5, "divide"),
     (27, "/", 12, "steps", DIV.replace("30q0", "31q0"), 8, "copy"),
@@ -271,6 +278,10 @@ def test_held_out_dividends_are_covered_by_tallies_and_divisors_never():
     b_held = [p for p in splits["holdout"] if p.held in ("b", "both")]
     assert fact_coverage(train, a_held, "steps") > 0.5 > fact_coverage(train, a_held, "partial")
     assert fact_coverage(train, b_held[::10], "steps") < 0.05
+    # steps-lsd writes the same facts in another digit order: the same coverage, problem by problem
+    for p in a_held[::20] + b_held[::20]:
+        ops = steps.operands(p.prompt)
+        assert steps.facts(steps.answer(*ops, "steps-lsd"), "steps-lsd") == steps.facts(steps.answer(*ops))  # type: ignore[misc]
 
 
 def test_is_right_is_the_scorers_exact():
