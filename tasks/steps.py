@@ -372,6 +372,15 @@ def _lsd(steps: Iterable[Step]) -> list[Step]:
             if isinstance(s, Tally) else s for s in steps]
 
 
+def _arranged(steps: Iterable[Step], fmt: str, op: str, a: int, b: int) -> list[Step]:
+    """`steps`' steps in `fmt`'s order and digit order, and back: each arrangement is its own inverse."""
+    if fmt == "steps-msd":
+        return _msd(list(steps), op, a, b)
+    if fmt == "steps-lsd":
+        return _lsd(steps)
+    return list(steps)
+
+
 def write(a: int, op: str, b: int, fmt: str = "steps") -> Steps:
     """The steps of `a op b` in format `fmt` (see STEP_FORMATS), ending in the classic answer."""
     if fmt not in STEP_FORMATS:
@@ -390,11 +399,7 @@ def write(a: int, op: str, b: int, fmt: str = "steps") -> Steps:
         steps = _write_div_partial(a, b) if fmt == "partial" else _write_div(a, b)
     else:
         raise ValueError(f"unknown op {op!r} (known: + - * /)")
-    if fmt == "steps-msd":
-        steps = _msd(steps, op, a, b)
-    elif fmt == "steps-lsd":
-        steps = _lsd(steps)
-    return Steps(tuple(steps), classic_result(a, op, b))
+    return Steps(tuple(_arranged(steps, fmt, op, a, b)), classic_result(a, op, b))
 
 
 def answer(a: int, op: str, b: int, fmt: str = "steps") -> str:
@@ -627,10 +632,7 @@ def _verdicts(parsed: Steps, a: int, op: str, b: int, fmt: str) -> Verdicts:
     """Verdicts in `steps`' order and digit order: a `steps-msd` answer's columns are put back least
     significant first, so its first wrong step is the first in that order; a `steps-lsd` answer's
     tally numbers are read back most significant first."""
-    if fmt == "steps-msd":
-        parsed = Steps(tuple(_msd(list(parsed.steps), op, a, b)), parsed.final)
-    elif fmt == "steps-lsd":
-        parsed = Steps(tuple(_lsd(parsed.steps)), parsed.final)
+    parsed = Steps(tuple(_arranged(parsed.steps, fmt, op, a, b)), parsed.final)
     if op == "+":
         return _check_add(parsed, a, b)
     if op == "-":
